@@ -1,0 +1,192 @@
+"""Run folders: the unit of reproducibility.
+
+A run folder holds every stage's artifacts, figures, the executed notebooks and `manifest.json` (parameters,
+package versions, git commit, seeds, model ids, per-stage accounting). Named results recorded by a notebook land in
+`results.json` and in the notebook's own output (as a custom MIME bundle), so a script, a test or a sweep can read
+them back from either place.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+RECORD_MIME = "application/vnd.instruct-skillmix.record+json"
+TRACKED_PACKAGES = ("torch", "transformers", "trl", "openai", "datasets", "peft", "accelerate", "papermill")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_commit(root: Path = PROJECT_ROOT) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def _jsonable(value: Any) -> Any:
+    """Make numpy scalars, paths and dataclasses storable; fail loudly on anything else."""
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "to_dict") and callable(value.to_dict):
+        return value.to_dict()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot store {type(value).__name__} in a run record")
+
+
+class Run:
+    """One run folder. Safe to open from several notebooks or processes: writes go through a file lock."""
+
+    def __init__(self, run_dir: str | Path, stage: str | None = None) -> None:
+        self.path = Path(run_dir).expanduser().resolve()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.figures = self.path / "figures"
+        self.figures.mkdir(exist_ok=True)
+        self.stage = stage
+        self._lock = FileLock(str(self.path / ".run.lock"))
+
+    # ---------------------------------------------------------------- files
+    def artifact(self, *parts: str) -> Path:
+        """Path of an artifact inside the run folder; parent folders are created."""
+        path = self.path.joinpath(*parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "manifest.json"
+
+    @property
+    def results_path(self) -> Path:
+        return self.path / "results.json"
+
+    def _read(self, path: Path) -> dict[str, Any]:
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def _write(self, path: Path, data: dict[str, Any]) -> None:
+        tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(data, indent=2, default=_jsonable, ensure_ascii=False))
+        tmp.replace(path)
+
+    @contextmanager
+    def _update(self, path: Path):
+        with self._lock:
+            data = self._read(path)
+            yield data
+            self._write(path, data)
+
+    def manifest(self) -> dict[str, Any]:
+        return self._read(self.manifest_path)
+
+    def results(self) -> dict[str, Any]:
+        return self._read(self.results_path)
+
+    # ---------------------------------------------------------------- manifest
+    def begin_stage(self, stage: str, params: dict[str, Any], seeds: dict[str, int] | None = None) -> None:
+        """Record a stage's parameters (never secrets: parameters hold env-var *names* only) and environment."""
+        self.stage = stage
+        clean = {k: v for k, v in params.items() if not k.startswith("_")}
+        with self._update(self.manifest_path) as m:
+            m.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            m["run_dir"] = str(self.path)
+            m["git_commit"] = git_commit()
+            m["versions"] = package_versions()
+            st = m.setdefault("stages", {}).setdefault(stage, {})
+            st.update({"params": clean, "seeds": seeds or {}, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            st.pop("finished", None)
+
+    def set_stage_info(self, key: str, value: Any, stage: str | None = None) -> None:
+        """Store one fact about a stage in the manifest, e.g. model ids, the best checkpoint, accounting."""
+        stage = stage or self._require_stage()
+        with self._update(self.manifest_path) as m:
+            m.setdefault("stages", {}).setdefault(stage, {})[key] = value
+
+    def add_model(self, role: str, description: dict[str, Any], stage: str | None = None) -> None:
+        stage = stage or self._require_stage()
+        with self._update(self.manifest_path) as m:
+            m.setdefault("stages", {}).setdefault(stage, {}).setdefault("models", {})[role] = description
+
+    def add_accounting(self, role: str, usage: Any, stage: str | None = None) -> None:
+        """Per-stage, per-role token and cost totals (usage: a helpers.accounting.Usage or a dict)."""
+        stage = stage or self._require_stage()
+        data = usage.as_dict() if hasattr(usage, "as_dict") else dict(usage)
+        with self._update(self.manifest_path) as m:
+            m.setdefault("stages", {}).setdefault(stage, {}).setdefault("accounting", {})[role] = data
+
+    def end_stage(self, stage: str | None = None) -> None:
+        stage = stage or self._require_stage()
+        self.set_stage_info("finished", time.strftime("%Y-%m-%dT%H:%M:%S%z"), stage)
+
+    def stage_info(self, stage: str) -> dict[str, Any]:
+        return self.manifest().get("stages", {}).get(stage, {})
+
+    def _require_stage(self) -> str:
+        if not self.stage:
+            raise RuntimeError("no stage begun: call run.begin_stage(name, params) first")
+        return self.stage
+
+    # ---------------------------------------------------------------- results
+    def record(self, name: str, value: Any, stage: str | None = None, display: bool = True) -> Any:
+        """Store a named result (number, string, small dict/list) for tests, sweeps and readers."""
+        stage = stage or self._require_stage()
+        value = json.loads(json.dumps(value, default=_jsonable))
+        with self._update(self.results_path) as r:
+            r.setdefault(stage, {})[name] = value
+        if display:
+            _emit_record(stage, name, value)
+        return value
+
+    def save_figure(self, fig: Any, name: str, stage: str | None = None) -> Path:
+        stage = stage or self._require_stage()
+        path = self.figures / f"{stage}_{name}.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        return path
+
+
+def _emit_record(stage: str, name: str, value: Any) -> None:
+    """Show the record in a notebook's output so it can be read back from the executed .ipynb."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:
+        return
+    if get_ipython() is None:
+        return
+    display({RECORD_MIME: {"stage": stage, "name": name, "value": value}}, raw=True)
+
+
+def read_notebook_records(notebook_path: str | Path) -> dict[str, dict[str, Any]]:
+    """All records a notebook emitted while it ran: {stage: {name: value}}."""
+    nb = json.loads(Path(notebook_path).read_text())
+    records: dict[str, dict[str, Any]] = {}
+    for cell in nb.get("cells", []):
+        for output in cell.get("outputs", []):
+            payload = output.get("data", {}).get(RECORD_MIME)
+            if payload:
+                records.setdefault(payload["stage"], {})[payload["name"]] = payload["value"]
+    return records
