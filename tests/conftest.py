@@ -1,0 +1,14 @@
+"""Test-wide isolation: every test session gets its own LLM cache, so nothing leaks between runs."""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("ISM_CACHE_DIR", tempfile.mkdtemp(prefix="ism-test-cache-"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
