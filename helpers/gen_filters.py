@@ -1,0 +1,155 @@
+"""Quality filters for generated examples, each with its own count so a run reports what it threw away.
+
+Near-duplicate instructions are found without comparing all pairs: MinHash signatures of content-word bigrams are
+banded into an LSH index, and only the pairs that share a bucket are compared exactly. The exact score is ROUGE-L F1
+on words (for token sequences, rapidfuzz's normalised Indel similarity equals 2*LCS/(len a + len b), which is that
+F1), the measure Self-Instruct-style pipelines use with a 0.7 threshold.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from rapidfuzz.distance import Indel
+
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_STOPWORDS = frozenset(
+    "a an the and or but of to in on at for with by from as is are was were be been being it its this that these "
+    "those i you we they he she me my your our their his her them us do does did can could would should will shall "
+    "may might how what which who whom why when where if then so than about into over under also any some".split()
+)
+_PRIME = 4294967291  # largest prime below 2**32: a*x + b stays inside uint64
+
+FILTER_REASONS = ("empty_response", "truncated", "instruction_too_short", "instruction_too_long",
+                  "exact_duplicate", "near_duplicate")
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def word_count(text: str) -> int:
+    return len(text.split())
+
+
+def normalise_instruction(text: str) -> str:
+    """Case, punctuation and spacing do not make a new instruction."""
+    return " ".join(words(text))
+
+
+def rouge_l_f1(a: str, b: str) -> float:
+    """Word-level ROUGE-L F1 (beta 1) between two texts."""
+    wa, wb = words(a), words(b)
+    if not wa and not wb:
+        return 1.0
+    return float(Indel.normalized_similarity(wa, wb))
+
+
+def _shingles(text: str) -> set[int]:
+    content = [w for w in words(text) if w not in _STOPWORDS] or words(text)
+    grams = [" ".join(content[i:i + 2]) for i in range(len(content) - 1)] or content
+    return {int.from_bytes(hashlib.blake2b(g.encode(), digest_size=4).digest(), "little") for g in grams}
+
+
+class NearDuplicateIndex:
+    """MinHash-LSH over instructions; `find(text)` returns the ids of stored texts at or above the threshold."""
+
+    def __init__(self, threshold: float = 0.7, num_perm: int = 64, bands: int = 32, seed: int = 1) -> None:
+        if num_perm % bands:
+            raise ValueError("num_perm must be a multiple of bands")
+        self.threshold, self.bands, self.rows = threshold, bands, num_perm // bands
+        rng = np.random.default_rng(seed)
+        self._a = rng.integers(1, _PRIME, size=num_perm, dtype=np.uint64)
+        self._b = rng.integers(0, _PRIME, size=num_perm, dtype=np.uint64)
+        self._buckets: list[dict[bytes, list[Any]]] = [defaultdict(list) for _ in range(bands)]
+        self._texts: dict[Any, str] = {}
+
+    def _signature(self, text: str) -> np.ndarray:
+        sh = np.fromiter(_shingles(text), dtype=np.uint64)
+        if sh.size == 0:
+            return np.zeros(len(self._a), dtype=np.uint64)
+        # One universal hash (a*x + b) mod p per permutation; 32-bit operands keep the product exact in uint64.
+        vals = (np.outer(self._a, sh) + self._b[:, None]) % np.uint64(_PRIME)
+        return vals.min(axis=1)
+
+    def _band_keys(self, sig: np.ndarray) -> list[bytes]:
+        return [sig[i * self.rows:(i + 1) * self.rows].tobytes() for i in range(self.bands)]
+
+    def candidates(self, text: str) -> set[Any]:
+        found: set[Any] = set()
+        for band, key in zip(self._buckets, self._band_keys(self._signature(text))):
+            found.update(band.get(key, ()))
+        return found
+
+    def find(self, text: str) -> list[Any]:
+        return [i for i in self.candidates(text) if rouge_l_f1(text, self._texts[i]) >= self.threshold]
+
+    def add(self, item_id: Any, text: str) -> None:
+        self._texts[item_id] = text
+        for band, key in zip(self._buckets, self._band_keys(self._signature(text))):
+            band[key].append(item_id)
+
+
+@dataclass
+class FilterOutcome:
+    kept: list[dict[str, Any]] = field(default_factory=list)
+    dropped: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {r: [] for r in FILTER_REASONS})
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {reason: len(items) for reason, items in self.dropped.items()}
+
+
+def filter_examples(examples: Iterable[dict[str, Any]], *, min_words: int, max_words: int, drop_truncated: bool,
+                    dedup_threshold: float, against: Iterable[dict[str, Any]] = ()) -> FilterOutcome:
+    """Apply the filters in order; the first that fails names the reason. Earlier examples win duplicates.
+
+    `against`: examples already accepted elsewhere (e.g. the training set when filtering the held-out set); a
+    duplicate of one of them is dropped too.
+    """
+    out = FilterOutcome()
+    seen_exact: dict[str, Any] = {}
+    index = NearDuplicateIndex(dedup_threshold) if dedup_threshold < 1.0 else None
+
+    def remember(ex: dict[str, Any], fallback_id: Any) -> None:
+        item_id = ex.get("example_id", fallback_id)
+        seen_exact.setdefault(normalise_instruction(ex["instruction"]), item_id)
+        if index is not None:
+            index.add(item_id, ex["instruction"])
+
+    for i, ex in enumerate(against):
+        remember(ex, ("against", i))
+    for i, ex in enumerate(examples):
+        reason, duplicate_of = _first_failing_filter(ex, min_words, max_words, drop_truncated), None
+        if reason is None:
+            norm = normalise_instruction(ex["instruction"])
+            if norm in seen_exact:
+                reason, duplicate_of = "exact_duplicate", seen_exact[norm]
+            elif index is not None:
+                near = index.find(ex["instruction"])
+                if near:
+                    reason, duplicate_of = "near_duplicate", sorted(near, key=str)[0]
+        if reason is not None:
+            out.dropped[reason].append({**ex, "filter_reason": reason, "duplicate_of": duplicate_of})
+            continue
+        out.kept.append(ex)
+        remember(ex, i)
+    return out
+
+
+def _first_failing_filter(ex: dict[str, Any], min_words: int, max_words: int, drop_truncated: bool) -> str | None:
+    if not (ex.get("output") or "").strip():
+        return "empty_response"
+    if drop_truncated and ex.get("truncated"):
+        return "truncated"
+    n = word_count(ex.get("instruction") or "")
+    if n < min_words:
+        return "instruction_too_short"
+    if n > max_words:
+        return "instruction_too_long"
+    return None
