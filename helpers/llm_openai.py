@@ -12,6 +12,7 @@ import weakref
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletion
 
 from .llm import PermanentError, TransientError, api_key_from_env
 from .llm_types import ChatResult, Message
@@ -41,10 +42,12 @@ class OpenAIBackend:
     kind = "openai"
 
     def __init__(self, model: str, base_url: str, api_key_env: str, role: str = "TEACHER",
-                 timeout_s: float = 600.0) -> None:
+                 timeout_s: float = 600.0, pool_shards: int = 4) -> None:
         self.model, self.base_url, self.api_key_env, self.role = model, base_url.rstrip("/"), api_key_env, role
         self.timeout_s = timeout_s
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
+        self.pool_shards = pool_shards
+        self._turn = 0
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[openai.AsyncOpenAI]] = (
             weakref.WeakKeyDictionary()
         )
 
@@ -52,20 +55,24 @@ class OpenAIBackend:
         return {"backend": self.kind, "model": self.model, "base_url": self.base_url, "api_key_env": self.api_key_env}
 
     def _client(self) -> openai.AsyncOpenAI:
+        """One of a few clients per event loop, used round-robin.
+
+        httpcore scans its whole connection pool for every request, so one pool of 64+ busy connections spends more
+        CPU on bookkeeping than on the calls; several smaller pools keep that cost flat as concurrency grows.
+        """
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = openai.AsyncOpenAI(
-                base_url=self.base_url, api_key=api_key_from_env(self.api_key_env, self.role),
-                max_retries=0, timeout=self.timeout_s,
-            )
-            self._clients[loop] = client
-        return client
+        clients = self._clients.get(loop)
+        if clients is None:
+            key = api_key_from_env(self.api_key_env, self.role)
+            clients = [openai.AsyncOpenAI(base_url=self.base_url, api_key=key, max_retries=0, timeout=self.timeout_s)
+                       for _ in range(self.pool_shards)]
+            self._clients[loop] = clients
+        self._turn = (self._turn + 1) % len(clients)
+        return clients[self._turn]
 
     async def release_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        client = self._clients.pop(loop, None)
-        if client is not None:
+        for client in self._clients.pop(loop, None) or []:
             await client.close()
 
     def check(self) -> None:
@@ -98,7 +105,12 @@ class OpenAIBackend:
             kwargs["logprobs"] = True
             kwargs["top_logprobs"] = int(sampling["top_logprobs"])
         try:
-            resp = await self._client().chat.completions.create(model=self.model, messages=messages, **kwargs)
+            # `post` with the typed response skips the SDK's recursive request transformation, which otherwise
+            # costs more CPU than the HTTP round trip when many long conversations are in flight.
+            resp = await self._client().post(
+                "/chat/completions", body={"model": self.model, "messages": messages, **kwargs},
+                cast_to=ChatCompletion,
+            )
         except openai.RateLimitError as exc:
             raise TransientError(f"HTTP 429 rate limited", retry_after=_retry_after(exc)) from None
         except openai.InternalServerError as exc:

@@ -1,0 +1,105 @@
+"""Throughput of the LLM layer against the fake OpenAI server with a fixed latency per call.
+
+Compares, in one run, (a) the kit's async client with many multi-turn conversations in flight against the ideal
+rate concurrency / (turns x latency), and (b) the original implementation's model: a few worker threads, each
+running its conversations one call after another with the blocking client. Prints JSON.
+
+    python benchmarks/bench_llm.py [--latency 0.1 --concurrency 64 --turns 5 --conversations 256]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import openai
+
+
+def _serve(latency: float, port_q) -> None:  # runs in its own process so the server does not share our GIL
+    from helpers.fake_openai import FakeOpenAIServer
+
+    srv = FakeOpenAIServer(latency_s=latency).start()
+    port_q.put(srv.port)
+    while True:
+        time.sleep(3600)
+
+
+def bench_async(base_url: str, concurrency: int, turns: int, n_conv: int) -> float:
+    from helpers.llm import connect
+
+    with tempfile.TemporaryDirectory() as tmp:
+        client = connect("fake-model", base_url, "", max_concurrency=concurrency, stage="bench",
+                         cache_path=Path(tmp) / "c.sqlite", use_cache=False, show_progress=False)
+        convs = [[f"conversation {i} turn {t}" for t in range(turns)] for i in range(n_conv)]
+        start = time.perf_counter()
+        out = client.converse_many(convs, temperature=0.7)
+        elapsed = time.perf_counter() - start
+    assert all(c.ok for c in out), "fake server calls failed"
+    return n_conv / elapsed
+
+
+def bench_threads(base_url: str, workers: int, turns: int, n_conv: int) -> float:
+    todo = list(range(n_conv))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        client = openai.OpenAI(base_url=base_url, api_key="EMPTY", max_retries=0)
+        while True:
+            with lock:
+                if not todo:
+                    return
+                i = todo.pop()
+            messages = []
+            for t in range(turns):
+                messages.append({"role": "user", "content": f"conversation {i} turn {t}"})
+                r = client.chat.completions.create(model="fake-model", messages=messages, temperature=0.7)
+                messages.append({"role": "assistant", "content": r.choices[0].message.content})
+
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return n_conv / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--latency", type=float, default=0.1)
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--turns", type=int, default=5)
+    ap.add_argument("--conversations", type=int, default=256)
+    ap.add_argument("--baseline-workers", type=int, default=4)
+    ap.add_argument("--baseline-conversations", type=int, default=32)
+    args = ap.parse_args()
+
+    ctx = multiprocessing.get_context("spawn")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_serve, args=(args.latency, q), daemon=True)
+    proc.start()
+    base_url = f"http://127.0.0.1:{q.get(timeout=30)}/v1"
+    try:
+        ideal = args.concurrency / (args.turns * args.latency)
+        rate = bench_async(base_url, args.concurrency, args.turns, args.conversations)
+        baseline = bench_threads(base_url, args.baseline_workers, args.turns, args.baseline_conversations)
+    finally:
+        proc.terminate()
+    print(json.dumps({
+        "latency_s": args.latency, "concurrency": args.concurrency, "turns": args.turns,
+        "conversations": args.conversations,
+        "ideal_conversations_per_s": round(ideal, 2),
+        "async_conversations_per_s": round(rate, 2),
+        "fraction_of_ideal": round(rate / ideal, 3),
+        "baseline_threads": args.baseline_workers,
+        "baseline_conversations_per_s": round(baseline, 2),
+        "speedup_vs_baseline": round(rate / baseline, 2),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
