@@ -143,26 +143,17 @@ def _for_arrow(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------- stage 1 inputs
 def read_skills_file(path: str | Path) -> list[str]:
-    """Skills from stage 1's `skills.jsonl` or (through stage 1's reader) an official `skills.txt`."""
-    p = Path(path)
-    if p.suffix == ".jsonl":
-        return [r["skill"] for r in read_jsonl(p) if r.get("skill")]
-    from . import skills_formats  # written by stage 1; owns the official text formats
+    """Skills from stage 1's `skills.jsonl` or an official `skills.txt` (read by stage 1's own reader)."""
+    from .skills_formats import load_skills_file
 
-    return list(skills_formats.read_skills(p))
+    records, _report = load_skills_file(path)
+    return [r["skill"] for r in records]
 
 
 def read_query_types_file(path: str | Path) -> list[dict[str, Any]]:
     """Query types ({name, definition, examples}) from `query_types.jsonl` or an official `queries.txt`."""
-    p = Path(path)
-    if p.suffix == ".jsonl":
-        records = read_jsonl(p)
-    else:
-        from . import skills_formats
+    from .skills_formats import load_query_types_file
 
-        records = list(skills_formats.read_query_types(p))
-    return [
-        {"name": r["name"], "definition": r.get("definition") or "", "examples": list(r.get("examples") or [])}
-        if isinstance(r, dict) else {"name": r.name, "definition": r.definition, "examples": list(r.examples)}
-        for r in records
-    ]
+    types, _report = load_query_types_file(path)
+    return [{"name": t["name"], "definition": t.get("definition") or "", "examples": list(t.get("examples") or [])}
+            for t in types]

@@ -1,0 +1,68 @@
+"""Parsing the final instruction/response pair out of awkward teacher replies."""
+from helpers.gen_parse import parse_final_pair, split_fields, strip_wrapping
+
+PAIR = ["pair"]
+
+
+def test_clean_pair_with_task_type_and_skills_headers():
+    text = ("### Task Type: Planning\n### Skills: a, b\n### Instruction: Plan my week?\n"
+            "### Response: Monday: rest.\n### Tuesday\nWork.")
+    p = parse_final_pair([text], PAIR)
+    assert p.ok and p.instruction == "Plan my week?"
+    assert p.response == "Monday: rest.\n### Tuesday\nWork."  # markdown headers inside answers survive
+
+
+def test_query_header_instead_of_instruction():
+    p = parse_final_pair(["### Query: Why is the sky blue?\n### Response: Rayleigh scattering."], PAIR)
+    assert (p.instruction, p.response) == ("Why is the sky blue?", "Rayleigh scattering.")
+
+
+def test_headers_without_hashes_bold_and_refined_prefix():
+    text = "**Refined Instruction:** How do I fix it?\n\n**Refined Response:**\nRestart it."
+    p = parse_final_pair([text], PAIR)
+    assert (p.instruction, p.response) == ("How do I fix it?", "Restart it.")
+
+
+def test_header_on_its_own_line_and_lowercase():
+    p = parse_final_pair(["instruction:\nName three rivers.\n\nresponse\nNile, Amazon, Danube."], PAIR)
+    assert (p.instruction, p.response) == ("Name three rivers.", "Nile, Amazon, Danube.")
+
+
+def test_quotes_around_instruction_are_removed_but_inner_quotes_kept():
+    assert strip_wrapping('"Is this ok?"') == "Is this ok?"
+    assert strip_wrapping("\u201cSmart quotes?\u201d") == "Smart quotes?"
+    assert strip_wrapping('"a" and "b"') == '"a" and "b"'
+    p = parse_final_pair(['### Instruction: "Explain X."\n### Response: X is Y.'], PAIR)
+    assert p.instruction == "Explain X."
+
+
+def test_pair_spread_over_last_two_turns_with_bare_rewrite():
+    replies = ["### Instruction: First?\n### Response: draft", "critique text", "### Instruction: Better?\n### Response: cut o",
+               "The complete rewritten answer."]
+    p = parse_final_pair(replies, ["pair", "none", "pair", "rewrite"])
+    assert (p.instruction, p.response) == ("Better?", "The complete rewritten answer.")
+    assert (p.instruction_turn, p.response_turn) == (2, 3)
+
+
+def test_refine_without_instruction_falls_back_to_earlier_instruction():
+    replies = ["### Instruction: Draft question?\n### Response: draft", "weak", "### Response: improved answer"]
+    p = parse_final_pair(replies, ["pair", "none", "pair"])
+    assert (p.instruction, p.response) == ("Draft question?", "improved answer")
+    assert (p.instruction_turn, p.response_turn) == (0, 2)
+
+
+def test_critique_is_never_parsed():
+    replies = ["no format at all", "### Instruction: critique says?\n### Response: critique", "still nothing"]
+    p = parse_final_pair(replies, ["pair", "none", "pair"])
+    assert not p.ok and p.reason == "no instruction and no response found"
+
+
+def test_missing_response_and_missing_instruction_reasons():
+    assert parse_final_pair(["### Instruction: only this"], PAIR).reason == "no response found"
+    assert parse_final_pair(["### Response: only that"], PAIR).reason == "no instruction found"
+    assert parse_final_pair([""], PAIR).reason == "no instruction and no response found"
+
+
+def test_bare_text_counts_as_response_only_in_rewrite_turns():
+    assert parse_final_pair(["just prose"], ["pair"]).response is None
+    assert split_fields("just prose") == {}
