@@ -1,0 +1,217 @@
+"""Ablation sweeps: run stages 2-4 over a grid of parameters, one run folder per cell, and collect one table.
+
+    python -m helpers.sweep --grid grid.yaml --out sweeps/shirkers [--parallel 2] [--set NUM_EXAMPLES=200]
+    python -m helpers.sweep --grid shirkers --out sweeps/shirkers      # a built-in grid from the paper
+
+A grid file is YAML:
+
+    base:            # parameters for every cell (any notebook's parameter names)
+      NUM_EXAMPLES: 1000
+    grid:            # every combination of these values is one cell
+      SHIRKER_FRACTION: [0.0, 0.2, 0.5]
+      SHIRKER_KIND: [brevity, junk]
+
+Stage 1 runs once per distinct set of stage-1 parameters (once, if the grid varies only later stages) in
+`OUT/_stage1/…`; its artifacts are copied into each cell's run folder. Cells share the LLM call cache, so repeated
+requests are free. `OUT/sweep.csv` holds one row per cell: its parameters, status and every recorded result.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from .params import ParameterError
+
+STAGE1_NOTEBOOK = "01_extract_skills"
+LATER_NOTEBOOKS = ("02_generate", "03_sft", "04_eval_ablations")
+STAGE1_ARTIFACTS = ("skills.jsonl", "query_types.jsonl", "skills.txt", "queries.txt")
+
+# The paper's ablations (shirker fraction and kind, k, data size, skill source), ready to run.
+PAPER_GRIDS: dict[str, dict[str, Any]] = {
+    "shirkers": {"grid": {"SHIRKER_FRACTION": [0.0, 0.2, 0.5], "SHIRKER_KIND": ["brevity", "junk"]}},
+    "k": {"grid": {"K_SKILLS": [1, 2]}},
+    "size": {"grid": {"NUM_EXAMPLES": [1000, 2000, 4000]}},
+    "skill_source": {"grid": {"SKILL_SOURCE": ["direct", "dataset"]}},
+}
+
+
+@dataclass
+class SweepSpec:
+    """What to sweep."""
+
+    base: dict[str, Any] = field(default_factory=dict, metadata={"help": "Parameters shared by every cell."})
+    grid: dict[str, list[Any]] = field(default_factory=dict, metadata={"help": "Parameter -> values; cells are all combinations."})
+
+
+def load_grid(grid: str | Path, overrides: dict[str, Any] | None = None) -> SweepSpec:
+    """A grid from a YAML file or a built-in name (see PAPER_GRIDS); `overrides` are added to `base`."""
+    if str(grid) in PAPER_GRIDS:
+        data = PAPER_GRIDS[str(grid)]
+    else:
+        path = Path(grid)
+        if not path.exists():
+            raise ParameterError("--grid", f"{grid!r} is neither a file nor a built-in grid",
+                                 f"give a YAML file or one of {', '.join(PAPER_GRIDS)}")
+        data = yaml.safe_load(path.read_text()) or {}
+    unknown = set(data) - {"base", "grid"}
+    if unknown:
+        raise ParameterError("--grid", f"unknown top-level keys {sorted(unknown)}", "use only 'base' and 'grid'")
+    spec = SweepSpec(base=dict(data.get("base") or {}), grid={k: list(v) if isinstance(v, (list, tuple)) else [v]
+                                                              for k, v in (data.get("grid") or {}).items()})
+    spec.base.update(overrides or {})
+    if not spec.grid:
+        raise ParameterError("--grid", "the grid is empty", "list at least one parameter with its values under 'grid'")
+    return spec
+
+
+def expand_grid(spec: SweepSpec) -> list[dict[str, Any]]:
+    """All cells in a stable order (first key varies slowest), each the full parameter dict of that cell."""
+    keys = list(spec.grid)
+    return [{**spec.base, **dict(zip(keys, values))} for values in itertools.product(*(spec.grid[k] for k in keys))]
+
+
+def cell_name(params: dict[str, Any], keys: Iterable[str]) -> str:
+    """A folder name from the varied parameters, e.g. SHIRKER_FRACTION=0.2__SHIRKER_KIND=junk."""
+    parts = [f"{k}={params[k]}" for k in keys]
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "-", "__".join(parts)) or "cell"
+
+
+def _declared_by_pipeline(notebook: str) -> set[str]:
+    from .pipeline import notebook_parameters
+
+    return set(notebook_parameters(notebook))
+
+
+def _copy_stage1(shared: Path, cell_dir: Path) -> None:
+    for name in STAGE1_ARTIFACTS:
+        src, dst = shared / name, cell_dir / name
+        if src.exists() and not dst.exists():
+            shutil.copy2(src, dst)
+
+
+def run_sweep(spec: SweepSpec, out_dir: str | Path, parallel: int = 1, runner: Callable[..., Any] | None = None,
+              declared: Callable[[str], set[str]] = _declared_by_pipeline, log: Callable[[str], None] = print) -> pd.DataFrame:
+    """Run every cell (stage 1 shared), keep going past failed cells, write and return the collected table.
+
+    `runner(run_dir, params, notebooks=...)` is `helpers.pipeline.run_pipeline` unless a test injects another.
+    """
+    if runner is None:
+        from .pipeline import run_pipeline as runner  # noqa: N813
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stage1_keys = declared(STAGE1_NOTEBOOK)
+    later_keys = set().union(*(declared(nb) for nb in LATER_NOTEBOOKS))
+    cells = expand_grid(spec)
+    unknown = sorted({k for c in cells for k in c} - stage1_keys - later_keys - {"RUN_DIR"})
+    if unknown:
+        raise ParameterError(unknown[0], "is not a parameter of any stage notebook", "check the spelling in the grid file")
+    varied = list(spec.grid)
+    (out / "grid.json").write_text(json.dumps({"base": spec.base, "grid": spec.grid}, indent=2, default=str))
+
+    # Stage 1 once per distinct stage-1 parameter set.
+    stage1_dirs: dict[str, Path] = {}
+    for cell in cells:
+        s1 = {k: v for k, v in cell.items() if k in stage1_keys}
+        key = json.dumps(s1, sort_keys=True, default=str)
+        if key in stage1_dirs:
+            continue
+        s1_varied = [k for k in varied if k in stage1_keys]
+        folder = out / "_stage1" / (cell_name(cell, s1_varied) if s1_varied else "shared")
+        stage1_dirs[key] = folder
+        if not (folder / "skills.jsonl").exists():
+            log(f"stage 1 -> {folder}")
+            runner(folder, s1, notebooks=(STAGE1_NOTEBOOK,))
+
+    def run_cell(cell: dict[str, Any]) -> None:
+        name = cell_name(cell, varied)
+        cell_dir = out / "cells" / name
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        s1 = {k: v for k, v in cell.items() if k in stage1_keys}
+        _copy_stage1(stage1_dirs[json.dumps(s1, sort_keys=True, default=str)], cell_dir)
+        status: dict[str, Any] = {"cell": name, "params": cell, "status": "running"}
+        (cell_dir / "cell.json").write_text(json.dumps(status, indent=2, default=str))
+        start = time.perf_counter()
+        try:
+            runner(cell_dir, {k: v for k, v in cell.items() if k in later_keys}, notebooks=LATER_NOTEBOOKS)
+            status.update(status="ok", error="")
+        except Exception as exc:  # one failed cell must not stop the sweep; the error is kept in the table
+            status.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+            log(f"cell {name} failed: {status['error']}")
+        status["seconds"] = round(time.perf_counter() - start, 1)
+        (cell_dir / "cell.json").write_text(json.dumps(status, indent=2, default=str))
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        list(pool.map(run_cell, cells))
+    return collect_results(out)
+
+
+def _flatten(results: dict[str, Any]) -> dict[str, Any]:
+    """`{stage: {name: value}}` -> `{"stage.name": value}` for scalar values (tables and lists stay in the run)."""
+    flat = {}
+    for stage, named in results.items():
+        if not isinstance(named, dict):
+            continue
+        for name, value in named.items():
+            if value is None or isinstance(value, (int, float, str, bool)):
+                flat[f"{stage}.{name}"] = value
+    return flat
+
+
+def collect_results(out_dir: str | Path, write: bool = True) -> pd.DataFrame:
+    """One row per cell folder: parameters, status, error, seconds, run_dir and every recorded scalar result."""
+    out = Path(out_dir)
+    rows = []
+    for cell_json in sorted((out / "cells").glob("*/cell.json")):
+        cell = json.loads(cell_json.read_text())
+        results_path = cell_json.parent / "results.json"
+        results = json.loads(results_path.read_text()) if results_path.exists() else {}
+        rows.append({"cell": cell["cell"], **cell.get("params", {}), "status": cell.get("status"),
+                     "error": cell.get("error", ""), "seconds": cell.get("seconds"),
+                     "run_dir": str(cell_json.parent), **_flatten(results)})
+    df = pd.DataFrame(rows)
+    if write:
+        df.to_csv(out / "sweep.csv", index=False)
+    return df
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.sweep", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--grid", required=True, help=f"YAML grid file or one of {', '.join(PAPER_GRIDS)}")
+    parser.add_argument("--out", required=True, help="sweep folder, e.g. sweeps/shirkers")
+    parser.add_argument("--parallel", type=int, default=1, help="cells run at the same time (each starts its own kernels)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra base parameter (YAML value), repeatable")
+    parser.add_argument("--collect-only", action="store_true", help="only rebuild sweep.csv from the cell folders")
+    args = parser.parse_args(argv)
+    if args.collect_only:
+        df = collect_results(args.out)
+    else:
+        overrides = {}
+        for item in args.set:
+            key, _, value = item.partition("=")
+            overrides[key] = yaml.safe_load(value)
+        try:
+            df = run_sweep(load_grid(args.grid, overrides), args.out, parallel=args.parallel)
+        except ParameterError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    print(df.drop(columns=["run_dir"], errors="ignore").to_string(index=False))
+    print(f"\nwrote {Path(args.out) / 'sweep.csv'}")
+    return 0 if df.empty or (df["status"] == "ok").all() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

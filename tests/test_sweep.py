@@ -1,0 +1,100 @@
+"""Sweep driver: grid expansion, stage-1 sharing, parameter routing and the collected table (fake runner)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from helpers.params import ParameterError
+from helpers.sweep import PAPER_GRIDS, cell_name, collect_results, expand_grid, load_grid, main, run_sweep
+
+DECLARED = {
+    "01_extract_skills": {"RUN_DIR", "SEED", "SKILL_SOURCE", "TEACHER_MODEL"},
+    "02_generate": {"RUN_DIR", "SEED", "TEACHER_MODEL", "NUM_EXAMPLES", "SHIRKER_FRACTION", "SHIRKER_KIND", "K_SKILLS"},
+    "03_sft": {"RUN_DIR", "SEED", "BASE_MODEL"},
+    "04_eval_ablations": {"RUN_DIR", "SEED", "JUDGE_MODEL"},
+}
+
+
+class FakeRunner:
+    """Stands in for helpers.pipeline.run_pipeline: writes what the notebooks would record."""
+
+    def __init__(self, fail_when: dict | None = None):
+        self.calls: list[tuple[str, dict, tuple]] = []
+        self.fail_when = fail_when or {}
+
+    def __call__(self, run_dir, params, notebooks=()):
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.calls.append((str(run_dir), dict(params), tuple(notebooks)))
+        if notebooks == ("01_extract_skills",):
+            (run_dir / "skills.jsonl").write_text(json.dumps({"skill": f"s_{params.get('SKILL_SOURCE', 'x')}"}) + "\n")
+            return
+        assert (run_dir / "skills.jsonl").exists(), "stage-1 artifacts must be copied into the cell"
+        if all(params.get(k) == v for k, v in self.fail_when.items()) and self.fail_when:
+            raise RuntimeError("04_eval_ablations failed in cell 7: ValueError: boom")
+        frac = params.get("SHIRKER_FRACTION", 0)
+        results = {"generate": {"n_examples": params.get("NUM_EXAMPLES", 10)},
+                   "evaluate": {"win_rate_student": 40 - 20 * frac, "lc_win_rate_student": 35 - 10 * frac,
+                                "per_category": {"a": 1}}}
+        (run_dir / "results.json").write_text(json.dumps(results))
+
+
+def test_expand_grid_and_names(tmp_path):
+    spec = load_grid("shirkers", {"NUM_EXAMPLES": 8})
+    cells = expand_grid(spec)
+    assert len(cells) == 6 and all(c["NUM_EXAMPLES"] == 8 for c in cells)
+    assert cells[0]["SHIRKER_FRACTION"] == 0.0 and cells[1]["SHIRKER_KIND"] == "junk"
+    assert cell_name(cells[1], ["SHIRKER_FRACTION", "SHIRKER_KIND"]) == "SHIRKER_FRACTION=0.0__SHIRKER_KIND=junk"
+    grid = tmp_path / "g.yaml"
+    grid.write_text("base:\n  SEED: 3\ngrid:\n  K_SKILLS: [1, 2]\n")
+    assert [c["K_SKILLS"] for c in expand_grid(load_grid(grid))] == [1, 2]
+    with pytest.raises(ParameterError):
+        load_grid("no_such_grid")
+    assert set(PAPER_GRIDS) >= {"shirkers", "k", "size", "skill_source"}
+
+
+def test_sweep_shares_stage1_and_collects_a_table(tmp_path):
+    runner = FakeRunner(fail_when={"SHIRKER_FRACTION": 0.5, "SHIRKER_KIND": "junk"})
+    spec = load_grid("shirkers", {"NUM_EXAMPLES": 8, "SEED": 1})
+    df = run_sweep(spec, tmp_path / "sw", parallel=2, runner=runner, declared=DECLARED.__getitem__, log=lambda m: None)
+    stage1_calls = [c for c in runner.calls if c[2] == ("01_extract_skills",)]
+    assert len(stage1_calls) == 1 and stage1_calls[0][1] == {"SEED": 1}
+    later = [c for c in runner.calls if c[2] != ("01_extract_skills",)]
+    assert len(later) == 6 and all("SKILL_SOURCE" not in c[1] for c in later)
+    assert len(df) == 6
+    failed = df[df["status"] == "failed"]
+    assert len(failed) == 1 and "boom" in failed["error"].iloc[0]
+    ok = df[df["status"] == "ok"].set_index("cell")
+    assert ok.loc["SHIRKER_FRACTION=0.2__SHIRKER_KIND=brevity", "evaluate.win_rate_student"] == pytest.approx(36)
+    assert "evaluate.per_category" not in df.columns
+    on_disk = pd.read_csv(tmp_path / "sw" / "sweep.csv")
+    assert len(on_disk) == 6 and "SHIRKER_KIND" in on_disk.columns
+    assert collect_results(tmp_path / "sw", write=False).shape == df.shape
+
+
+def test_stage1_parameter_in_grid_runs_stage1_per_value(tmp_path):
+    runner = FakeRunner()
+    spec = load_grid("skill_source")
+    df = run_sweep(spec, tmp_path / "sw", runner=runner, declared=DECLARED.__getitem__, log=lambda m: None)
+    assert len([c for c in runner.calls if c[2] == ("01_extract_skills",)]) == 2
+    assert (df["status"] == "ok").all()
+    skills = {Path(r).name: (Path(r) / "skills.jsonl").read_text() for r in df["run_dir"]}
+    assert "s_dataset" in skills["SKILL_SOURCE=dataset"] and "s_direct" in skills["SKILL_SOURCE=direct"]
+
+
+def test_unknown_parameter_fails_before_running(tmp_path):
+    runner = FakeRunner()
+    spec = load_grid("shirkers", {"NUM_EXAMPLE": 8})
+    with pytest.raises(ParameterError) as err:
+        run_sweep(spec, tmp_path / "sw", runner=runner, declared=DECLARED.__getitem__, log=lambda m: None)
+    assert err.value.name == "NUM_EXAMPLE" and runner.calls == []
+
+
+def test_cli_collect_only(tmp_path, capsys):
+    runner = FakeRunner()
+    run_sweep(load_grid("k"), tmp_path / "sw", runner=runner, declared=DECLARED.__getitem__, log=lambda m: None)
+    assert main(["--grid", "k", "--out", str(tmp_path / "sw"), "--collect-only"]) == 0
+    assert "K_SKILLS" in capsys.readouterr().out
