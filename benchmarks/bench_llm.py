@@ -28,18 +28,18 @@ def _serve(latency: float, port_q) -> None:  # runs in its own process so the se
         time.sleep(3600)
 
 
-def bench_async(base_url: str, concurrency: int, turns: int, n_conv: int) -> float:
+def bench_async(base_url: str, concurrency: int, turns: int, n_conv: int) -> tuple[float, float]:
     from helpers.llm import connect
 
     with tempfile.TemporaryDirectory() as tmp:
         client = connect("fake-model", base_url, "", max_concurrency=concurrency, stage="bench",
                          cache_path=Path(tmp) / "c.sqlite", use_cache=False, show_progress=False)
         convs = [[f"conversation {i} turn {t}" for t in range(turns)] for i in range(n_conv)]
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         out = client.converse_many(convs, temperature=0.7)
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu0
     assert all(c.ok for c in out), "fake server calls failed"
-    return n_conv / elapsed
+    return n_conv / elapsed, 1000 * cpu / (n_conv * turns)
 
 
 def bench_threads(base_url: str, workers: int, turns: int, n_conv: int) -> float:
@@ -85,7 +85,7 @@ def main() -> None:
     base_url = f"http://127.0.0.1:{q.get(timeout=30)}/v1"
     try:
         ideal = args.concurrency / (args.turns * args.latency)
-        rate = bench_async(base_url, args.concurrency, args.turns, args.conversations)
+        rate, cpu_ms = bench_async(base_url, args.concurrency, args.turns, args.conversations)
         baseline = bench_threads(base_url, args.baseline_workers, args.turns, args.baseline_conversations)
     finally:
         proc.terminate()
@@ -95,6 +95,7 @@ def main() -> None:
         "ideal_conversations_per_s": round(ideal, 2),
         "async_conversations_per_s": round(rate, 2),
         "fraction_of_ideal": round(rate / ideal, 3),
+        "client_cpu_ms_per_call": round(cpu_ms, 3),
         "baseline_threads": args.baseline_workers,
         "baseline_conversations_per_s": round(baseline, 2),
         "speedup_vs_baseline": round(rate / baseline, 2),
