@@ -20,7 +20,7 @@ def _f(default: Any, help: str) -> Any:
 @dataclass
 class GenerateConfig:
     run_dir: str = _f("runs/demo", "Run folder: stage 1's skills.jsonl / query_types.jsonl are read from here; data/ is written here.")
-    seed: int = _f(42, "Seed of the training plan (skills, query types) and of the shirker choice; the held-out seed is derived from it.")
+    seed: int = _f(0, "Seed of the training plan (skills, query types) and of the shirker choice; the held-out seed is derived from it.")
     teacher_model: str = _f(EMBEDDED_TEACHER, "Teacher model id (endpoint model id, embedded name, or local checkpoint folder).")
     teacher_base_url: str = _f("", "OpenAI-compatible base URL of the teacher; empty runs the model in-process.")
     teacher_api_key_env: str = _f("", "NAME of the environment variable holding the teacher's API key (never the key).")

@@ -57,3 +57,10 @@ def estimate_generation(plans: list[ExamplePlan], version: PromptVersion, *, mod
         out[label] = {"calls": calls, "input_tokens": inp, "output_tokens": outp,
                       "cost_usd": None if cost is None else round(cost, 2)}
     return out
+
+
+def estimate_table(estimate: dict[str, Any]):
+    """The estimate as a small table: one row per scenario."""
+    import pandas as pd
+
+    return pd.DataFrame({k: estimate[k] for k in ("typical", "upper_bound")}).T

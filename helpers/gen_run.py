@@ -297,3 +297,11 @@ def record_outcome(run: Any, outcome: GenerationOutcome) -> dict[str, Any]:
     run.set_stage_info("artifacts", outcome.paths)
     run.set_stage_info("heldout_seed", heldout_seed(outcome.config.seed))
     return summary
+
+
+def connect_teacher(config: GenerateConfig):
+    """The teacher client from the notebook parameters (raises ParameterError on a bad endpoint/model/key)."""
+    from .llm import connect
+
+    return connect(config.teacher_model, config.teacher_base_url, config.teacher_api_key_env,
+                   config.max_concurrency, stage="generate", role="TEACHER")

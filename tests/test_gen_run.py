@@ -232,3 +232,20 @@ def test_killed_run_resumes_without_repaying_completed_calls(run_dir, tmp_path):
     assert len(hashes) == len(set(hashes)) == 36  # every call paid exactly once across both runs
     assert result["paid"] == 36 - paid_before
     assert len(read_jsonl(run_dir / "data" / "train.jsonl")) == 12
+
+
+def test_plots_and_renderings_build_from_an_outcome(run_dir):
+    import matplotlib
+    matplotlib.use("Agg")
+    from helpers import gen_plots
+
+    out = run_generation(config(run_dir, num_examples=8, num_heldout=2, shirker_fraction=0.25),
+                         client_for(FakeTeacher(never_parse={"poetry_meter"}), run_dir / "c.sqlite"))
+    s = out.summary()
+    for fig in (gen_plots.skill_usage_figure(out.train_plans, 12), gen_plots.query_type_figure(out.train_plans, out.train),
+                gen_plots.pair_coverage_figure(out.train_plans, 12), gen_plots.length_figure(out.train),
+                gen_plots.outcome_figure(s)):
+        assert fig.axes
+    assert int(gen_plots.outcome_table(s).set_index("what").loc["kept: train", "examples"]) == len(out.train)
+    assert "shirker: junk" in gen_plots.examples_markdown(sorted(out.train, key=lambda e: e["shirker"] is None), n=8)
+    assert "no instruction" in gen_plots.failures_markdown(out.failed) or not out.failed
