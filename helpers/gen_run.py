@@ -141,19 +141,25 @@ def resume_entries(progress_path: Path, fingerprints: dict[str, str], max_attemp
     return done
 
 
-def generate_split(client: Any, plans: list[ExamplePlan], version: PromptVersion, config: GenerateConfig,
-                   progress_path: str | Path, desc: str = "generating") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Examples (in plan order) and failures of one split; all conversations in flight at once, bounded by the
-    client's MAX_CONCURRENCY; each finished example is appended to `progress_path` immediately."""
-    progress_path = Path(progress_path)
-    fps = {p.example_id: example_fingerprint(p, config, version, client.model) for p in plans}
-    done = resume_entries(progress_path, fps, config.max_attempts)
-    todo = [p for p in plans if p.example_id not in done]
+def generate_splits(client: Any, splits: dict[str, tuple[list[ExamplePlan], Path]], version: PromptVersion,
+                    config: GenerateConfig, desc: str = "examples"
+                    ) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    """Examples (in plan order) and failures per split. Every conversation of every split is in flight at once,
+    bounded by the client's MAX_CONCURRENCY (a local teacher batches them); each finished example is appended to
+    its split's progress file immediately."""
+    fps = {p.example_id: example_fingerprint(p, config, version, client.model)
+           for plans, _ in splits.values() for p in plans}
+    done: dict[str, dict[str, Any]] = {}
+    for plans, progress_path in splits.values():
+        done.update(resume_entries(Path(progress_path), {p.example_id: fps[p.example_id] for p in plans},
+                                   config.max_attempts))
+    todo = [(p, Path(path)) for plans, path in splits.values() for p in plans if p.example_id not in done]
+    total = sum(len(plans) for plans, _ in splits.values())
 
     async def run_all() -> None:
-        tasks = [asyncio.ensure_future(_generate_one(client, p, version, config, fps[p.example_id], progress_path))
-                 for p in todo]
-        bar = tqdm(total=len(plans), initial=len(plans) - len(todo), desc=desc)
+        tasks = [asyncio.ensure_future(_generate_one(client, p, version, config, fps[p.example_id], path))
+                 for p, path in todo]
+        bar = tqdm(total=total, initial=total - len(todo), desc=desc)
         start = time.perf_counter()
         ok = sum(e["status"] == "ok" for e in done.values())
         try:
@@ -172,10 +178,18 @@ def generate_split(client: Any, plans: list[ExamplePlan], version: PromptVersion
 
     if todo:
         run_sync(run_all)
-    entries = [done[p.example_id] for p in plans]
-    examples = [e["record"] for e in entries if e["status"] == "ok"]
-    failures = [e["record"] for e in entries if e["status"] == "failed"]
-    return examples, failures
+    out = {}
+    for name, (plans, _) in splits.items():
+        entries = [done[p.example_id] for p in plans]
+        out[name] = ([e["record"] for e in entries if e["status"] == "ok"],
+                     [e["record"] for e in entries if e["status"] == "failed"])
+    return out
+
+
+def generate_split(client: Any, plans: list[ExamplePlan], version: PromptVersion, config: GenerateConfig,
+                   progress_path: str | Path, desc: str = "examples") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One split: (examples, failures). See `generate_splits`."""
+    return generate_splits(client, {"split": (plans, Path(progress_path))}, version, config, desc)["split"]
 
 
 # ---------------------------------------------------------------- the whole stage
@@ -254,10 +268,10 @@ def run_generation(config: GenerateConfig, client: Any, data_dir: str | Path | N
     train_plans, heldout_plans = make_plans(config, skills, query_types)
     out = GenerationOutcome(config, train_plans, heldout_plans)
 
-    train, train_failed = generate_split(client, train_plans, version, config, data_dir / "progress_train.jsonl",
-                                         desc="train examples")
-    heldout, heldout_failed = generate_split(client, heldout_plans, version, config,
-                                             data_dir / "progress_heldout.jsonl", desc="held-out examples")
+    results = generate_splits(client, {"train": (train_plans, data_dir / "progress_train.jsonl"),
+                                       "heldout": (heldout_plans, data_dir / "progress_heldout.jsonl")},
+                              version, config, desc="train + held-out examples")
+    (train, train_failed), (heldout, heldout_failed) = results["train"], results["heldout"]
     out.failed = train_failed + heldout_failed
     filter_args = dict(min_words=config.min_instruction_words, max_words=config.max_instruction_words,
                        drop_truncated=config.drop_truncated, dedup_threshold=config.dedup_threshold)
