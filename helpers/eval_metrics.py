@@ -40,6 +40,14 @@ WILDBENCH_GROUP_WEIGHTS = {
 MT_BENCH_REFERENCE_CATEGORIES = ("math", "reasoning", "coding")
 
 
+def finite_or_none(value: Any) -> Any:
+    """NaN (e.g. a mean over nothing) becomes None so recorded results stay valid JSON."""
+    try:
+        return None if value is None or np.isnan(value) else value
+    except TypeError:
+        return value
+
+
 def _clean(preferences: Sequence[float | None]) -> np.ndarray:
     return np.array([p for p in preferences if p is not None and not np.isnan(p)], dtype=float)
 

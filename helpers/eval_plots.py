@@ -56,7 +56,10 @@ def plot_mt_bench_categories(per_category: Mapping[str, pd.DataFrame]):
     if not per_category:
         _empty(ax, "no MT-Bench scores")
         return fig
-    table = pd.DataFrame({m: t["average"] for m, t in per_category.items()})
+    table = pd.DataFrame({m: t["average"] for m, t in per_category.items() if "average" in t}).dropna(how="all")
+    if table.empty:
+        _empty(ax, "no readable MT-Bench ratings (every judge reply was unparsed)")
+        return fig
     table.plot.bar(ax=ax)
     ax.set_ylim(0, 10)
     ax.set_ylabel("mean score (1-10)")

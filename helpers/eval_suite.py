@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from .eval_metrics import length_controlled_win_rate, mt_bench_summary, wb_score, win_rate_stats
-from .judging import load_judge, pairwise_judgments, rate_answers
+from .judging import Judge, load_judge, pairwise_judgments, rate_answers
 
 SHIRKER_KINDS = ("brevity", "junk")
 
@@ -46,11 +46,12 @@ def pairwise_comparison(judge_client: Any, items: Sequence[dict[str, Any]], outp
 
 
 def mt_bench_scores(judge_client: Any, questions: Sequence[dict[str, Any]],
-                    answers_by_model: Mapping[str, Sequence[dict[str, Any]]], judge: str = "mt_bench_single",
-                    reference_judge: str = "mt_bench_single_reference") -> pd.DataFrame:
+                    answers_by_model: Mapping[str, Sequence[dict[str, Any]]], judge: str | Judge = "mt_bench_single",
+                    reference_judge: str | Judge = "mt_bench_single_reference") -> pd.DataFrame:
     """Rows (model, question_id, category, turn, score): turn 1 graded alone, turn 2 in the context of turn 1;
     questions with reference solutions (math, reasoning, coding) go to the reference-guided judge."""
-    plain, guided = load_judge(judge), load_judge(reference_judge)
+    plain = judge if isinstance(judge, Judge) else load_judge(judge)
+    guided = reference_judge if isinstance(reference_judge, Judge) else load_judge(reference_judge)
     rows = []
     for model, answers in answers_by_model.items():
         jobs: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {"plain": [], "guided": []}
@@ -75,7 +76,7 @@ def mt_bench_scores(judge_client: Any, questions: Sequence[dict[str, Any]],
 
 
 def wildbench_scores(judge_client: Any, items: Sequence[dict[str, Any]], outputs_by_model: Mapping[str, Sequence[str]],
-                     judge: str = "wildbench_checklist") -> pd.DataFrame:
+                     judge: str | Judge = "wildbench_checklist") -> pd.DataFrame:
     """Rows (model, id, groups, score) from checklist-guided grading."""
     rows = []
     for model, outputs in outputs_by_model.items():
