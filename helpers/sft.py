@@ -1,0 +1,234 @@
+"""Stage 3 end to end, and its script entry point.
+
+    python -m helpers.sft --config configs/sft/demo.yaml --set RUN_DIR=runs/demo
+    accelerate launch --config_file configs/accelerate/fsdp.yaml -m helpers.sft \\
+        --config configs/sft/paper.yaml --set RUN_DIR=runs/paper BASE_MODEL=meta-llama/Meta-Llama-3-8B
+
+The notebook and the script take the same UPPER_CASE parameters (see `helpers.sft_config`). Under
+`accelerate launch` every process trains; only the main process writes the run folder, selects the checkpoint and
+generates answers.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .models import resolve_model_path
+from .runs import Run
+from .sft_config import SFTStageConfig, load_config
+from .sft_data import load_records, resolve_data_paths
+from .sft_generate import Answer, eos_stop_rate, generate_answers, load_for_generation
+from .sft_select import Selection, select_by_heldout_loss, select_by_judge, write_selection
+from .sft_train import TrainOutcome, load_merged, materialise_checkpoint, prepare_model, train_sft
+
+STAGE = "sft"
+
+
+@dataclass
+class SFTData:
+    train: Any
+    heldout: Any | None
+    train_path: Path
+    heldout_path: Path | None
+
+
+@dataclass
+class SFTStageResult:
+    """Everything the notebook shows after the stage ran."""
+
+    outcome: TrainOutcome
+    selection: Selection
+    records: dict[str, Any]
+    instructions: list[str] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)
+    base_answers: list[Answer] = field(default_factory=list)
+    tuned_answers: list[Answer] = field(default_factory=list)
+
+
+def load_data(cfg: SFTStageConfig) -> SFTData:
+    """Training and held-out records, capped by MAX_TRAIN_EXAMPLES / MAX_HELDOUT_EXAMPLES; fails fast when empty."""
+    train_path, heldout_path = resolve_data_paths(cfg.run_dir, cfg.train_data_path, cfg.heldout_data_path)
+    train = load_records(train_path, "TRAIN_DATA_PATH")
+    if cfg.max_train_examples:
+        train = train.select(range(min(cfg.max_train_examples, len(train))))
+    heldout = load_records(heldout_path, "HELDOUT_DATA_PATH") if heldout_path else None
+    if heldout is not None and cfg.max_heldout_examples:
+        heldout = heldout.select(range(min(cfg.max_heldout_examples, len(heldout))))
+    if cfg.selection != "last" and heldout is None:
+        from .params import ParameterError
+
+        raise ParameterError("SELECTION", f"{cfg.selection!r} needs a held-out set and none was found",
+                             "set HELDOUT_DATA_PATH, run stage 2 (it writes data/heldout.jsonl), or SELECTION='last'")
+    return SFTData(train, heldout, train_path, heldout_path)
+
+
+def connect_judge(cfg: SFTStageConfig) -> Any:
+    """The pairwise judge for SELECTION='judge' (checked before any training)."""
+    from .llm import connect
+
+    return connect(model=cfg.judge_model, base_url=cfg.judge_base_url, api_key_env=cfg.judge_api_key_env,
+                   max_concurrency=cfg.max_concurrency, stage=STAGE, role="JUDGE")
+
+
+def _answer_with_checkpoint(cfg: SFTStageConfig, base_model_path: str):
+    def answer(checkpoint: Path, instructions: list[str]) -> list[str]:
+        model, tokenizer = _load_checkpoint(checkpoint, base_model_path)
+        answers = generate_answers(model, tokenizer, instructions, cfg.max_new_tokens, cfg.generation_batch_size,
+                                   desc=f"answering with {checkpoint.name}")
+        del model
+        gc.collect()
+        return [a.text for a in answers]
+
+    return answer
+
+
+def _load_checkpoint(checkpoint: Path, base_model_path: str) -> tuple[Any, Any]:
+    if (checkpoint / "adapter_config.json").exists():
+        return load_merged(checkpoint, base_model_path)
+    return load_for_generation(checkpoint)
+
+
+def run_sft_stage(cfg: SFTStageConfig, run: Run | None = None, judge_client: Any = None,
+                  data: SFTData | None = None) -> SFTStageResult | None:
+    """Train, select the best checkpoint, answer held-out instructions, record everything in the run folder.
+
+    Returns None on non-main processes of a multi-process launch (they only take part in training).
+    """
+    cfg.validate()
+    data = data or load_data(cfg)
+    resolve_model_path(cfg.base_model, "BASE_MODEL")  # a bad BASE_MODEL fails here, before anything heavy
+    if cfg.selection == "judge" and judge_client is None:
+        judge_client = connect_judge(cfg)
+    run = run or Run(cfg.run_dir)
+    main = _is_main_process()
+    if main:
+        run.begin_stage(STAGE, cfg.to_params(), seeds={"seed": cfg.seed})
+
+    prepared = prepare_model(cfg)
+    model, tokenizer, spec, base_path = prepared
+    held = data.heldout
+    n_answer = min(cfg.selection_examples, len(held)) if held is not None else 0
+    instructions = _instructions(held, n_answer)
+    references = [str(r["output"]) for r in held.select(range(n_answer))] if n_answer else []
+    n_compare = min(cfg.compare_examples, n_answer)
+    base_answers = (generate_answers(model, tokenizer, instructions[:n_compare], cfg.max_new_tokens,
+                                     cfg.generation_batch_size, desc="base model answers")
+                    if main and n_compare else [])
+
+    sft_dir = run.artifact(STAGE, "checkpoints", ".keep").parent
+    outcome = train_sft(cfg, data.train, held, sft_dir, model_tokenizer=prepared)
+    outcome.extra.pop("trainer", None)
+    del model, prepared
+    gc.collect()
+    if not main:
+        return None
+
+    selection, judged_answers = _select(cfg, outcome, judge_client, instructions, references, base_path)
+    best_dir = Path(selection.best_checkpoint)
+    best_model, best_tok = load_for_generation(best_dir)
+    tuned = judged_answers or generate_answers(best_model, best_tok, instructions, cfg.max_new_tokens,
+                                               cfg.generation_batch_size, desc="fine-tuned answers")
+    del best_model
+    gc.collect()
+    if not cfg.keep_checkpoints:
+        _remove_other_checkpoints(outcome.checkpoints, best_dir)
+    write_selection(run, selection)
+    _save_answers(run, instructions, references, tuned)
+    records = _record_all(run, cfg, outcome, selection, tuned)
+    run.set_stage_info("template", spec.to_dict())
+    run.set_stage_info("data", {"train": str(data.train_path), "heldout": str(data.heldout_path)})
+    run.end_stage(STAGE)
+    return SFTStageResult(outcome, selection, records, instructions, references, base_answers, tuned)
+
+
+def _instructions(held: Any, n: int) -> list[str]:
+    from .sft_templates import record_to_messages
+
+    return [record_to_messages(dict(r))[0]["content"] for r in held.select(range(n))] if n else []
+
+
+def _select(cfg: SFTStageConfig, outcome: TrainOutcome, judge_client: Any, instructions: list[str],
+            references: list[str], base_path: str) -> tuple[Selection, list[Answer] | None]:
+    """Apply SELECTION; the chosen checkpoint is returned as a standalone model folder."""
+    from .sft_select import heldout_losses
+
+    checkpoints = outcome.checkpoints
+    if not checkpoints:
+        raise RuntimeError("training saved no checkpoint: check SAVE_STRATEGY / SAVE_EVERY against the number of steps")
+    losses = {c.name: heldout_losses(outcome.log_history).get(int(c.name.split("-")[-1])) for c in checkpoints}
+    scores: dict[str, Any] = {name: {"heldout_loss": loss} for name, loss in losses.items()}
+    if cfg.selection == "heldout_loss":
+        best, _ = select_by_heldout_loss(checkpoints, outcome.log_history)
+    elif cfg.selection == "judge":
+        tie = {k: v for k, v in losses.items() if v is not None}
+        best, judged = select_by_judge(checkpoints, _answer_with_checkpoint(cfg, base_path), judge_client,
+                                       instructions, references, cfg.seed, tie_break=tie)
+        for name, stats in judged.items():
+            scores[name].update(stats)
+    else:
+        best = checkpoints[-1]
+    best_dir = materialise_checkpoint(best, base_path)
+    return Selection(str(best_dir), cfg.selection, scores, outcome.template.name,
+                     {"checkpoint": best.name, "base_model": cfg.base_model, "use_lora": cfg.use_lora}), None
+
+
+def _remove_other_checkpoints(checkpoints: list[Path], keep: Path) -> None:
+    for checkpoint in checkpoints:
+        if checkpoint not in (keep, keep.parent):
+            shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def _save_answers(run: Run, instructions: list[str], references: list[str], answers: list[Answer]) -> Path:
+    path = run.artifact(STAGE, "heldout_answers.jsonl")
+    with path.open("w") as fh:
+        for ins, ref, ans in zip(instructions, references, answers):
+            fh.write(json.dumps({"instruction": ins, "output": ans.text, "stopped_by_eos": ans.stopped,
+                                 "new_tokens": ans.new_tokens, "reference": ref}, ensure_ascii=False) + "\n")
+    return path
+
+
+def _record_all(run: Run, cfg: SFTStageConfig, outcome: TrainOutcome, selection: Selection,
+                answers: list[Answer]) -> dict[str, Any]:
+    values = {
+        "train_loss_final": outcome.train_loss_final,
+        "heldout_loss": outcome.heldout_loss,
+        "train_tokens_per_s": round(outcome.train_tokens_per_s, 2),
+        "peak_rss_gb": round(outcome.peak_rss_gb, 3),
+        "best_checkpoint": selection.best_checkpoint,
+        "num_train_examples": outcome.num_train_examples,
+        "num_truncated_examples": outcome.num_truncated,
+        "eos_stop_rate": eos_stop_rate(answers),
+        "train_seconds": round(outcome.train_seconds, 2),
+    }
+    for name, value in values.items():
+        run.record(name, value, stage=STAGE)
+    return values
+
+
+def _is_main_process() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.sft", description="Stage 3: vanilla SFT with TRL.")
+    parser.add_argument("--config", help="YAML file of UPPER_CASE parameters (configs/sft/*.yaml)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", action="extend",
+                        help="override parameters, e.g. --set RUN_DIR=runs/x MAX_STEPS=10")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, args.set)
+    result = run_sft_stage(cfg)
+    if result is not None:
+        print(json.dumps(result.records, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
