@@ -170,6 +170,7 @@ class SkillExtraction:
     instruction_labels: list[dict[str, Any]] = field(default_factory=list)  # dataset route
     coverage: dict[str, int] = field(default_factory=dict)  # dataset route: instructions per cluster
     notes: list[str] = field(default_factory=list)  # everything a reader must be told (fallbacks, shortfalls)
+    num_fallback_topics: int = 0
     num_fallback_skills: int = 0
     num_fallback_query_types: int = 0
 
@@ -185,8 +186,10 @@ class SkillExtraction:
             "num_near_duplicates_merged": dedup.num_near_merged if dedup else 0,
             "num_dropped_lines": self.parse_report.num_dropped,
             "num_empty_replies": self.parse_report.empty_replies,
+            "num_topics": len(self.topics),
             "num_teacher_calls": len(self.transcripts),
             "num_failed_calls": sum(1 for t in self.transcripts if t["error"]),
+            "num_fallback_topics": self.num_fallback_topics,
             "num_fallback_skills": self.num_fallback_skills,
             "num_fallback_query_types": self.num_fallback_query_types,
         }
@@ -242,6 +245,12 @@ def extract_direct(client: Any, cfg: SkillExtractionConfig, extraction: SkillExt
     topics = topics[: cfg.num_topics]
     if len(topics) < cfg.num_topics:
         extraction.notes.append(f"the teacher named {len(topics)} usable topics of the {cfg.num_topics} asked for")
+        if cfg.fallback == "shipped":
+            extra = [t for t in shipped_fallback_skills() if t not in topics][: cfg.num_topics - len(topics)]
+            topics = topics + extra
+            extraction.num_fallback_topics = len(extra)
+            extraction.notes.append(f"FALLBACK: added {len(extra)} topics from the shipped seed categories "
+                                    f"({', '.join(extra)}) so the teacher is still asked for skills")
     extraction.topics = topics
     requests = [_user(load_prompt("skills_for_topic").format(topic=_readable(t), num_skills=cfg.skills_per_topic))
                 for t in topics]

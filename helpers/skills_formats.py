@@ -64,7 +64,7 @@ class SkillsFileReport:
                 "header_rule": self.header_rule, "note": self.note}
 
 
-def list_is_grouped(vectors: np.ndarray, margin: float = 0.1) -> bool:
+def list_is_grouped(vectors: np.ndarray, margin: float = 0.05) -> bool:
     """True when neighbouring lines are clearly more alike than random pairs: the list is grouped by topic."""
     n = len(vectors)
     if n < 30:
