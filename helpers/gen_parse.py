@@ -55,21 +55,23 @@ def strip_wrapping(text: str) -> str:
 
 
 def split_fields(text: str) -> dict[str, str]:
-    """The instruction and response sections of one reply (the last of each), by header."""
+    """The instruction and response of the FIRST pair in one reply (as the official parser does: small teachers
+    often ramble on with further made-up examples after it).
+
+    The instruction runs to the next header; the response runs to the next `###` header of a new example
+    (instruction, query, response, task type, skills) or the end, so an answer's own markdown sections survive.
+    """
     matches = list(_HEADER.finditer(text))
     fields: dict[str, str] = {}
-    response_start = None
-    for i, m in enumerate(matches):
-        if _kind(m.group(1)) == "response":
-            response_start = i
-    if response_start is not None:
-        # The response runs to the end of the reply: answers may contain their own markdown headers.
-        fields["response"] = strip_wrapping(text[matches[response_start].end():])
-    for i, m in enumerate(matches):
-        if _kind(m.group(1)) != "instruction" or (response_start is not None and i > response_start):
-            continue
-        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
-        fields["instruction"] = strip_wrapping(text[m.end():end])
+    inst_i = next((i for i, m in enumerate(matches) if _kind(m.group(1)) == "instruction"), None)
+    start = inst_i if inst_i is not None else 0
+    resp_i = next((i for i in range(start, len(matches)) if _kind(matches[i].group(1)) == "response"), None)
+    if inst_i is not None:
+        end = matches[inst_i + 1].start() if inst_i + 1 < len(matches) else len(text)
+        fields["instruction"] = strip_wrapping(text[matches[inst_i].end():end])
+    if resp_i is not None:
+        end = next((m.start() for m in matches[resp_i + 1:] if m.group(0).lstrip(" \t>").startswith("#")), len(text))
+        fields["response"] = strip_wrapping(text[matches[resp_i].end():end])
     return {k: v for k, v in fields.items() if v}
 
 

@@ -66,3 +66,11 @@ def test_missing_response_and_missing_instruction_reasons():
 def test_bare_text_counts_as_response_only_in_rewrite_turns():
     assert parse_final_pair(["just prose"], ["pair"]).response is None
     assert split_fields("just prose") == {}
+
+
+def test_first_pair_wins_when_the_teacher_rambles_on():
+    text = ("### Instruction: What are your strengths?\n### Response: Maps help.\n"
+            "### Skills: x, y\n### Instruction: Another made-up one\n### Response: more")
+    assert split_fields(text) == {"instruction": "What are your strengths?", "response": "Maps help."}
+    bold_section = "### Instruction: Review my CV.\n### Response: Good.\n**Skills:** list Python first."
+    assert split_fields(bold_section)["response"] == "Good.\n**Skills:** list Python first."
