@@ -18,6 +18,8 @@ _HEADER = re.compile(
     r"[ \t]*(?:\*\*|__)?[ \t]*(?::|(?=\r?\n)|$)[ \t]*(?:\*\*|__)?",
     re.IGNORECASE | re.MULTILINE,
 )
+# A field that only repeats the prompt's format placeholder ("<the improved answer>") is not content.
+_PLACEHOLDER = re.compile(r"^<[^<>\n]{1,60}>$")
 _QUOTES = [('"', '"'), ("'", "'"), ("\u201c", "\u201d"), ("`", "`")]
 
 
@@ -72,7 +74,7 @@ def split_fields(text: str) -> dict[str, str]:
     if resp_i is not None:
         end = next((m.start() for m in matches[resp_i + 1:] if m.group(0).lstrip(" \t>").startswith("#")), len(text))
         fields["response"] = strip_wrapping(text[matches[resp_i].end():end])
-    return {k: v for k, v in fields.items() if v}
+    return {k: v for k, v in fields.items() if v and not _PLACEHOLDER.match(v)}
 
 
 def has_headers(text: str) -> bool:

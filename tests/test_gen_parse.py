@@ -74,3 +74,10 @@ def test_first_pair_wins_when_the_teacher_rambles_on():
     assert split_fields(text) == {"instruction": "What are your strengths?", "response": "Maps help."}
     bold_section = "### Instruction: Review my CV.\n### Response: Good.\n**Skills:** list Python first."
     assert split_fields(bold_section)["response"] == "Good.\n**Skills:** list Python first."
+
+
+def test_echoed_format_placeholders_are_not_content():
+    replies = ["### Instruction: Real question?\n### Response: Real answer.", "critique",
+               "### Instruction: <the improved request>\n### Response: <the improved answer>"]
+    p = parse_final_pair(replies, ["pair", "none", "pair"])
+    assert (p.instruction, p.response, p.response_turn) == ("Real question?", "Real answer.", 0)
