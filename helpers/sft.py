@@ -129,11 +129,11 @@ def run_sft_stage(cfg: SFTStageConfig, run: Run | None = None, judge_client: Any
     if not main:
         return None
 
-    selection, judged_answers = _select(cfg, outcome, judge_client, instructions, references, base_path)
+    selection = _select(cfg, outcome, judge_client, instructions, references, base_path)
     best_dir = Path(selection.best_checkpoint)
     best_model, best_tok = load_for_generation(best_dir)
-    tuned = judged_answers or generate_answers(best_model, best_tok, instructions, cfg.max_new_tokens,
-                                               cfg.generation_batch_size, desc="fine-tuned answers")
+    tuned = generate_answers(best_model, best_tok, instructions, cfg.max_new_tokens, cfg.generation_batch_size,
+                             desc="fine-tuned answers")
     del best_model
     gc.collect()
     if not cfg.keep_checkpoints:
@@ -147,6 +147,34 @@ def run_sft_stage(cfg: SFTStageConfig, run: Run | None = None, judge_client: Any
     return SFTStageResult(outcome, selection, records, instructions, references, base_answers, tuned)
 
 
+def preview_example(cfg: SFTStageConfig, record: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """The template applied to one record, tokenised as in training (tokenizer only: no model is loaded).
+
+    Returns (template spec, tokenised example, tokenizer) for `helpers.sft_data.masked_view`.
+    """
+    from transformers import AutoTokenizer
+
+    from .sft_data import tokenize_record
+    from .sft_templates import build_template, install_template
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(cfg.base_model, "BASE_MODEL"))
+    spec = build_template(cfg.chat_template, tokenizer)
+    install_template(spec, tokenizer)
+    return spec, tokenize_record(tokenizer, record, cfg.max_length, spec.end_of_turn), tokenizer
+
+
+def launch_command(cfg: SFTStageConfig, accelerate_config: str = "fsdp") -> str:
+    """The shell command that runs this configuration as a script, on several GPUs with `accelerate launch`."""
+    from .sft_config import make_config
+
+    defaults = make_config(cfg.profile)
+    changed = [f"{k}={v}" for k, v in cfg.to_params().items()
+               if v != defaults.to_params()[k] and v not in ("", None)]
+    sets = " ".join(f"'{c}'" if " " in c else c for c in changed)
+    return (f"accelerate launch --config_file configs/accelerate/{accelerate_config}.yaml -m helpers.sft "
+            f"--config configs/sft/{cfg.profile}.yaml" + (f" --set {sets}" if sets else ""))
+
+
 def _instructions(held: Any, n: int) -> list[str]:
     from .sft_templates import record_to_messages
 
@@ -154,7 +182,7 @@ def _instructions(held: Any, n: int) -> list[str]:
 
 
 def _select(cfg: SFTStageConfig, outcome: TrainOutcome, judge_client: Any, instructions: list[str],
-            references: list[str], base_path: str) -> tuple[Selection, list[Answer] | None]:
+            references: list[str], base_path: str) -> Selection:
     """Apply SELECTION; the chosen checkpoint is returned as a standalone model folder."""
     from .sft_select import heldout_losses
 
@@ -175,7 +203,7 @@ def _select(cfg: SFTStageConfig, outcome: TrainOutcome, judge_client: Any, instr
         best = checkpoints[-1]
     best_dir = materialise_checkpoint(best, base_path)
     return Selection(str(best_dir), cfg.selection, scores, outcome.template.name,
-                     {"checkpoint": best.name, "base_model": cfg.base_model, "use_lora": cfg.use_lora}), None
+                     {"checkpoint": best.name, "base_model": cfg.base_model, "use_lora": cfg.use_lora})
 
 
 def _remove_other_checkpoints(checkpoints: list[Path], keep: Path) -> None:

@@ -130,14 +130,18 @@ def _timing_callback() -> Any:
         """Time spent in optimizer steps only (not in evaluation or checkpoint saving)."""
 
         def __init__(self) -> None:
-            self.seconds = 0.0
+            self.durations: list[float] = []
             self._t = 0.0
+
+        @property
+        def seconds(self) -> float:
+            return sum(self.durations)
 
         def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001
             self._t = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
-            self.seconds += time.perf_counter() - self._t
+            self.durations.append(time.perf_counter() - self._t)
 
     return StepTimer()
 
@@ -176,7 +180,8 @@ def train_sft(cfg: SFTStageConfig, train_records: Any, heldout_records: Any | No
     trainer.accelerator.wait_for_everyone()
     return TrainOutcome(output_dir, checkpoints, log_history, spec, base_path, cfg.use_lora, len(train_tok),
                         num_truncated, tokens, timer.seconds or float(result.metrics.get("train_runtime", 0.0)),
-                        peak_rss_gb(), {"global_step": result.global_step, "trainer": trainer})
+                        peak_rss_gb(), {"global_step": result.global_step, "trainer": trainer,
+                                        "step_seconds": list(timer.durations)})
 
 
 def _trained_tokens(log_history: list[dict[str, Any]], train_tok: Any, steps: int, args: Any) -> int:

@@ -1,0 +1,99 @@
+"""The stage around training: the LLM layer reaches the saved model, LoRA merge, judge selection, the script."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers.runs import PROJECT_ROOT
+from helpers.sft_config import make_config
+from helpers.sft_generate import load_for_generation
+from sft_tiny import EXAMPLES, build_model_folder, write_jsonl
+
+OVERFIT = dict(max_steps=40, learning_rate=1e-2, warmup_ratio=0.0, lr_scheduler="constant", per_device_batch_size=4,
+               max_length=96, use_lora=False, save_strategy="steps", save_every=20, logging_steps=5,
+               max_new_tokens=12, compare_examples=0, selection_examples=4, max_train_examples=0,
+               max_heldout_examples=0, selection="heldout_loss")
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory) -> Path:
+    return build_model_folder(tmp_path_factory.mktemp("tiny") / "base")
+
+
+def _run_dir(tmp_path: Path) -> Path:
+    write_jsonl(tmp_path / "run" / "data" / "train.jsonl", EXAMPLES)
+    write_jsonl(tmp_path / "run" / "data" / "heldout.jsonl", EXAMPLES)
+    return tmp_path / "run"
+
+
+def test_saved_model_answers_through_the_llm_layer(tmp_path, tiny_base):
+    """Stage 4 reaches the model with connect(model=<folder>): same template, same stop."""
+    from helpers.llm import connect
+    from helpers.sft import run_sft_stage
+
+    run_dir = _run_dir(tmp_path)
+    cfg = make_config("demo", run_dir=str(run_dir), base_model=str(tiny_base), chat_template="chatml", **OVERFIT)
+    result = run_sft_stage(cfg)
+    client = connect(model=result.selection.best_checkpoint, base_url="", stage="test", role="STUDENT",
+                     cache_path=tmp_path / "calls.sqlite")
+    replies = client.chat_many([[{"role": "user", "content": e["instruction"]}] for e in EXAMPLES], max_tokens=12,
+                               temperature=0.0)
+    assert [r.finish_reason for r in replies] == ["stop"] * len(EXAMPLES)
+    assert [r.text for r in replies] == [e["output"] for e in EXAMPLES]
+
+
+def test_lora_checkpoint_is_merged_into_a_standalone_model(tmp_path, tiny_base):
+    from helpers.sft import run_sft_stage
+
+    run_dir = _run_dir(tmp_path)
+    cfg = make_config("demo", run_dir=str(run_dir), base_model=str(tiny_base), chat_template="alpaca",
+                      **{**OVERFIT, "use_lora": True, "max_steps": 4, "save_every": 2, "learning_rate": 1e-3,
+                         "lora_r": 4, "compare_examples": 1, "selection_examples": 2})
+    result = run_sft_stage(cfg)
+    best = Path(result.selection.best_checkpoint)
+    assert best.name == "merged" and (best / "config.json").exists() and not (best / "adapter_config.json").exists()
+    assert (best.parent / "adapter_config.json").exists()
+    model, tok = load_for_generation(best)
+    assert tok.chat_template
+
+
+def test_judge_selection_with_a_scripted_judge(tmp_path, tiny_base):
+    """SELECTION='judge': every checkpoint answers, the pairwise judge decides (here a scripted one)."""
+    from helpers.llm import connect_function
+    from helpers.sft import run_sft_stage
+
+    calls = []
+
+    def judge(messages, sampling):
+        calls.append(messages)
+        return "A"  # always prefers the output shown first
+
+    client = connect_function(judge, model="fake-judge", stage="test", cache_path=tmp_path / "j.sqlite")
+    run_dir = _run_dir(tmp_path)
+    cfg = make_config("demo", run_dir=str(run_dir), base_model=str(tiny_base),
+                      **{**OVERFIT, "selection": "judge", "max_steps": 4, "save_every": 2, "compare_examples": 0,
+                         "selection_examples": 2})
+    result = run_sft_stage(cfg, judge_client=client)
+    scores = result.selection.scores
+    assert set(scores) == {"checkpoint-2", "checkpoint-4"}
+    assert all("win_rate" in s and "heldout_loss" in s for s in scores.values())
+    assert calls, "the judge was asked"
+    assert result.selection.criterion == "judge"
+
+
+@pytest.mark.slow
+def test_script_entry_point_runs_single_process(tmp_path, tiny_base):
+    """`python -m helpers.sft` (what `accelerate launch` runs) with a config file and overrides."""
+    run_dir = _run_dir(tmp_path)
+    cmd = [sys.executable, "-m", "helpers.sft", "--config", str(PROJECT_ROOT / "configs" / "sft" / "demo.yaml"),
+           "--set", f"RUN_DIR={run_dir}", f"BASE_MODEL={tiny_base}", "MAX_STEPS=2", "SAVE_EVERY=2",
+           "MAX_NEW_TOKENS=4", "USE_LORA=false", "COMPARE_EXAMPLES=0"]
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run_dir / "sft" / "selection.json").exists()
+    assert '"eos_stop_rate"' in proc.stdout
