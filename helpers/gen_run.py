@@ -11,16 +11,13 @@ the data, and the plan stays a pure function of SEED.
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
 
 from .gen_config import GenerateConfig
 from .gen_filters import FILTER_REASONS, FilterOutcome, filter_examples
@@ -30,7 +27,6 @@ from .gen_parse import parse_final_pair
 from .gen_prompts import PromptVersion, build_turns, get_version, sent_turn_specs, version_fingerprint
 from .gen_sampling import ExamplePlan, derive_seed, draw_plan, pair_report, unique_skills
 from .gen_shirkers import ShirkerStats, make_shirkers
-from .llm import run_sync
 from .llm_types import Conversation
 from .params import ParameterError
 
@@ -156,28 +152,17 @@ def generate_splits(client: Any, splits: dict[str, tuple[list[ExamplePlan], Path
     todo = [(p, Path(path)) for plans, path in splits.values() for p in plans if p.example_id not in done]
     total = sum(len(plans) for plans, _ in splits.values())
 
-    async def run_all() -> None:
-        tasks = [asyncio.ensure_future(_generate_one(client, p, version, config, fps[p.example_id], path))
-                 for p, path in todo]
-        bar = tqdm(total=total, initial=total - len(todo), desc=desc)
-        start = time.perf_counter()
-        ok = sum(e["status"] == "ok" for e in done.values())
-        try:
-            for fut in asyncio.as_completed(tasks):
-                entry = await fut
-                done[entry["record"]["example_id"]] = entry
-                ok += entry["status"] == "ok"
-                bar.set_postfix(parsed=ok, failed=len(done) - ok)
-                bar.update(1)
-        finally:
-            bar.close()
-            for t in tasks:
-                t.cancel()
-            client.usage.add_wall(time.perf_counter() - start)
-            await client.backend.release_loop()
+    ok = sum(e["status"] == "ok" for e in done.values())
+
+    def finished(_: int, entry: dict[str, Any], bar: Any) -> None:
+        nonlocal ok
+        done[entry["record"]["example_id"]] = entry
+        ok += entry["status"] == "ok"
+        bar.set_postfix(parsed=ok, failed=len(done) - ok)
 
     if todo:
-        run_sync(run_all)
+        client.gather([_generate_one(client, p, version, config, fps[p.example_id], path) for p, path in todo],
+                      desc=desc, on_done=finished, initial=total - len(todo))
     out = {}
     for name, (plans, _) in splits.items():
         entries = [done[p.example_id] for p in plans]

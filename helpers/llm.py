@@ -171,18 +171,27 @@ class ChatClient:
         return conv
 
     # ------------------------------------------------------------------ many at once
-    async def _gather(self, coros: list[Awaitable[T]], desc: str) -> list[T]:
+    async def agather(self, coros: Sequence[Awaitable[T]], desc: str = "calls",
+                      on_done: Callable[[int, T, Any], None] | None = None, initial: int = 0) -> list[T]:
+        """Await many coroutines that use this client at once; results in input order.
+
+        Shows one progress bar, adds the elapsed time to the accounting and frees per-loop resources at the end.
+        `on_done(index, result, bar)` runs as each finishes (e.g. to save it, or to update the bar's postfix).
+        """
         async def indexed(i: int, coro: Awaitable[T]) -> tuple[int, T]:
             return i, await coro
 
         out: list[Any] = [None] * len(coros)
         tasks = [asyncio.ensure_future(indexed(i, c)) for i, c in enumerate(coros)]
-        bar = tqdm(total=len(tasks), desc=desc, disable=not self.show_progress or not tasks, leave=False)
+        bar = tqdm(total=initial + len(tasks), initial=initial, desc=desc,
+                   disable=not self.show_progress or not tasks, leave=False)
         start = time.perf_counter()
         try:
             for fut in asyncio.as_completed(tasks):
                 i, value = await fut
                 out[i] = value
+                if on_done is not None:
+                    on_done(i, value, bar)
                 bar.update(1)
         finally:
             bar.close()
@@ -192,16 +201,21 @@ class ChatClient:
             await self.backend.release_loop()
         return out
 
+    def gather(self, coros: Sequence[Awaitable[T]], desc: str = "calls",
+               on_done: Callable[[int, T, Any], None] | None = None, initial: int = 0) -> list[T]:
+        """Blocking `agather` (also inside Jupyter)."""
+        return run_sync(lambda: self.agather(coros, desc=desc, on_done=on_done, initial=initial))
+
     async def achat_many(self, requests: Sequence[Sequence[Message]], desc: str = "chat",
                          salts: Sequence[str] | None = None, **sampling: Any) -> list[ChatResult]:
         salts = salts or [""] * len(requests)
-        return await self._gather([self.achat(m, salt=s, **sampling) for m, s in zip(requests, salts)], desc)
+        return await self.agather([self.achat(m, salt=s, **sampling) for m, s in zip(requests, salts)], desc)
 
     async def aconverse_many(self, conversations: Sequence[Sequence[Turn]], system: str | None = None,
                              desc: str = "conversations", salts: Sequence[str] | None = None,
                              **sampling: Any) -> list[Conversation]:
         salts = salts or [""] * len(conversations)
-        return await self._gather(
+        return await self.agather(
             [self.aconverse(t, system=system, salt=s, **sampling) for t, s in zip(conversations, salts)], desc
         )
 
