@@ -8,6 +8,7 @@ them back from either place.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -57,6 +58,17 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"cannot store {type(value).__name__} in a run record")
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities become null: they are not JSON, and a metric that could not be computed is missing."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 class Run:
@@ -154,7 +166,7 @@ class Run:
     def record(self, name: str, value: Any, stage: str | None = None, display: bool = True) -> Any:
         """Store a named result (number, string, small dict/list) for tests, sweeps and readers."""
         stage = stage or self._require_stage()
-        value = json.loads(json.dumps(value, default=_jsonable))
+        value = _finite(json.loads(json.dumps(value, default=_jsonable)))
         with self._update(self.results_path) as r:
             r.setdefault(stage, {})[name] = value
         if display:

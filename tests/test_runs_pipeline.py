@@ -37,6 +37,13 @@ def test_manifest_and_records(tmp_path):
     assert Run(tmp_path / "r").results() == {"generate": {"num_examples": 4}}
 
 
+def test_record_stores_nan_as_null(tmp_path):
+    run = Run(tmp_path)
+    run.begin_stage("evaluate", {})
+    assert run.record("lc", {"a": float("nan"), "b": [1.0, float("inf")]}) == {"a": None, "b": [1.0, None]}
+    assert json.loads(run.results_path.read_text())["evaluate"]["lc"]["a"] is None
+
+
 def test_record_requires_a_stage(tmp_path):
     with pytest.raises(RuntimeError, match="begin_stage"):
         Run(tmp_path).record("x", 1)
