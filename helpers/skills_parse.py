@@ -16,6 +16,8 @@ _MARKER = re.compile(r"^\s*(?:\(?\d{1,3}[.)]|[-*+•·–]|#{1,6})\s+")
 _BOLD = re.compile(r"\*\*(.+?)\*\*|__(.+?)__")
 _SNAKE_TOKEN = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)+$")
 _NON_WORD = re.compile(r"[^a-z0-9]+")
+# Words that mark "1. Here are the skills:" as the heading of a list rather than a "1. **Name**:" item.
+_LEAD_IN_WORDS = re.compile(r"\b(list|lists|following|here|these|below|examples?|skills|topics|types)\b", re.I)
 _QUOTED = re.compile(r"[\"“”'‘’`]")
 
 
@@ -59,8 +61,11 @@ def to_snake_case(text: str) -> str:
 
 def strip_markup(line: str) -> tuple[str, bool]:
     """Remove list markers, bold and surrounding quotes; also say whether the line was list-marked."""
-    marked = bool(_MARKER.match(line))
-    line = _MARKER.sub("", line, count=1) if marked else line
+    marked = False
+    for _ in range(3):  # markers can stack: "### 1. name", "- 1) name"
+        if not _MARKER.match(line):
+            break
+        marked, line = True, _MARKER.sub("", line, count=1)
     line = _BOLD.sub(lambda m: m.group(1) or m.group(2), line)
     line = line.strip().strip("*_").strip()
     return line, marked
@@ -108,6 +113,9 @@ def parse_item_list(text: str | None, max_words: int = 8, report: ParseReport | 
     for body, marked, original in stripped:
         if listy and not marked and not _SNAKE_TOKEN.match(body):
             report.drop("prose around the list", original)
+            continue
+        if body.rstrip().endswith(":") and _LEAD_IN_WORDS.search(body):
+            report.drop("heading of a list, not an item", original)
             continue
         name, _desc = split_name_and_description(body)
         name = _QUOTED.sub("", name).strip().rstrip(".;,")

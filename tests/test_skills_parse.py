@@ -22,6 +22,15 @@ def test_bullets_descriptions_and_duplicates():
     assert report.dropped == {"duplicate within the reply": 1}
 
 
+def test_stacked_markers_and_trailing_commas():
+    reply = "1. List one specific skill: \n### 1. Budget_forecasting\n### 2. Persuasive_writing\n- 3) home cooking,"
+    items, report = parse_item_list(reply)
+    assert items == ["budget_forecasting", "persuasive_writing", "home_cooking"]
+    assert report.dropped == {"heading of a list, not an item": 1}
+    items, _ = parse_item_list("1. **Budget forecasting**:\n   predicting spending\n2. **Tax filing**:")
+    assert items == ["budget_forecasting", "tax_filing"]
+
+
 def test_bare_snake_case_lines_and_comma_lists():
     assert parse_item_list("budget_forecasting\npersuasive_writing\n")[0] == ["budget_forecasting", "persuasive_writing"]
     assert parse_item_list("cooking, travel, tax returns")[0] == ["cooking", "travel", "tax_returns"]
