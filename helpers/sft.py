@@ -78,11 +78,8 @@ def connect_judge(cfg: SFTStageConfig) -> Any:
 
 def _answer_with_checkpoint(cfg: SFTStageConfig, base_model_path: str):
     def answer(checkpoint: Path, instructions: list[str]) -> list[str]:
-        model, tokenizer = _load_checkpoint(checkpoint, base_model_path)
-        answers = generate_answers(model, tokenizer, instructions, cfg.max_new_tokens, cfg.generation_batch_size,
-                                   desc=f"answering with {checkpoint.name}")
-        del model
-        gc.collect()
+        answers = _answers(_load_checkpoint(checkpoint, base_model_path), instructions, cfg,
+                           f"answering with {checkpoint.name}")
         return [a.text for a in answers]
 
     return answer
@@ -111,31 +108,27 @@ def run_sft_stage(cfg: SFTStageConfig, run: Run | None = None, judge_client: Any
         run.begin_stage(STAGE, cfg.to_params(), seeds={"seed": cfg.seed})
 
     prepared = prepare_model(cfg)
-    model, tokenizer, spec, base_path = prepared
+    spec, base_path = prepared[2], prepared[3]
     held = data.heldout
     n_answer = min(cfg.selection_examples, len(held)) if held is not None else 0
     instructions = _instructions(held, n_answer)
     references = [str(r["output"]) for r in held.select(range(n_answer))] if n_answer else []
-    n_compare = min(cfg.compare_examples, n_answer)
-    base_answers = (generate_answers(model, tokenizer, instructions[:n_compare], cfg.max_new_tokens,
-                                     cfg.generation_batch_size, desc="base model answers")
-                    if main and n_compare else [])
 
     sft_dir = run.artifact(STAGE, "checkpoints", ".keep").parent
     outcome = train_sft(cfg, data.train, held, sft_dir, model_tokenizer=prepared)
     outcome.extra.pop("trainer", None)
-    del model, prepared
+    del prepared
     gc.collect()
     if not main:
         return None
 
     selection = _select(cfg, outcome, judge_client, instructions, references, base_path)
     best_dir = Path(selection.best_checkpoint)
-    best_model, best_tok = load_for_generation(best_dir)
-    tuned = generate_answers(best_model, best_tok, instructions, cfg.max_new_tokens, cfg.generation_batch_size,
-                             desc="fine-tuned answers")
-    del best_model
-    gc.collect()
+    tuned = _answers(load_for_generation(best_dir), instructions, cfg, "fine-tuned answers")
+    # The base model answers after training (not before), so a multi-GPU run never holds two copies at once.
+    n_compare = min(cfg.compare_examples, n_answer)
+    base_answers = (_answers(prepare_model(cfg)[:2], instructions[:n_compare], cfg, "base model answers")
+                    if n_compare else [])
     if not cfg.keep_checkpoints:
         _remove_other_checkpoints(outcome.checkpoints, best_dir)
     write_selection(run, selection)
@@ -173,6 +166,25 @@ def launch_command(cfg: SFTStageConfig, accelerate_config: str = "fsdp") -> str:
     sets = " ".join(f"'{c}'" if " " in c else c for c in changed)
     return (f"accelerate launch --config_file configs/accelerate/{accelerate_config}.yaml -m helpers.sft "
             f"--config configs/sft/{cfg.profile}.yaml" + (f" --set {sets}" if sets else ""))
+
+
+def _answers(model_and_tokenizer: tuple[Any, Any], instructions: list[str], cfg: SFTStageConfig,
+             desc: str) -> list[Answer]:
+    """Generate on the GPU when there is one, then free the model."""
+    model, tokenizer = model_and_tokenizer
+    if not instructions:
+        return []
+    model = _to_accelerator(model)
+    answers = generate_answers(model, tokenizer, instructions, cfg.max_new_tokens, cfg.generation_batch_size, desc)
+    del model
+    gc.collect()
+    return answers
+
+
+def _to_accelerator(model: Any) -> Any:
+    import torch
+
+    return model.to("cuda") if torch.cuda.is_available() else model
 
 
 def _instructions(held: Any, n: int) -> list[str]:
@@ -231,6 +243,7 @@ def _record_all(run: Run, cfg: SFTStageConfig, outcome: TrainOutcome, selection:
         "best_checkpoint": selection.best_checkpoint,
         "num_train_examples": outcome.num_train_examples,
         "num_truncated_examples": outcome.num_truncated,
+        "num_dropped_examples": outcome.extra.get("num_dropped", 0),
         "eos_stop_rate": eos_stop_rate(answers),
         "train_seconds": round(outcome.train_seconds, 2),
     }

@@ -17,6 +17,7 @@ from .sft_templates import TEMPLATE_NAMES
 
 SELECTION_CRITERIA = ("heldout_loss", "judge", "last")
 SAVE_STRATEGIES = ("epoch", "steps")
+LONG_EXAMPLE_POLICIES = ("truncate", "drop")
 PAPER_EFFECTIVE_BATCH_RULE = "paper_rule"  # 64, or 128 from 4,000 training examples on (the paper's two settings)
 
 
@@ -46,6 +47,10 @@ class SFTStageConfig:
         default=0, metadata={"help": "Sequences per optimizer step over all devices; 0 = PER_DEVICE_BATCH_SIZE x "
                                      "GRAD_ACCUM x devices; 'paper_rule' = 64, or 128 from 4,000 examples on."})
     max_length: int = field(default=1024, metadata={"help": "Longest training sequence in tokens (longer ones are cut)."})
+    long_examples: str = field(
+        default="truncate", metadata={"help": "Examples longer than MAX_LENGTH: 'truncate' (TRL's default; the cut "
+                                              "example loses its end-of-turn token) or 'drop' (every kept example "
+                                              "teaches the model to stop)."})
     packing: bool = field(default=False, metadata={"help": "Pack sequences with TRL's best-fit-decreasing packing."})
     use_lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of all weights."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
@@ -93,6 +98,7 @@ class SFTStageConfig:
         check_choice("CHAT_TEMPLATE", self.chat_template, TEMPLATE_NAMES)
         check_choice("SELECTION", self.selection, SELECTION_CRITERIA)
         check_choice("SAVE_STRATEGY", self.save_strategy, SAVE_STRATEGIES)
+        check_choice("LONG_EXAMPLES", self.long_examples, LONG_EXAMPLE_POLICIES)
         check_int("SEED", self.seed, 0)
         check_float("NUM_EPOCHS", self.num_epochs, 0.0)
         check_int("MAX_STEPS", self.max_steps, -1)
@@ -133,13 +139,14 @@ PROFILES: dict[str, dict[str, Any]] = {
     "paper": {
         "num_epochs": 15.0, "max_steps": -1, "learning_rate": 2e-5, "lr_scheduler": "cosine", "warmup_ratio": 0.03,
         "per_device_batch_size": 4, "effective_batch_size": PAPER_EFFECTIVE_BATCH_RULE, "max_length": 1024,
-        "use_lora": False, "bf16": True, "gradient_checkpointing": True, "save_strategy": "epoch",
+        "long_examples": "truncate", "use_lora": False, "bf16": True, "gradient_checkpointing": True,
+        "save_strategy": "epoch",
         "selection": "judge", "selection_examples": 100, "max_new_tokens": 1024, "packing": False,
     },
     "demo": {
         "num_epochs": 1.0, "max_steps": 6, "learning_rate": 2e-4, "lr_scheduler": "cosine", "warmup_ratio": 0.03,
-        "per_device_batch_size": 4, "grad_accum": 1, "effective_batch_size": 0, "max_length": 192,
-        "use_lora": True, "lora_r": 16, "lora_alpha": 32, "bf16": False, "gradient_checkpointing": False,
+        "per_device_batch_size": 4, "grad_accum": 1, "effective_batch_size": 0, "max_length": 256,
+        "long_examples": "drop", "use_lora": True, "lora_r": 16, "lora_alpha": 32, "bf16": False, "gradient_checkpointing": False,
         "save_strategy": "steps", "save_every": 3, "selection": "heldout_loss", "selection_examples": 4,
         "max_new_tokens": 48, "max_train_examples": 32, "max_heldout_examples": 8, "compare_examples": 2,
         "packing": False,

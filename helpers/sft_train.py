@@ -158,6 +158,16 @@ def train_sft(cfg: SFTStageConfig, train_records: Any, heldout_records: Any | No
     heldout_tok = (tokenize_dataset(heldout_records, tokenizer, cfg.max_length, spec.end_of_turn,
                                     "tokenising held-out") if heldout_records is not None else None)
     num_truncated = int(sum(train_tok["truncated"]))
+    num_dropped = 0
+    if cfg.long_examples == "drop" and num_truncated:
+        train_tok = train_tok.filter(lambda row: not row["truncated"], desc="dropping over-long examples")
+        num_dropped, num_truncated = num_truncated, 0
+        if len(train_tok) == 0:
+            from .params import ParameterError
+
+            raise ParameterError("MAX_LENGTH", f"all {num_dropped} training examples are longer than {cfg.max_length} "
+                                 "tokens and LONG_EXAMPLES='drop' removed them", "raise MAX_LENGTH, or set "
+                                 "LONG_EXAMPLES='truncate' (cut examples then lose their end-of-turn token)")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     args = trl_config(cfg, output_dir, len(train_tok), heldout_tok is not None, world_size, **trl_overrides)
     peft_config = lora_config(cfg, spec, tokenizer) if cfg.use_lora else None
@@ -181,6 +191,7 @@ def train_sft(cfg: SFTStageConfig, train_records: Any, heldout_records: Any | No
     return TrainOutcome(output_dir, checkpoints, log_history, spec, base_path, cfg.use_lora, len(train_tok),
                         num_truncated, tokens, timer.seconds or float(result.metrics.get("train_runtime", 0.0)),
                         peak_rss_gb(), {"global_step": result.global_step, "trainer": trainer,
+                                        "num_dropped": num_dropped,
                                         "step_seconds": list(timer.durations)})
 
 

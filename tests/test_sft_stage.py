@@ -97,3 +97,14 @@ def test_script_entry_point_runs_single_process(tmp_path, tiny_base):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run_dir / "sft" / "selection.json").exists()
     assert '"eos_stop_rate"' in proc.stdout
+
+
+def test_dropping_every_over_long_example_fails_with_a_fix(tmp_path, tiny_base):
+    from helpers.params import ParameterError
+    from helpers.sft import run_sft_stage
+
+    cfg = make_config("demo", run_dir=str(_run_dir(tmp_path)), base_model=str(tiny_base),
+                      **{**OVERFIT, "max_length": 16, "long_examples": "drop"})
+    with pytest.raises(ParameterError) as err:
+        run_sft_stage(cfg)
+    assert err.value.name == "MAX_LENGTH" and "LONG_EXAMPLES" in err.value.fix
