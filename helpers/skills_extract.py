@@ -169,6 +169,7 @@ class SkillExtraction:
     transcripts: list[dict[str, Any]] = field(default_factory=list)
     instruction_labels: list[dict[str, Any]] = field(default_factory=list)  # dataset route
     coverage: dict[str, int] = field(default_factory=dict)  # dataset route: instructions per cluster
+    num_seed_instructions: int = 0  # dataset route: instructions sent for labelling
     notes: list[str] = field(default_factory=list)  # everything a reader must be told (fallbacks, shortfalls)
     num_fallback_topics: int = 0
     num_fallback_skills: int = 0
@@ -187,6 +188,8 @@ class SkillExtraction:
             "num_dropped_lines": self.parse_report.num_dropped,
             "num_empty_replies": self.parse_report.empty_replies,
             "num_topics": len(self.topics),
+            "num_seed_instructions": self.num_seed_instructions,
+            "num_labelled_instructions": len(self.instruction_labels),
             "num_teacher_calls": len(self.transcripts),
             "num_failed_calls": sum(1 for t in self.transcripts if t["error"]),
             "num_fallback_topics": self.num_fallback_topics,
@@ -291,6 +294,7 @@ def extract_from_dataset(client: Any, cfg: SkillExtractionConfig, extraction: Sk
     """Label, cluster in batches, relabel; the clusters become the skills and their coverage is counted."""
     sampling = cfg.sampling()
     report = extraction.parse_report
+    extraction.num_seed_instructions = len(instructions)
     # 1. one fine-grained label per instruction
     requests = [_user(load_prompt("label_instruction").format(instruction=item["instruction"])) for item in instructions]
     results = client.chat_many(requests, desc="labelling instructions", **sampling)

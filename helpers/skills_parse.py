@@ -136,8 +136,12 @@ def parse_item_list(text: str | None, max_words: int = 8, report: ParseReport | 
     return items, report
 
 
-def parse_label(text: str | None, max_words: int = 8, report: ParseReport | None = None) -> tuple[str | None, ParseReport]:
-    """One fine-grained skill label from a reply: the first usable line, 'Skill:' prefixes and prose removed."""
+def parse_label(text: str | None, max_words: int = 5, report: ParseReport | None = None) -> tuple[str | None, ParseReport]:
+    """One fine-grained skill label from a reply: the first line that names one.
+
+    A line names a label through a snake_case token, a **bold** or "quoted" phrase of at most `max_words` words,
+    or by being that short itself; lead-in lines ("The skill is:") and prose are dropped and counted.
+    """
     report = report if report is not None else ParseReport()
     if not text or not text.strip():
         report.empty_replies += 1
@@ -145,15 +149,20 @@ def parse_label(text: str | None, max_words: int = 8, report: ParseReport | None
     for line in text.split("\n"):
         if not line.strip():
             continue
-        body, _ = strip_markup(line)
-        body = re.sub(r"^(?:the\s+)?(?:skill|label|answer)\s*(?:name|label)?\s*(?:is)?\s*[:=-]?\s*", "", body,
-                      flags=re.I).strip()
-        body = _QUOTED.sub("", body).strip().rstrip(".")
-        token = re.search(r"[a-z0-9]+(?:_[a-z0-9]+)+", body)
-        candidate = token.group(0) if token else body
-        if candidate and len(candidate.replace("_", " ").split()) <= max_words and re.search(r"[a-zA-Z]", candidate):
-            report.kept += 1
-            return to_snake_case(candidate), report
+        raw = line.strip()
+        if raw.endswith(":"):
+            report.drop("lead-in line, not a label", line)
+            continue
+        snake = re.search(r"[a-z0-9]+(?:_[a-z0-9]+)+", raw)
+        marked = re.search(r"\*\*(.+?)\*\*|[\"“](.+?)[\"”]", raw)
+        body, _ = strip_markup(raw)
+        body = re.sub(r"^(?:the\s+)?(?:skill|label|answer)\s*(?:name|label)?\s*(?:is)?\s*[:=-]\s*", "", body,
+                      flags=re.I).strip().rstrip(".")
+        for candidate in (snake.group(0) if snake else None,
+                          (marked.group(1) or marked.group(2)) if marked else None, body):
+            if candidate and re.search(r"[a-zA-Z]", candidate) and len(candidate.replace("_", " ").split()) <= max_words:
+                report.kept += 1
+                return to_snake_case(candidate), report
         report.drop("label line unusable (prose or too long)", line)
     return None, report
 

@@ -88,7 +88,7 @@ def plot_dedup_stats(dedup: dict[str, Any], parse: dict[str, Any] | None = None)
     return fig
 
 
-def plot_coverage(coverage: dict[str, int], max_bars: int = 40):
+def plot_coverage(coverage: dict[str, int], num_instructions: int | None = None, max_bars: int = 40):
     """Dataset route: instructions per final skill, sorted; the right panel shows the long tail (cumulative share)."""
     items = sorted(coverage.items(), key=lambda kv: -kv[1])
     fig, axes = plt.subplots(1, 2, figsize=(11, max(3, 0.25 * min(len(items), max_bars) + 1)))
@@ -99,7 +99,9 @@ def plot_coverage(coverage: dict[str, int], max_bars: int = 40):
         axes[0].set_yticks(range(len(shown)), [n.replace("_", " ") for n in names], fontsize=7)
         axes[0].invert_yaxis()
     axes[0].set_xlabel("instructions assigned")
-    axes[0].set_title("Seed-dataset coverage per skill")
+    covered = sum(coverage.values())
+    note = f" ({covered} of {num_instructions} instructions labelled)" if num_instructions else ""
+    axes[0].set_title("Seed-dataset coverage per skill" + note, fontsize=10)
     values_all = np.array([v for _, v in items], dtype=float)
     if values_all.sum() > 0:
         share = np.cumsum(values_all) / values_all.sum()

@@ -136,6 +136,7 @@ def test_dataset_route_label_cluster_relabel(tmp_path):
     assert final[1] == "language_work" and final[2] == "creative_writing" and final[4] == "creative_writing"
     assert final[3] == "classification_of_animals"  # unusable relabel reply: kept its own label's cluster
     assert sum(result.coverage.values()) == 4
+    assert result.summary()["num_seed_instructions"] == 5 and result.summary()["num_labelled_instructions"] == 4
     assert result.coverage["creative_writing"] == 2
     assert any("no usable label" in n for n in result.notes)
     assert result.parse_report.dropped["relabel reply names no cluster (kept the label's own cluster)"] == 1

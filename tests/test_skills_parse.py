@@ -53,6 +53,11 @@ def test_overlong_list_items_are_dropped_with_reason():
 def test_label_parsing():
     assert parse_label("Skill: summarising_legal_text")[0] == "summarising_legal_text"
     assert parse_label("The skill is **Persuasive Writing**.")[0] == "persuasive_writing"
+    assert parse_label("The best answer is:\n\nit needs **Summarising Legal Text**.")[0] == "summarising_legal_text"
+    assert parse_label('It is called "Vegetarian Cooking" - a recipe skill')[0] == "vegetarian_cooking"
+    label, report = parse_label("The response is:\nThe single most important skill depends on the scale of the task.")
+    assert label is None and report.dropped == {"lead-in line, not a label": 1,
+                                                "label line unusable (prose or too long)": 1}
     label, report = parse_label("   ")
     assert label is None and report.empty_replies == 1
 
