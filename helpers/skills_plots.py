@@ -51,8 +51,11 @@ def plot_skill_map(names: list[str], groups: list[str | None], vectors: np.ndarr
     cmap = plt.get_cmap("tab20")
     for index, group in enumerate(ordered):
         mask = np.array([g == group for g in group_names])
-        legend = group.replace("_", " ") if index < max_legend else None
-        ax.scatter(xy[mask, 0], xy[mask, 1], s=18, color=cmap(index % 20), label=legend, alpha=0.8)
+        if index < max_legend:
+            ax.scatter(xy[mask, 0], xy[mask, 1], s=18, color=cmap(index % 20), label=group.replace("_", " "), alpha=0.85)
+        else:  # beyond the legend, colours would repeat and mislead: the rest share one light grey
+            ax.scatter(xy[mask, 0], xy[mask, 1], s=10, color="#cccccc", alpha=0.5, zorder=0,
+                       label=f"{len(ordered) - max_legend} other groups" if index == max_legend else None)
     step = max(1, len(names) // label_points) if names else 1
     for i in range(0, len(names), step):
         ax.annotate(names[i].replace("_", " "), xy[i], fontsize=6, alpha=0.75)
