@@ -139,16 +139,17 @@ class Run:
             m.setdefault("stages", {}).setdefault(stage, {})[key] = value
 
     def add_model(self, role: str, description: dict[str, Any], stage: str | None = None) -> None:
+        """Which model played `role` (teacher, judge, student, ...; stored lower-case) in a stage."""
         stage = stage or self._require_stage()
         with self._update(self.manifest_path) as m:
-            m.setdefault("stages", {}).setdefault(stage, {}).setdefault("models", {})[role] = description
+            m.setdefault("stages", {}).setdefault(stage, {}).setdefault("models", {})[role.lower()] = description
 
     def add_accounting(self, role: str, usage: Any, stage: str | None = None) -> None:
         """Per-stage, per-role token and cost totals (usage: a helpers.accounting.Usage or a dict)."""
         stage = stage or self._require_stage()
         data = usage.as_dict() if hasattr(usage, "as_dict") else dict(usage)
         with self._update(self.manifest_path) as m:
-            m.setdefault("stages", {}).setdefault(stage, {}).setdefault("accounting", {})[role] = data
+            m.setdefault("stages", {}).setdefault(stage, {}).setdefault("accounting", {})[role.lower()] = data
 
     def end_stage(self, stage: str | None = None) -> None:
         stage = stage or self._require_stage()
