@@ -25,7 +25,7 @@ QUERY_REPLY = ('1. **Information-Seeking**: wants facts.\n- "What is X?"\n- "Why
 
 def direct_teacher(messages, sampling):
     text = messages[-1]["content"]
-    if "short topic names" in text:
+    if "distinct topics" in text:
         return TOPICS_REPLY
     if "on the topic" in text:
         return SKILL_REPLIES[re.search(r'topic "([^"]+)"', text).group(1)]
