@@ -433,6 +433,17 @@ def apply_fallbacks(extraction: SkillExtraction, cfg: SkillExtractionConfig) -> 
 
 # ---------------------------------------------------------------------- the stage
 
+def load_seed_for(cfg: SkillExtractionConfig) -> list[dict[str, Any]] | None:
+    """The seed instructions the dataset route will label, loaded up front so a wrong SEED_DATASET or
+    SEED_DATASET_FIELD fails before the teacher is loaded; None for the other routes."""
+    if cfg.skill_source != "dataset" or cfg.skills_path:
+        return None
+    from .seed_datasets import load_seed_instructions
+
+    return load_seed_instructions(cfg.seed_dataset, cfg.seed_dataset_field, cfg.seed_dataset_limit, cfg.seed,
+                                  cfg.seed_dataset_split)
+
+
 def extract_skills(cfg: SkillExtractionConfig, client: Any | None = None,
                    instructions: list[dict[str, Any]] | None = None) -> SkillExtraction:
     """Run stage 1 with an already connected teacher (`client` may be None when nothing needs a model)."""
@@ -451,11 +462,8 @@ def extract_skills(cfg: SkillExtractionConfig, client: Any | None = None,
     elif cfg.skill_source == "direct":
         extract_direct(client, cfg, extraction)
     elif cfg.skill_source == "dataset":
-        from .seed_datasets import load_seed_instructions
-
         if instructions is None:
-            instructions = load_seed_instructions(cfg.seed_dataset, cfg.seed_dataset_field, cfg.seed_dataset_limit,
-                                                  cfg.seed, cfg.seed_dataset_split)
+            instructions = load_seed_for(cfg)
         extract_from_dataset(client, cfg, extraction, instructions)
     if cfg.query_types_path:
         extraction.query_types, extraction.import_reports["query_types"] = load_query_types_file(cfg.query_types_path)

@@ -215,3 +215,16 @@ def test_match_cluster():
 def test_config_help_covers_every_field():
     helps = SkillExtractionConfig.help()
     assert set(helps) == set(SkillExtractionConfig().as_params()) and all(helps.values())
+
+
+def test_dataset_inputs_are_checked_before_the_teacher(tmp_path):
+    from helpers.skills_extract import load_seed_for
+
+    assert load_seed_for(SkillExtractionConfig()) is None
+    items = load_seed_for(SkillExtractionConfig(skill_source="dataset", seed_dataset_limit=5))
+    assert len(items) == 5
+    bad = tmp_path / "seed.jsonl"
+    bad.write_text('{"question": "What is 2+2?"}\n')
+    with pytest.raises(ParameterError) as error:
+        load_seed_for(SkillExtractionConfig(skill_source="dataset", seed_dataset=str(bad), seed_dataset_field="prompt"))
+    assert error.value.name == "SEED_DATASET_FIELD"
