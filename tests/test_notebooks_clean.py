@@ -35,3 +35,14 @@ def test_strip_outputs(tmp_path):
     path = tmp_path / "x.ipynb"
     nbformat.write(nb, str(path))
     assert has_outputs(path) and strip_outputs(path) and not has_outputs(path)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_papermill_reads_every_parameter(name):
+    """papermill silently skips a parameter line it cannot parse (e.g. some comments): then the pipeline would
+    reject that parameter as unknown. Every assignment in the cell must be seen."""
+    nb = nbformat.read(str(notebook_path(name)), as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assigned = {line.split("=", 1)[0].strip() for line in cell.source.splitlines()
+                if "=" in line.split("#", 1)[0] and not line.startswith((" ", "#"))}
+    assert assigned == set(notebook_parameters(name))
