@@ -23,7 +23,8 @@ class EvalConfig:
     STUDENT_MODEL: str = field(default="", metadata={"help": "Empty: stage 3's best checkpoint. Else a model folder or endpoint id."})
     STUDENT_BASE_URL: str = field(default="", metadata={"help": "OpenAI-compatible endpoint serving STUDENT_MODEL; empty = in-process."})
     STUDENT_API_KEY_ENV: str = field(default="", metadata={"help": "Name of the env var holding the student endpoint's key."})
-    BASE_MODEL: str = field(default="gemma-3-270m", metadata={"help": "The untuned base model, asked with the student's template; empty = skip."})
+    BASE_MODEL: str = field(default="gemma-3-270m", metadata={"help": "The untuned base model the student was trained from (the same parameter as in stage 3)."})
+    COMPARE_BASE: bool = field(default=True, metadata={"help": "Also score BASE_MODEL, asked with the student's template, as a baseline."})
     JUDGE_MODEL: str = field(default="smollm2-135m-instruct", metadata={"help": "Judge model id (recorded with every number)."})
     JUDGE_BASE_URL: str = field(default="", metadata={"help": "Judge endpoint; empty = in-process."})
     JUDGE_API_KEY_ENV: str = field(default="", metadata={"help": "Name of the env var holding the judge endpoint's key."})
@@ -105,7 +106,7 @@ def connect_answerers(cfg: EvalConfig) -> dict[str, Any]:
     student_model = cfg.student_model()
     clients = {"student": connect(student_model, cfg.STUDENT_BASE_URL, cfg.STUDENT_API_KEY_ENV, cfg.MAX_CONCURRENCY,
                                   stage="evaluate", role="STUDENT")}
-    if cfg.BASE_MODEL:
+    if cfg.COMPARE_BASE and cfg.BASE_MODEL:
         template = saved_chat_template(student_model) if not cfg.STUDENT_BASE_URL else None
         clients["base"] = connect(cfg.BASE_MODEL, "", "", cfg.MAX_CONCURRENCY, stage="evaluate", role="BASE",
                                   chat_template=template)

@@ -118,6 +118,8 @@ class LocalBackend:
             for item in batch:
                 groups.setdefault(repr(sorted(item.sampling.items())), []).append(item)
             for items in groups.values():
+                # Similar lengths share a batch: left padding to the longest prompt is pure wasted compute.
+                items.sort(key=lambda p: sum(len(m["content"]) for m in p.messages))
                 for start in range(0, len(items), self.batch_size):
                     chunk = [p for p in items[start:start + self.batch_size] if not p.future.cancelled()]
                     if not chunk:

@@ -12,3 +12,15 @@ if str(ROOT) not in sys.path:
 
 os.environ.setdefault("ISM_CACHE_DIR", tempfile.mkdtemp(prefix="ism-test-cache-"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    """A tiny random causal LM with its own small tokenizer, built locally (nothing downloaded)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from sft_tiny import build_model_folder
+
+    return build_model_folder(tmp_path_factory.mktemp("tiny") / "base")

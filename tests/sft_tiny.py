@@ -55,3 +55,10 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
+
+
+# Settings that make a tiny model overfit a handful of examples in seconds: enough to learn to stop.
+OVERFIT = dict(max_steps=30, learning_rate=1e-2, warmup_ratio=0.0, lr_scheduler="constant", per_device_batch_size=4,
+               max_length=96, use_lora=False, save_strategy="steps", save_every=15, logging_steps=5,
+               max_new_tokens=12, compare_examples=2, selection_examples=4, max_train_examples=0,
+               max_heldout_examples=0, selection="heldout_loss")

@@ -9,17 +9,10 @@ import pytest
 from helpers.runs import Run
 from helpers.sft_config import make_config
 from helpers.sft_generate import eos_stop_rate, generate_answers, load_for_generation
-from sft_tiny import EXAMPLES, build_model_folder, write_jsonl
+from sft_tiny import EXAMPLES, OVERFIT as OVERFIT_BASE, build_model_folder, write_jsonl
 
-OVERFIT = dict(max_steps=30, learning_rate=1e-2, warmup_ratio=0.0, lr_scheduler="constant", per_device_batch_size=4,
-               max_length=96, use_lora=False, save_strategy="steps", save_every=15, logging_steps=5,
-               max_new_tokens=12, compare_examples=2, selection_examples=4, max_train_examples=0,
-               max_heldout_examples=0, selection="heldout_loss")
+OVERFIT = OVERFIT_BASE
 
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory) -> Path:
-    return build_model_folder(tmp_path_factory.mktemp("tiny") / "base")
 
 
 @pytest.fixture(scope="module")
