@@ -15,11 +15,12 @@ import gc
 import json
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .models import resolve_model_path
+from .params import ParameterError
 from .runs import Run
 from .sft_config import SFTStageConfig, load_config
 from .sft_data import load_records, resolve_data_paths
@@ -36,6 +37,9 @@ class SFTData:
     heldout: Any | None
     train_path: Path
     heldout_path: Path | None
+    # Set when stage 2 produced no usable held-out example (it happens with the tiny embedded teacher): the
+    # stage then keeps the last checkpoint instead of failing, and says so.
+    selection_note: str | None = None
 
 
 @dataclass
@@ -57,15 +61,21 @@ def load_data(cfg: SFTStageConfig) -> SFTData:
     train = load_records(train_path, "TRAIN_DATA_PATH")
     if cfg.max_train_examples:
         train = train.select(range(min(cfg.max_train_examples, len(train))))
-    heldout = load_records(heldout_path, "HELDOUT_DATA_PATH") if heldout_path else None
+    heldout, note = None, None
+    if heldout_path:
+        try:
+            heldout = load_records(heldout_path, "HELDOUT_DATA_PATH")
+        except ParameterError as exc:
+            if cfg.heldout_data_path or "empty" not in exc.problem:
+                raise  # a file the user named must be usable
+            note = (f"stage 2 produced no usable held-out example ({heldout_path}); SELECTION={cfg.selection!r} "
+                    "cannot run, so the last checkpoint is kept")
     if heldout is not None and cfg.max_heldout_examples:
         heldout = heldout.select(range(min(cfg.max_heldout_examples, len(heldout))))
-    if cfg.selection != "last" and heldout is None:
-        from .params import ParameterError
-
+    if cfg.selection != "last" and heldout is None and note is None:
         raise ParameterError("SELECTION", f"{cfg.selection!r} needs a held-out set and none was found",
                              "set HELDOUT_DATA_PATH, run stage 2 (it writes data/heldout.jsonl), or SELECTION='last'")
-    return SFTData(train, heldout, train_path, heldout_path)
+    return SFTData(train, heldout, train_path, heldout_path, note if cfg.selection != "last" else None)
 
 
 def connect_judge(cfg: SFTStageConfig) -> Any:
@@ -99,6 +109,9 @@ def run_sft_stage(cfg: SFTStageConfig, run: Run | None = None, judge_client: Any
     """
     cfg.validate()
     data = data or load_data(cfg)
+    if data.selection_note:
+        print(f"NOTE: {data.selection_note}")
+        cfg = replace(cfg, selection="last")
     resolve_model_path(cfg.base_model, "BASE_MODEL")  # a bad BASE_MODEL fails here, before anything heavy
     if cfg.selection == "judge" and judge_client is None:
         judge_client = connect_judge(cfg)
@@ -136,6 +149,8 @@ def run_sft_stage(cfg: SFTStageConfig, run: Run | None = None, judge_client: Any
     records = _record_all(run, cfg, outcome, selection, tuned)
     run.set_stage_info("template", spec.to_dict())
     run.set_stage_info("data", {"train": str(data.train_path), "heldout": str(data.heldout_path)})
+    if data.selection_note:
+        run.set_stage_info("selection_fallback", data.selection_note)
     run.end_stage(STAGE)
     return SFTStageResult(outcome, selection, records, instructions, references, base_answers, tuned)
 

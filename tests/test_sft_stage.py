@@ -138,3 +138,25 @@ def test_training_with_packing_runs(tmp_path, tiny_base):
                                                            "packing": True, "max_length": 128})
     outcome = train_sft(cfg, Dataset.from_list(EXAMPLES * 2), None, tmp_path / "out", evaluate_first=False)
     assert outcome.extra["global_step"] == 2 and outcome.train_tokens > 0
+
+
+def test_empty_heldout_from_stage_2_keeps_the_last_checkpoint(tmp_path, tiny_base):
+    """The tiny teacher can leave stage 2 without one usable held-out example: say so and keep the last checkpoint."""
+    from helpers.params import ParameterError
+    from helpers.runs import Run
+    from helpers.sft import load_data, run_sft_stage
+
+    run_dir = _run_dir(tmp_path)
+    (run_dir / "data" / "heldout.jsonl").write_text("")
+    cfg = make_config("demo", run_dir=str(run_dir), base_model=str(tiny_base),
+                      **{**OVERFIT, "max_steps": 2, "save_every": 2})
+    data = load_data(cfg)
+    assert data.heldout is None and "no usable held-out example" in data.selection_note
+    result = run_sft_stage(cfg, data=data)
+    assert result.selection.criterion == "last"
+    assert "no usable held-out" in Run(run_dir).stage_info("sft")["selection_fallback"]
+    # A held-out file the user names explicitly must be usable.
+    named = make_config("demo", run_dir=str(run_dir), base_model=str(tiny_base),
+                        heldout_data_path=str(run_dir / "data" / "heldout.jsonl"), **OVERFIT)
+    with pytest.raises(ParameterError):
+        load_data(named)
