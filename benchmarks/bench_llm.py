@@ -4,7 +4,7 @@ Compares, in one run, (a) the kit's async client with many multi-turn conversati
 rate concurrency / (turns x latency), and (b) the original implementation's model: a few worker threads, each
 running its conversations one call after another with the blocking client. Prints JSON.
 
-    python benchmarks/bench_llm.py [--latency 0.1 --concurrency 64 --turns 5 --conversations 256]
+    python benchmarks/bench_llm.py [--latency 0.1 --concurrency 64 --turns 5 --conversations 512]
 """
 from __future__ import annotations
 
@@ -73,7 +73,8 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.1)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--turns", type=int, default=5)
-    ap.add_argument("--conversations", type=int, default=256)
+    ap.add_argument("--conversations", type=int, default=512,
+                    help="enough that connection set-up and the last wave's tail are a small part of the run")
     ap.add_argument("--baseline-workers", type=int, default=4)
     ap.add_argument("--baseline-conversations", type=int, default=32)
     args = ap.parse_args()
