@@ -263,7 +263,7 @@ def connect(
     """
     from .models import EMBEDDED_TEACHER
 
-    check_int(f"{role}_MAX_CONCURRENCY" if role != "TEACHER" else "MAX_CONCURRENCY", max_concurrency, 1, 4096)
+    check_int("MAX_CONCURRENCY", max_concurrency, 1, 4096)
     check_env_var_name(f"{role}_API_KEY_ENV", api_key_env)
     model = model or (EMBEDDED_TEACHER if not base_url else "")
     if base_url:
