@@ -73,6 +73,10 @@ class SFTStageConfig:
     max_concurrency: int = field(default=8, metadata={"help": "Concurrent judge requests."})
     compare_examples: int = field(default=3, metadata={"help": "Held-out instructions shown base vs fine-tuned."})
     keep_checkpoints: bool = field(default=True, metadata={"help": "Keep every checkpoint folder after selection."})
+    resumable: bool = field(default=False, metadata={
+        "help": "Keep optimizer and scheduler state in every checkpoint, so that a stopped or crashed run started "
+                "again with the same parameters continues from its newest checkpoint (costs about twice the model "
+                "size per checkpoint)."})
 
     # ------------------------------------------------------------------ derived values
     def gradient_accumulation(self, num_train_examples: int, world_size: int = 1) -> int:
@@ -125,7 +129,7 @@ class SFTStageConfig:
         check_int("MAX_CONCURRENCY", self.max_concurrency, 1)
         check_int("COMPARE_EXAMPLES", self.compare_examples, 0)
         check_env_var_name("JUDGE_API_KEY_ENV", self.judge_api_key_env)
-        for name in ("PACKING", "USE_LORA", "BF16", "GRADIENT_CHECKPOINTING", "KEEP_CHECKPOINTS"):
+        for name in ("PACKING", "USE_LORA", "BF16", "GRADIENT_CHECKPOINTING", "KEEP_CHECKPOINTS", "RESUMABLE"):
             if not isinstance(getattr(self, name.lower()), bool):
                 raise ParameterError(name, f"expected True or False, got {getattr(self, name.lower())!r}",
                                      "use True or False")
@@ -140,6 +144,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "num_epochs": 15.0, "max_steps": -1, "learning_rate": 2e-5, "lr_scheduler": "cosine", "warmup_ratio": 0.03,
         "per_device_batch_size": 4, "effective_batch_size": PAPER_EFFECTIVE_BATCH_RULE, "max_length": 1024,
         "long_examples": "truncate", "use_lora": False, "bf16": True, "gradient_checkpointing": True,
+        "resumable": True,
         "save_strategy": "epoch",
         "selection": "judge", "selection_examples": 100, "max_new_tokens": 1024, "packing": False,
     },

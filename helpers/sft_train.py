@@ -8,10 +8,12 @@ into a standalone model when one is needed for generation.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import resource
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,7 +110,7 @@ def trl_config(cfg: SFTStageConfig, output_dir: Path, num_train: int, has_eval: 
         gradient_accumulation_steps=cfg.gradient_accumulation(num_train, world_size),
         max_length=cfg.max_length, packing=cfg.packing, packing_strategy="bfd",
         bf16=cfg.bf16, activation_checkpointing=cfg.gradient_checkpointing,
-        save_strategy=cfg.save_strategy, save_steps=cfg.save_every if by_steps else 500, save_only_model=True,
+        save_strategy=cfg.save_strategy, save_steps=cfg.save_every if by_steps else 500, save_only_model=not cfg.resumable,
         eval_strategy=cfg.save_strategy if has_eval else "no", eval_steps=cfg.save_every if by_steps else None,
         logging_steps=cfg.logging_steps, logging_first_step=True, report_to="none", prediction_loss_only=True,
         dataloader_num_workers=0, use_cpu=not _has_accelerator(),
@@ -179,11 +181,13 @@ def train_sft(cfg: SFTStageConfig, train_records: Any, heldout_records: Any | No
         (output_dir / TEMPLATE_FILE).write_text(json.dumps(
             {**spec.to_dict(), "base_model": cfg.base_model, "base_model_path": base_path, "use_lora": cfg.use_lora},
             indent=2))
+    resume_from = prepare_output_dir(output_dir, cfg, trainer.is_world_process_zero())
+    trainer.accelerator.wait_for_everyone()
     history_start: list[dict[str, Any]] = []
     if evaluate_first and heldout_tok is not None:
         metrics = trainer.evaluate()
         history_start.append({**metrics, "step": 0})
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     log_history = history_start + list(trainer.state.log_history)
     tokens = _trained_tokens(log_history, train_tok, result.global_step, args)
     checkpoints = list_checkpoints(output_dir)
@@ -192,7 +196,38 @@ def train_sft(cfg: SFTStageConfig, train_records: Any, heldout_records: Any | No
                         num_truncated, tokens, timer.seconds or float(result.metrics.get("train_runtime", 0.0)),
                         peak_rss_gb(), {"global_step": result.global_step, "trainer": trainer,
                                         "num_dropped": num_dropped,
+                                        "resumed_from": str(resume_from) if resume_from else None,
                                         "step_seconds": list(timer.durations)})
+
+
+def training_fingerprint(cfg: SFTStageConfig) -> str:
+    """What must match for a checkpoint to be continued: everything that shapes training, not previews."""
+    ignored = {"RUN_DIR", "SELECTION", "SELECTION_EXAMPLES", "MAX_NEW_TOKENS", "GENERATION_BATCH_SIZE",
+               "COMPARE_EXAMPLES", "KEEP_CHECKPOINTS", "JUDGE_MODEL", "JUDGE_BASE_URL", "JUDGE_API_KEY_ENV",
+               "MAX_CONCURRENCY"}
+    params = {k: v for k, v in cfg.to_params().items() if k not in ignored}
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def prepare_output_dir(output_dir: Path, cfg: SFTStageConfig, main_process: bool = True) -> Path | None:
+    """The checkpoint to continue from, or None after clearing checkpoints a different training left behind.
+
+    Only a RESUMABLE run with an unchanged training fingerprint continues; otherwise old `checkpoint-N` folders
+    are removed so that selection never mixes checkpoints of two trainings.
+    """
+    stamp = output_dir / "training_fingerprint.json"
+    fingerprint = training_fingerprint(cfg)
+    same = stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint
+    resumable = [c for c in list_checkpoints(output_dir) if (c / "trainer_state.json").exists()
+                 and any(c.glob("optimizer*")) and (c / "scheduler.pt").exists()]
+    if cfg.resumable and same and resumable:
+        return resumable[-1]
+    if main_process:
+        for old in list_checkpoints(output_dir):
+            shutil.rmtree(old, ignore_errors=True)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(json.dumps({"fingerprint": fingerprint, "params": cfg.to_params()}, indent=2, default=str))
+    return None
 
 
 def _trained_tokens(log_history: list[dict[str, Any]], train_tok: Any, steps: int, args: Any) -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -160,3 +161,30 @@ def test_empty_heldout_from_stage_2_keeps_the_last_checkpoint(tmp_path, tiny_bas
                         heldout_data_path=str(run_dir / "data" / "heldout.jsonl"), **OVERFIT)
     with pytest.raises(ParameterError):
         load_data(named)
+
+
+def test_resumable_training_continues_from_the_newest_checkpoint(tmp_path, tiny_base):
+    """A stopped RESUMABLE run continues where it was; a changed setting starts afresh without stale checkpoints."""
+    from helpers.sft import load_data
+    from helpers.sft_train import list_checkpoints, train_sft
+
+    run_dir = _run_dir(tmp_path)
+    out = tmp_path / "ckpt"
+    cfg = make_config("demo", run_dir=str(run_dir), base_model=str(tiny_base), resumable=True,
+                      **{**OVERFIT, "max_steps": 4, "save_every": 2})
+    data = load_data(cfg)
+    first = train_sft(cfg, data.train, None, out, evaluate_first=False)
+    assert [c.name for c in first.checkpoints] == ["checkpoint-2", "checkpoint-4"]
+    assert (out / "checkpoint-2" / "trainer_state.json").exists() and (out / "checkpoint-2" / "scheduler.pt").exists()
+
+    shutil.rmtree(out / "checkpoint-4")  # as if the run had been stopped after step 2
+    second = train_sft(cfg, data.train, None, out, evaluate_first=False)
+    assert second.extra["resumed_from"] == str(out / "checkpoint-2") and second.extra["global_step"] == 4
+    assert len(first.extra["step_seconds"]) == 4
+    assert len(second.extra["step_seconds"]) == 2, "steps 1-2 must not be trained again"
+
+    changed = make_config("demo", run_dir=str(run_dir), base_model=str(tiny_base), resumable=True,
+                          **{**OVERFIT, "max_steps": 2, "save_every": 2, "learning_rate": 5e-3})
+    third = train_sft(changed, data.train, None, out, evaluate_first=False)
+    assert third.extra["resumed_from"] is None
+    assert [c.name for c in list_checkpoints(out)] == ["checkpoint-2"]
