@@ -10,11 +10,11 @@ schema, which is how the tests and offline users feed them.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from .eval_metrics import MT_BENCH_REFERENCE_CATEGORIES, wildbench_groups
+from .jsonl import read_jsonl
 from .params import ParameterError
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -24,10 +24,6 @@ EVAL_SETS = ("bundled", "alpaca_eval", "wildbench")
 ALPACA_EVAL_HUB = "tatsu-lab/alpaca_eval"
 MT_BENCH_HUB = "HuggingFaceH4/mt_bench_prompts"
 WILDBENCH_HUB = "allenai/WildBench"
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _is_local(source: str) -> bool:
@@ -51,7 +47,7 @@ def _limit(records: list[dict[str, Any]], limit: int | None) -> list[dict[str, A
 
 def load_bundled_eval_set(path: str | Path | None = None, limit: int | None = None) -> list[dict[str, Any]]:
     """The kit's own ~50 varied instructions (written for the kit) with short reference answers and checklists."""
-    rows = _read_jsonl(Path(path) if path else BUNDLED_EVAL_SET)
+    rows = read_jsonl(Path(path) if path else BUNDLED_EVAL_SET)
     out = []
     for r in rows:
         out.append({"id": r["id"], "instruction": r["instruction"], "category": r["category"],
@@ -89,7 +85,7 @@ def load_mt_bench(source: str = "", limit: int | None = None) -> list[dict[str, 
     """MT-Bench's 80 two-turn questions (hub or local FastChat `question.jsonl`); "" and "bundled" give the kit's
     own 8 demo questions in the same schema."""
     if source in ("", "bundled"):
-        rows = _read_jsonl(BUNDLED_MT_BENCH)
+        rows = read_jsonl(BUNDLED_MT_BENCH)
     else:
         rows = _load_records(source, MT_BENCH_HUB, None, "train")
     return _limit([_normalise_mt_bench(r) for r in rows], limit)

@@ -7,58 +7,16 @@ official release file as-is.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .jsonl import read_jsonl, write_atomic
 from .params import ParameterError
 
 # The fields of the official release, in its order. `orig_instruction` equals `instruction` in the release.
 OFFICIAL_FIELDS = ("orig_instruction", "instruction", "input", "output", "skills_joined_str", "query_type", "generator")
 REQUIRED_TRAINING_FIELDS = ("instruction", "output")
-
-
-# ---------------------------------------------------------------- JSONL
-def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
-    """Append one record and force it to disk: a killed run keeps every example finished before the kill."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """All complete records; a line torn by a crash mid-write is skipped rather than failing the re-run."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
-    path = Path(path)
-    _atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    return path
 
 
 # ---------------------------------------------------------------- official JSON list
@@ -71,7 +29,7 @@ def to_official(record: dict[str, Any]) -> dict[str, Any]:
 
 def save_official_json(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
     path = Path(path)
-    _atomic_write(path, json.dumps([to_official(r) for r in records], indent=2, ensure_ascii=False))
+    write_atomic(path, json.dumps([to_official(r) for r in records], indent=2, ensure_ascii=False))
     return path
 
 
@@ -113,7 +71,7 @@ def load_training_data(path: str | Path, parameter: str = "TRAIN_DATA"):
             ds = ds["train"]
     else:
         if p.suffix == ".jsonl":
-            records = read_jsonl(p)
+            records = read_jsonl(p, tolerate_torn=True)
         else:
             try:
                 data = json.loads(p.read_text(encoding="utf-8"))

@@ -21,8 +21,8 @@ from typing import Any
 
 from .gen_config import GenerateConfig
 from .gen_filters import FILTER_REASONS, FilterOutcome, filter_examples
-from .gen_io import (append_jsonl, read_jsonl, read_query_types_file, read_skills_file, save_hf_dataset,
-                     save_official_json, write_jsonl)
+from .gen_io import read_query_types_file, read_skills_file, save_hf_dataset, save_official_json
+from .jsonl import append_jsonl, read_jsonl, write_jsonl
 from .gen_parse import parse_final_pair
 from .gen_prompts import PromptVersion, build_turns, get_version, sent_turn_specs, version_fingerprint
 from .gen_sampling import ExamplePlan, derive_seed, draw_plan, pair_report, unique_skills
@@ -126,7 +126,7 @@ async def _generate_one(client: Any, plan: ExamplePlan, version: PromptVersion, 
 def resume_entries(progress_path: Path, fingerprints: dict[str, str], max_attempts: int) -> dict[str, dict[str, Any]]:
     """Finished examples from an earlier (possibly killed) run with the same parameters."""
     done: dict[str, dict[str, Any]] = {}
-    for entry in read_jsonl(progress_path):
+    for entry in read_jsonl(progress_path, tolerate_torn=True):
         rec = entry.get("record") or {}
         eid = rec.get("example_id")
         if eid not in fingerprints or entry.get("fingerprint") != fingerprints[eid]:

@@ -23,8 +23,9 @@ from typing import Any
 
 from .params import ParameterError, check_choice, check_existing_path, check_float, check_int
 from .skills_dedup import DEDUP_METHODS, DedupReport, dedup_skills
-from .skills_formats import (TOPIC_HEADER_RULES, load_query_types_file, load_skills_file, read_jsonl,
-                             skill_record, write_jsonl, write_queries_txt, write_skills_txt)
+from .jsonl import read_jsonl, write_jsonl
+from .skills_formats import (TOPIC_HEADER_RULES, load_query_types_file, load_skills_file, skill_record,
+                             write_queries_txt, write_skills_txt)
 from .skills_parse import (ParseReport, parse_clusters, parse_item_list, parse_label, parse_query_types,
                            to_snake_case)
 
@@ -485,20 +486,20 @@ def save_extraction(run: Any, extraction: SkillExtraction) -> dict[str, Path]:
     """Write the stage's artifacts into the run folder (the contract stage 2 reads) and return their paths."""
     skills = [{k: v for k, v in s.items() if k != "merged_from" or v} for s in extraction.skills]
     paths = {
-        "skills.jsonl": write_jsonl(skills, run.artifact("skills.jsonl")),
-        "query_types.jsonl": write_jsonl(extraction.query_types, run.artifact("query_types.jsonl")),
+        "skills.jsonl": write_jsonl(run.artifact("skills.jsonl"), skills),
+        "query_types.jsonl": write_jsonl(run.artifact("query_types.jsonl"), extraction.query_types),
         "skills.txt": write_skills_txt(extraction.skills, run.artifact("skills.txt")),
         "queries.txt": write_queries_txt(extraction.query_types, run.artifact("queries.txt"), style="gpt"),
         "skills_with_topics.txt": write_skills_txt(extraction.skills, run.artifact(STAGE, "skills_with_topics.txt"),
                                                    with_topic_headers=True),
         "queries_definition_style.txt": write_queries_txt(
             extraction.query_types, run.artifact(STAGE, "queries_definition_style.txt"), style="claude"),
-        "transcripts.jsonl": write_jsonl(extraction.transcripts, run.artifact(STAGE, "transcripts.jsonl")),
-        "raw_skills.jsonl": write_jsonl(extraction.raw_skills, run.artifact(STAGE, "raw_skills.jsonl")),
+        "transcripts.jsonl": write_jsonl(run.artifact(STAGE, "transcripts.jsonl"), extraction.transcripts),
+        "raw_skills.jsonl": write_jsonl(run.artifact(STAGE, "raw_skills.jsonl"), extraction.raw_skills),
     }
     if extraction.instruction_labels:
-        paths["instruction_labels.jsonl"] = write_jsonl(extraction.instruction_labels,
-                                                        run.artifact(STAGE, "instruction_labels.jsonl"))
+        paths["instruction_labels.jsonl"] = write_jsonl(run.artifact(STAGE, "instruction_labels.jsonl"),
+                                                        extraction.instruction_labels)
     dedup = extraction.dedup_report
     report = {
         "summary": extraction.summary(),

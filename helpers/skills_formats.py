@@ -17,26 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from .jsonl import read_jsonl
 from .skills_parse import ParseReport, parse_query_types, to_snake_case
 
 TOPIC_HEADER_RULES = ("auto", "none", "blocks")
 
 
 # ---------------------------------------------------------------------- JSONL
-
-def write_jsonl(records: list[dict[str, Any]], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    return path
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    with Path(path).open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
 
 def skill_record(skill: str, topic: str | None, source: str, merged_count: int = 1, **extra: Any) -> dict[str, Any]:
     """The `skills.jsonl` record every stage reads: skill, topic, source, merged_count (+ optional extras)."""

@@ -12,7 +12,8 @@ import pytest
 
 from helpers.gen_config import GenerateConfig
 from helpers.gen_estimate import estimate_generation
-from helpers.gen_io import load_training_data, read_jsonl
+from helpers.gen_io import load_training_data
+from helpers.jsonl import read_jsonl
 from helpers.gen_prompts import build_turns, get_version, read_prompt
 from helpers.gen_run import GenerationError, generate_split, make_plans, run_generation
 from helpers.gen_shirkers import shirker_count
@@ -220,7 +221,7 @@ def test_killed_run_resumes_without_repaying_completed_calls(run_dir, tmp_path):
                                            cache=str(cache), run=str(run_dir)))
     killed = subprocess.run([sys.executable, str(script), "30"], capture_output=True, text=True, timeout=120)
     assert killed.returncode == -9, killed.stderr[-2000:]
-    progress = read_jsonl(run_dir / "data" / "progress_train.jsonl")
+    progress = read_jsonl(run_dir / "data" / "progress_train.jsonl", tolerate_torn=True)
     assert 0 < len(progress) < 12  # some examples finished before the kill, some did not
     paid_before = len(counter.read_text().splitlines())
     assert paid_before == 30

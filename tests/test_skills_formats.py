@@ -3,8 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers.skills_formats import (load_query_types_file, load_skills_file, read_jsonl, read_queries_txt,
-                                    read_skills_txt, write_jsonl, write_queries_txt, write_skills_txt)
+from helpers.jsonl import read_jsonl, write_jsonl
+from helpers.skills_formats import (load_query_types_file, load_skills_file, read_queries_txt,
+                                    read_skills_txt, write_queries_txt, write_skills_txt)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "skills"
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "instruct-skillmix"
@@ -73,7 +74,7 @@ def test_skills_round_trip_plain_and_with_headers(tmp_path):
     assert [r["skill"] for r in back] == ["knife_skills", "sauce_making", "debugging"] and report.lines == 3
     grouped = write_skills_txt(records, tmp_path / "grouped.txt", with_topic_headers=True)
     assert grouped.read_text() == "cooking\nknife_skills\nsauce_making\nsoftware\ndebugging\n"
-    jsonl = write_jsonl(records, tmp_path / "skills.jsonl")
+    jsonl = write_jsonl(tmp_path / "skills.jsonl", records)
     assert read_jsonl(jsonl) == records
     loaded, info = load_skills_file(jsonl)
     assert [r["merged_count"] for r in loaded] == [1, 1, 2] and info["unique_skills"] == 3
