@@ -113,7 +113,7 @@ class OpenAIBackend:
                 "/chat/completions", body={"model": self.model, "messages": messages, **kwargs}, cast_to=object,
             )
         except openai.RateLimitError as exc:
-            raise TransientError(f"HTTP 429 rate limited", retry_after=_retry_after(exc)) from None
+            raise TransientError("HTTP 429 rate limited", retry_after=_retry_after(exc)) from None
         except openai.InternalServerError as exc:
             raise TransientError(f"HTTP {exc.status_code} server error", retry_after=_retry_after(exc)) from None
         except openai.APITimeoutError:

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from helpers.judging import (Judge, available_judges, fill_template, first_label_from_verdict,
+from helpers.judging import (available_judges, fill_template, first_label_from_verdict,
                              first_label_probability_from_logprobs, load_judge, pairwise_judgments,
                              pairwise_win_rate, parse_rating, presentation_order, rate_answers)
 from helpers.llm import PermanentError, connect_function
