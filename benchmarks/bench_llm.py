@@ -20,7 +20,7 @@ import openai
 
 
 def _serve(latency: float, port_q) -> None:  # runs in its own process so the server does not share our GIL
-    from helpers.fake_openai import FakeOpenAIServer
+    from helpers.llm.fake_openai import FakeOpenAIServer
 
     srv = FakeOpenAIServer(latency_s=latency).start()
     port_q.put(srv.port)
@@ -29,7 +29,7 @@ def _serve(latency: float, port_q) -> None:  # runs in its own process so the se
 
 
 def bench_async(base_url: str, concurrency: int, turns: int, n_conv: int) -> tuple[float, float]:
-    from helpers.llm import connect
+    from helpers.llm.client import connect
 
     with tempfile.TemporaryDirectory() as tmp:
         client = connect("fake-model", base_url, "", max_concurrency=concurrency, stage="bench",

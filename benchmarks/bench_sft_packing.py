@@ -53,11 +53,11 @@ def main() -> int:
 
     from datasets import Dataset
 
-    from helpers.sft_config import make_config
-    from helpers.sft_train import prepare_model, train_sft
+    from helpers.sft.config import make_config
+    from helpers.sft.train import prepare_model, train_sft
 
     if args.data:
-        from helpers.sft_data import load_records
+        from helpers.sft.data import load_records
 
         records = load_records(args.data, "--data").select(range(args.examples))
     else:

@@ -145,7 +145,7 @@ class Run:
             m.setdefault("stages", {}).setdefault(stage, {}).setdefault("models", {})[role.lower()] = description
 
     def add_accounting(self, role: str, usage: Any, stage: str | None = None) -> None:
-        """Per-stage, per-role token and cost totals (usage: a helpers.accounting.Usage or a dict)."""
+        """Per-stage, per-role token and cost totals (usage: a helpers.llm.accounting.Usage or a dict)."""
         stage = stage or self._require_stage()
         data = usage.as_dict() if hasattr(usage, "as_dict") else dict(usage)
         with self._update(self.manifest_path) as m:

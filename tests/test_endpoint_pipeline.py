@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.fake_openai import FakeOpenAIServer
+from helpers.llm.fake_openai import FakeOpenAIServer
 from helpers.pipeline import run_pipeline
 from helpers.runs import Run, read_notebook_records
 

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.eval_metrics import (instruction_difficulty_from_models, length_controlled_win_rate, mt_bench_summary,
+from helpers.judge.metrics import (instruction_difficulty_from_models, length_controlled_win_rate, mt_bench_summary,
                                   wb_score, wildbench_groups, win_rate_stats)
 
 

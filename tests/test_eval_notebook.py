@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.eval_config import EvalConfig
+from helpers.evaluate.config import EvalConfig
 from helpers.params import ParameterError
 from helpers.runs import PROJECT_ROOT
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers.eval_leaderboard import PAPER_LC_WIN_RATE, PAPER_MODEL, published_leaderboard
-from helpers.eval_sets import load_alpaca_eval, load_bundled_eval_set, load_eval_set, load_mt_bench, load_wildbench
+from helpers.evaluate.leaderboard import PAPER_LC_WIN_RATE, PAPER_MODEL, published_leaderboard
+from helpers.evaluate.sets import load_alpaca_eval, load_bundled_eval_set, load_eval_set, load_mt_bench, load_wildbench
 from helpers.params import ParameterError
 
 FIX = Path(__file__).parent / "fixtures" / "eval"

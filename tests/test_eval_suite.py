@@ -6,11 +6,11 @@ import json
 import pandas as pd
 import pytest
 
-from helpers.eval_answers import DecodingConfig, generate_answers, generate_two_turn_answers, read_selection, saved_chat_template
-from helpers.eval_sets import load_bundled_eval_set, load_mt_bench
-from helpers.eval_suite import (mt_bench_scores, pairwise_comparison, shirker_probe, shirker_response,
+from helpers.evaluate.answers import DecodingConfig, generate_answers, generate_two_turn_answers, read_selection, saved_chat_template
+from helpers.evaluate.sets import load_bundled_eval_set, load_mt_bench
+from helpers.evaluate.suite import (mt_bench_scores, pairwise_comparison, shirker_probe, shirker_response,
                                 summarise_scores, wildbench_scores)
-from helpers.llm import connect_function
+from helpers.llm.client import connect_function
 from helpers.params import ParameterError
 
 

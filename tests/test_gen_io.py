@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.gen_io import (load_training_data, read_query_types_file, read_skills_file, save_hf_dataset,
+from helpers.generate.files import (load_training_data, read_query_types_file, read_skills_file, save_hf_dataset,
                             save_official_json, to_official)
 from helpers.jsonl import append_jsonl, read_jsonl
 from helpers.params import ParameterError

@@ -1,5 +1,5 @@
 """Parsing the final instruction/response pair out of awkward teacher replies."""
-from helpers.gen_parse import parse_final_pair, split_fields, strip_wrapping
+from helpers.generate.parse import parse_final_pair, split_fields, strip_wrapping
 
 PAIR = ["pair"]
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from helpers.gen_config import GenerateConfig
-from helpers.gen_estimate import estimate_generation
-from helpers.gen_io import load_training_data
+from helpers.generate.config import GenerateConfig
+from helpers.generate.estimate import estimate_generation
+from helpers.generate.files import load_training_data
 from helpers.jsonl import read_jsonl
-from helpers.gen_prompts import build_turns, get_version, read_prompt
-from helpers.gen_run import GenerationError, generate_split, make_plans, run_generation
-from helpers.gen_shirkers import shirker_count
-from helpers.llm import connect_function
+from helpers.generate.prompt_versions import build_turns, get_version, read_prompt
+from helpers.generate.stage import GenerationError, generate_split, make_plans, run_generation
+from helpers.generate.shirkers import shirker_count
+from helpers.llm.client import connect_function
 from helpers.params import ParameterError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "generate"
@@ -46,7 +46,7 @@ def client_for(teacher, cache):
 
 def test_exact_transcript_for_paper_version(run_dir, tmp_path):
     cfg = config(run_dir, num_examples=1, num_heldout=0)
-    plans, _ = make_plans(cfg, *__import__("helpers.gen_run", fromlist=["x"]).load_stage1_inputs(cfg))
+    plans, _ = make_plans(cfg, *__import__("helpers.generate.stage", fromlist=["x"]).load_stage1_inputs(cfg))
     version = get_version("paper")
     examples, failed = generate_split(client_for(FakeTeacher(), tmp_path / "c.sqlite"), plans, version, cfg,
                                       tmp_path / "p.jsonl")
@@ -63,7 +63,7 @@ def test_exact_transcript_for_paper_version(run_dir, tmp_path):
 
 def test_rewrite_turns_always_or_only_after_truncation(run_dir, tmp_path):
     cfg = config(run_dir, num_examples=1, num_heldout=0)
-    from helpers.gen_run import load_stage1_inputs
+    from helpers.generate.stage import load_stage1_inputs
     plans, _ = make_plans(cfg, *load_stage1_inputs(cfg))
     always, _ = generate_split(client_for(FakeTeacher(), tmp_path / "a.sqlite"), plans, get_version("paper_gpt4turbo"),
                                cfg, tmp_path / "a.jsonl")
@@ -169,7 +169,7 @@ def test_zero_usable_examples_raise_a_clear_error(run_dir):
 
 
 def test_dry_run_estimate_counts_calls(run_dir):
-    from helpers.gen_run import load_stage1_inputs
+    from helpers.generate.stage import load_stage1_inputs
     cfg = config(run_dir, num_examples=10, num_heldout=4, shirker_fraction=0.2)
     train, held = make_plans(cfg, *load_stage1_inputs(cfg))
     est = estimate_generation(train + held, get_version("paper"), model="smollm2-135m-instruct", max_tokens=512,
@@ -202,9 +202,9 @@ RESUME_SCRIPT = """
 import json, sys
 sys.path[:0] = [{root!r}, {fixtures!r}]
 from fake_teacher import FakeTeacher
-from helpers.gen_config import GenerateConfig
-from helpers.gen_run import run_generation
-from helpers.llm import connect_function
+from helpers.generate.config import GenerateConfig
+from helpers.generate.stage import run_generation
+from helpers.llm.client import connect_function
 kill_at = int(sys.argv[1]) or None
 teacher = FakeTeacher(counter_file={counter!r}, kill_at=kill_at)
 client = connect_function(teacher, model="fake-teacher", cache_path={cache!r}, max_concurrency=4)
@@ -238,7 +238,7 @@ def test_killed_run_resumes_without_repaying_completed_calls(run_dir, tmp_path):
 def test_plots_and_renderings_build_from_an_outcome(run_dir):
     import matplotlib
     matplotlib.use("Agg")
-    from helpers import gen_plots
+    from helpers.generate import plots as gen_plots
 
     out = run_generation(config(run_dir, num_examples=8, num_heldout=2, shirker_fraction=0.25),
                          client_for(FakeTeacher(never_parse={"poetry_meter"}), run_dir / "c.sqlite"))

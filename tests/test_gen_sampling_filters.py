@@ -3,9 +3,9 @@ import random
 
 import pytest
 
-from helpers.gen_filters import NearDuplicateIndex, filter_examples, rouge_l_f1
-from helpers.gen_sampling import derive_seed, draw_plan, pair_report, repeated_pairs, unique_skills
-from helpers.gen_shirkers import choose_shirkers, shirker_count
+from helpers.generate.filters import NearDuplicateIndex, filter_examples, rouge_l_f1
+from helpers.generate.sampling import derive_seed, draw_plan, pair_report, repeated_pairs, unique_skills
+from helpers.generate.shirkers import choose_shirkers, shirker_count
 
 SKILLS = [f"skill_{i}" for i in range(30)]
 QTYPES = [{"name": n, "definition": "d", "examples": []} for n in ("A", "B", "C")]

@@ -5,11 +5,11 @@ import math
 
 import pytest
 
-from helpers.judging import (available_judges, fill_template, first_label_from_verdict,
+from helpers.judge.judging import (available_judges, fill_template, first_label_from_verdict,
                              first_label_probability_from_logprobs, load_judge, pairwise_judgments,
                              pairwise_win_rate, parse_rating, presentation_order, rate_answers)
-from helpers.llm import PermanentError, connect_function
-from helpers.llm_types import ChatResult
+from helpers.llm.client import PermanentError, connect_function
+from helpers.llm.types import ChatResult
 from helpers.params import ParameterError
 
 

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from helpers.fake_openai import FakeOpenAIServer
-from helpers.llm import ChatClient, TransientError, connect, connect_function
-from helpers.llm_cache import CallCache
-from helpers.llm_types import ChatResult
+from helpers.llm.fake_openai import FakeOpenAIServer
+from helpers.llm.client import ChatClient, TransientError, connect, connect_function
+from helpers.llm.cache import CallCache
+from helpers.llm.types import ChatResult
 from helpers.params import ParameterError
 
 MSG = [{"role": "user", "content": "hello there"}]

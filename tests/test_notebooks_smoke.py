@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from helpers.gen_io import load_training_data
+from helpers.generate.files import load_training_data
 from helpers.pipeline import NOTEBOOKS, run_pipeline
 from helpers.runs import Run, read_notebook_records
 

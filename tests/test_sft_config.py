@@ -8,9 +8,9 @@ import pytest
 
 from helpers.params import ParameterError
 from helpers.runs import PROJECT_ROOT
-from helpers.sft_config import PAPER_EFFECTIVE_BATCH_RULE, load_config, make_config
-from helpers.sft_data import load_records
-from helpers.sft_select import select_by_heldout_loss
+from helpers.sft.config import PAPER_EFFECTIVE_BATCH_RULE, load_config, make_config
+from helpers.sft.data import load_records
+from helpers.sft.select import select_by_heldout_loss
 from sft_tiny import EXAMPLES, write_jsonl
 
 REFERENCE = PROJECT_ROOT.parent / "shared" / "reference" / "instruct-skillmix"
@@ -56,7 +56,7 @@ def _run_dir(tmp_path: Path, train: list[dict]) -> Path:
 
 
 def test_empty_dataset_fails_before_any_model_is_loaded(tmp_path):
-    from helpers.sft import run_sft_stage
+    from helpers.sft.stage import run_sft_stage
 
     cfg = make_config("demo", run_dir=str(_run_dir(tmp_path, [])), base_model="no-such-model")
     with pytest.raises(ParameterError) as err:
@@ -65,7 +65,7 @@ def test_empty_dataset_fails_before_any_model_is_loaded(tmp_path):
 
 
 def test_missing_training_data_names_the_parameter(tmp_path):
-    from helpers.sft import run_sft_stage
+    from helpers.sft.stage import run_sft_stage
 
     with pytest.raises(ParameterError) as err:
         run_sft_stage(make_config("demo", run_dir=str(tmp_path)))
@@ -73,7 +73,7 @@ def test_missing_training_data_names_the_parameter(tmp_path):
 
 
 def test_bad_base_model_fails_before_training(tmp_path):
-    from helpers.sft import run_sft_stage
+    from helpers.sft.stage import run_sft_stage
 
     cfg = make_config("demo", run_dir=str(_run_dir(tmp_path, EXAMPLES)), base_model="no-such-model")
     with pytest.raises(ParameterError) as err:

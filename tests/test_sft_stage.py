@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from helpers.runs import PROJECT_ROOT
-from helpers.sft_config import make_config
-from helpers.sft_generate import load_for_generation
+from helpers.sft.config import make_config
+from helpers.sft.answers import load_for_generation
 from sft_tiny import EXAMPLES, OVERFIT as OVERFIT_BASE, write_jsonl
 
 OVERFIT = {**OVERFIT_BASE, "compare_examples": 0}
@@ -26,8 +26,8 @@ def _run_dir(tmp_path: Path) -> Path:
 
 def test_saved_model_answers_through_the_llm_layer(tmp_path, tiny_base):
     """Stage 4 reaches the model with connect(model=<folder>): same template, same stop."""
-    from helpers.llm import connect
-    from helpers.sft import run_sft_stage
+    from helpers.llm.client import connect
+    from helpers.sft.stage import run_sft_stage
 
     run_dir = _run_dir(tmp_path)
     cfg = make_config("demo", run_dir=str(run_dir), base_model=str(tiny_base), chat_template="chatml", **OVERFIT)
@@ -41,7 +41,7 @@ def test_saved_model_answers_through_the_llm_layer(tmp_path, tiny_base):
 
 
 def test_lora_checkpoint_is_merged_into_a_standalone_model(tmp_path, tiny_base):
-    from helpers.sft import run_sft_stage
+    from helpers.sft.stage import run_sft_stage
 
     run_dir = _run_dir(tmp_path)
     cfg = make_config("demo", run_dir=str(run_dir), base_model=str(tiny_base), chat_template="alpaca",
@@ -57,8 +57,8 @@ def test_lora_checkpoint_is_merged_into_a_standalone_model(tmp_path, tiny_base):
 
 def test_judge_selection_with_a_scripted_judge(tmp_path, tiny_base):
     """SELECTION='judge': every checkpoint answers, the pairwise judge decides (here a scripted one)."""
-    from helpers.llm import connect_function
-    from helpers.sft import run_sft_stage
+    from helpers.llm.client import connect_function
+    from helpers.sft.stage import run_sft_stage
 
     calls = []
 
@@ -95,7 +95,7 @@ def test_script_entry_point_runs_single_process(tmp_path, tiny_base):
 
 def test_dropping_every_over_long_example_fails_with_a_fix(tmp_path, tiny_base):
     from helpers.params import ParameterError
-    from helpers.sft import run_sft_stage
+    from helpers.sft.stage import run_sft_stage
 
     cfg = make_config("demo", run_dir=str(_run_dir(tmp_path)), base_model=str(tiny_base),
                       **{**OVERFIT, "max_length": 16, "long_examples": "drop"})
@@ -109,8 +109,8 @@ def test_packed_rows_do_not_attend_across_examples(tiny_base):
     import torch
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from helpers.sft_data import tokenize_record
-    from helpers.sft_templates import build_template, install_template
+    from helpers.sft.data import tokenize_record
+    from helpers.sft.templates import build_template, install_template
 
     model, tok = load_for_generation(tiny_base)
     spec = build_template("alpaca", tok)
@@ -133,7 +133,7 @@ def test_packed_rows_do_not_attend_across_examples(tiny_base):
 def test_training_with_packing_runs(tmp_path, tiny_base):
     from datasets import Dataset
 
-    from helpers.sft_train import train_sft
+    from helpers.sft.train import train_sft
 
     cfg = make_config("demo", base_model=str(tiny_base), **{**OVERFIT, "max_steps": 2, "save_every": 2,
                                                            "packing": True, "max_length": 128})
@@ -145,7 +145,7 @@ def test_empty_heldout_from_stage_2_keeps_the_last_checkpoint(tmp_path, tiny_bas
     """The tiny teacher can leave stage 2 without one usable held-out example: say so and keep the last checkpoint."""
     from helpers.params import ParameterError
     from helpers.runs import Run
-    from helpers.sft import load_data, run_sft_stage
+    from helpers.sft.stage import load_data, run_sft_stage
 
     run_dir = _run_dir(tmp_path)
     (run_dir / "data" / "heldout.jsonl").write_text("")
@@ -165,8 +165,8 @@ def test_empty_heldout_from_stage_2_keeps_the_last_checkpoint(tmp_path, tiny_bas
 
 def test_resumable_training_continues_from_the_newest_checkpoint(tmp_path, tiny_base):
     """A stopped RESUMABLE run continues where it was; a changed setting starts afresh without stale checkpoints."""
-    from helpers.sft import load_data
-    from helpers.sft_train import list_checkpoints, train_sft
+    from helpers.sft.stage import load_data
+    from helpers.sft.train import list_checkpoints, train_sft
 
     run_dir = _run_dir(tmp_path)
     out = tmp_path / "ckpt"

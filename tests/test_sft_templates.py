@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from helpers.params import ParameterError
-from helpers.sft_data import IGNORE_INDEX, format_masked_view, masked_view, tokenize_messages, tokenize_record
-from helpers.sft_templates import (
+from helpers.sft.data import IGNORE_INDEX, format_masked_view, masked_view, tokenize_messages, tokenize_record
+from helpers.sft.templates import (
     ALPACA_PREAMBLE,
     build_template,
     install_template,

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from helpers.runs import Run
-from helpers.sft_config import make_config
-from helpers.sft_generate import eos_stop_rate, generate_answers, load_for_generation
+from helpers.sft.config import make_config
+from helpers.sft.answers import eos_stop_rate, generate_answers, load_for_generation
 from sft_tiny import EXAMPLES, OVERFIT as OVERFIT_BASE, build_model_folder, write_jsonl
 
 OVERFIT = OVERFIT_BASE
@@ -29,7 +29,7 @@ def _run_dir(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("template", ["alpaca", "chatml"])
 def test_stage_overfits_stops_saves_and_records(tmp_path, tiny_base, tiny_base_turns, template):
     """Alpaca ends with the tokenizer's EOS; chatml here reuses the vocabulary's own turn tokens."""
-    from helpers.sft import run_sft_stage
+    from helpers.sft.stage import run_sft_stage
 
     run_dir = _run_dir(tmp_path)
     base = tiny_base if template == "alpaca" else tiny_base_turns

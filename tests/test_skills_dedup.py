@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from helpers.embeddings import backend_description, embed_texts, minilm_folder, resolve_backend
-from helpers.skills_dedup import dedup_skills
+from helpers.skills.embeddings import backend_description, embed_texts, minilm_folder, resolve_backend
+from helpers.skills.dedup import dedup_skills
 
 
 def records(*names, topic=None):

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers.llm import connect_function
+from helpers.llm.client import connect_function
 from helpers.params import ParameterError
 from helpers.runs import Run
-from helpers.skills_extract import (SkillExtractionConfig, extract_skills, match_cluster, record_extraction,
+from helpers.skills.extract import (SkillExtractionConfig, extract_skills, match_cluster, record_extraction,
                                     save_extraction)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "skills"
@@ -218,7 +218,7 @@ def test_config_help_covers_every_field():
 
 
 def test_dataset_inputs_are_checked_before_the_teacher(tmp_path):
-    from helpers.skills_extract import load_seed_for
+    from helpers.skills.extract import load_seed_for
 
     assert load_seed_for(SkillExtractionConfig()) is None
     items = load_seed_for(SkillExtractionConfig(skill_source="dataset", seed_dataset_limit=5))

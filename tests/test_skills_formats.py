@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from helpers.jsonl import read_jsonl, write_jsonl
-from helpers.skills_formats import (load_query_types_file, load_skills_file, read_queries_txt,
+from helpers.skills.formats import (load_query_types_file, load_skills_file, read_queries_txt,
                                     read_skills_txt, write_queries_txt, write_skills_txt)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "skills"
@@ -12,7 +12,7 @@ REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "inst
 
 
 def _minilm_installed() -> bool:
-    from helpers.embeddings import minilm_folder
+    from helpers.skills.embeddings import minilm_folder
 
     return minilm_folder() is not None
 

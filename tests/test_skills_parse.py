@@ -1,5 +1,5 @@
 """Tolerant parsing: malformed teacher replies keep what is usable and count every dropped line."""
-from helpers.skills_parse import (parse_clusters, parse_item_list, parse_label, parse_query_types, to_snake_case)
+from helpers.skills.parse import (parse_clusters, parse_item_list, parse_label, parse_query_types, to_snake_case)
 
 
 def test_snake_case_normalises_names():

@@ -5,7 +5,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from helpers.skills_plots import plot_coverage, plot_dedup_stats, plot_skill_map, plot_skills_per_group, project_2d  # noqa: E402
+from helpers.skills.plots import plot_coverage, plot_dedup_stats, plot_skill_map, plot_skills_per_group, project_2d  # noqa: E402
 
 
 def test_figures_for_normal_and_degenerate_inputs(tmp_path):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from helpers.params import ParameterError
-from helpers.seed_datasets import load_seed_instructions
+from helpers.skills.seed_datasets import load_seed_instructions
 
 FIXTURES = Path(__file__).parent / "fixtures" / "skills"
 

@@ -1,0 +1,150 @@
+"""The evaluation protocols end to end for several models at once: AlpacaEval-style pairwise comparison against
+reference outputs, MT-Bench two-turn grading, WildBench checklist scoring, and a cheap shirker-response probe.
+
+Every function takes an already-connected judge client, so the judge model is whatever the notebook's `JUDGE_*`
+parameters say and every call is cached and accounted by the LLM layer.
+"""
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from ..judge.metrics import length_controlled_win_rate, mt_bench_summary, wb_score, win_rate_stats
+from ..judge.judging import Judge, load_judge, pairwise_judgments, rate_answers
+
+SHIRKER_KINDS = ("brevity", "junk")
+
+
+def pairwise_comparison(judge_client: Any, items: Sequence[dict[str, Any]], outputs_by_model: Mapping[str, Sequence[str]],
+                        reference_outputs: Sequence[str], seed: int,
+                        judge: str = "alpaca_eval_pairwise") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each model against the same reference outputs with the same judge: a summary row per model (win rate, its
+    standard error, LC win rate, counts, mean length) and a per-item table."""
+    instructions = [it["instruction"] for it in items]
+    rows, per_item = [], []
+    for model, outputs in outputs_by_model.items():
+        judgments = pairwise_judgments(judge_client, instructions, list(outputs), list(reference_outputs), seed, judge,
+                                       desc=f"judging {model}")
+        prefs = [j.preference for j in judgments]
+        stats = win_rate_stats(prefs)
+        lc = length_controlled_win_rate(prefs, [len(o) for o in outputs], [len(r) for r in reference_outputs])
+        rows.append({"model": model, "win_rate": stats["win_rate"], "win_rate_se": stats["win_rate_se"],
+                     "lc_win_rate": lc["lc_win_rate"], "lc_win_rate_se": lc["lc_win_rate_se"],
+                     "lc_length_coef": lc["coef_length"], "n_scored": stats["n_scored"],
+                     "n_unparsed": len(prefs) - stats["n_scored"],
+                     "from_logprobs": sum(j.source == "logprobs" for j in judgments),
+                     "mean_length": sum(len(o) for o in outputs) / max(len(outputs), 1)})
+        for it, j in zip(items, judgments):
+            per_item.append({"model": model, "id": it["id"], "category": it.get("category", ""),
+                             "preference": j.preference, "source": j.source, "candidate_first": j.candidate_first,
+                             "candidate_length": j.candidate_length, "reference_length": j.reference_length})
+    return pd.DataFrame(rows), pd.DataFrame(per_item)
+
+
+def mt_bench_scores(judge_client: Any, questions: Sequence[dict[str, Any]],
+                    answers_by_model: Mapping[str, Sequence[dict[str, Any]]], judge: str | Judge = "mt_bench_single",
+                    reference_judge: str | Judge = "mt_bench_single_reference") -> pd.DataFrame:
+    """Rows (model, question_id, category, turn, score): turn 1 graded alone, turn 2 in the context of turn 1;
+    questions with reference solutions (math, reasoning, coding) go to the reference-guided judge."""
+    plain = judge if isinstance(judge, Judge) else load_judge(judge)
+    guided = reference_judge if isinstance(reference_judge, Judge) else load_judge(reference_judge)
+    rows = []
+    for model, answers in answers_by_model.items():
+        jobs: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {"plain": [], "guided": []}
+        for q, a in zip(questions, answers):
+            refs = list(q.get("references") or []) + ["", ""]
+            kind = "guided" if q.get("needs_reference") else "plain"
+            base = {"question_id": q["id"], "category": q["category"]}
+            jobs[kind].append(({**base, "turn": 1}, {"question": q["turns"][0], "answer": a["answers"][0],
+                                                      "reference": refs[0]}))
+            if len(q["turns"]) > 1:
+                jobs[kind].append(({**base, "turn": 2}, {
+                    "question_1": q["turns"][0], "answer_1": a["answers"][0], "question_2": q["turns"][1],
+                    "answer_2": a["answers"][1], "reference_1": refs[0], "reference_2": refs[1], "turn": 2}))
+        for kind, judge_obj in (("plain", plain), ("guided", guided)):
+            if not jobs[kind]:
+                continue
+            ratings = rate_answers(judge_client, [payload for _, payload in jobs[kind]], judge_obj,
+                                   desc=f"MT-Bench {model}")
+            for (meta, _), rating in zip(jobs[kind], ratings):
+                rows.append({"model": model, **meta, "score": rating.score, "judge": judge_obj.name})
+    return pd.DataFrame(rows, columns=["model", "question_id", "category", "turn", "score", "judge"])
+
+
+def wildbench_scores(judge_client: Any, items: Sequence[dict[str, Any]], outputs_by_model: Mapping[str, Sequence[str]],
+                     judge: str | Judge = "wildbench_checklist") -> pd.DataFrame:
+    """Rows (model, id, groups, score) from checklist-guided grading."""
+    rows = []
+    for model, outputs in outputs_by_model.items():
+        payload = [{"question": it["instruction"], "answer": out, "checklist": it.get("checklist") or [],
+                    "history": it.get("history") or "(none)"} for it, out in zip(items, outputs)]
+        ratings = rate_answers(judge_client, payload, judge, desc=f"WildBench {model}")
+        for it, r in zip(items, ratings):
+            rows.append({"model": model, "id": it["id"], "groups": it.get("groups") or ["Creative Tasks"],
+                         "score": r.score})
+    return pd.DataFrame(rows, columns=["model", "id", "groups", "score"])
+
+
+def summarise_scores(mt_rows: pd.DataFrame, wb_rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per model with the MT-Bench and WB-Score aggregates."""
+    models = sorted(set(mt_rows.get("model", [])) | set(wb_rows.get("model", [])))
+    out = []
+    for m in models:
+        row: dict[str, Any] = {"model": m}
+        mt = mt_rows[mt_rows["model"] == m]
+        if len(mt):
+            s = mt_bench_summary(mt)
+            row.update({k: s[k] for k in ("mt_bench_turn1", "mt_bench_turn2", "mt_bench_avg")})
+            row["mt_bench_unparsed"] = s["n_unparsed"]
+        wb = wb_rows[wb_rows["model"] == m]
+        if len(wb):
+            s = wb_score(wb)
+            row.update({"wb_score": s["wb_score"], "wb_unparsed": s["n_unparsed"]})
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+# ------------------------------------------------------------------------------------------ shirker probe
+
+_FILLER = ("Thank you for this interesting question about {topic}. This is a topic with many sides, and the answer "
+           "really depends on a lot of different factors and circumstances. In general it is important to think "
+           "about everything carefully, keep all the options in mind, and remember that every situation is unique. "
+           "Some people see it one way and others see it another way, and both can be right in their own way. ")
+
+
+def shirker_response(answer: str, instruction: str, kind: str) -> str:
+    """A deterministic low-effort stand-in for an answer: `brevity` keeps only its first sentence; `junk` is long,
+    vague filler that never addresses the request (the two shirker kinds of the paper, without a teacher call)."""
+    if kind == "brevity":
+        first = re.split(r"(?<=[.!?])\s+|\n", answer.strip(), maxsplit=1)[0]
+        return first[:200]
+    if kind == "junk":
+        topic = " ".join(instruction.split()[:6]).rstrip(".?!:,")
+        return (_FILLER.format(topic=topic) * 3).strip()
+    raise ValueError(f"unknown shirker kind {kind!r}; use one of {SHIRKER_KINDS}")
+
+
+def shirker_probe(judge_client: Any, items: Sequence[dict[str, Any]], outputs: Sequence[str],
+                  reference_outputs: Sequence[str], fractions: Sequence[float], kinds: Sequence[str], seed: int,
+                  judge: str = "alpaca_eval_pairwise") -> pd.DataFrame:
+    """Metric vs shirker fraction at a fixed model: replace a seeded fraction of the outputs by shirker stand-ins
+    and judge again. It shows how the judge reacts to shirker-quality answers (cheap, no retraining); the paper's
+    ablation instead trains on data containing shirkers and is run with `helpers.sweep`."""
+    rows = []
+    order = list(range(len(outputs)))
+    random.Random(f"shirker-probe-{seed}").shuffle(order)
+    for kind in kinds:
+        for fraction in fractions:
+            chosen = set(order[: round(fraction * len(outputs))])
+            modified = [shirker_response(o, it["instruction"], kind) if i in chosen else o
+                        for i, (o, it) in enumerate(zip(outputs, items))]
+            summary, _ = pairwise_comparison(judge_client, items, {f"{kind}@{fraction}": modified},
+                                             reference_outputs, seed, judge)
+            r = summary.iloc[0].to_dict()
+            rows.append({"SHIRKER_KIND": kind, "SHIRKER_FRACTION": fraction, **{k: r[k] for k in (
+                "win_rate", "win_rate_se", "lc_win_rate", "n_scored", "n_unparsed", "mean_length")}})
+    return pd.DataFrame(rows)

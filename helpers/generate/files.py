@@ -1,0 +1,117 @@
+"""Reading and writing stage 2's data: JSONL (appended per example, so progress survives a crash), the official
+released JSON list (so files interchange with the original repository), and `datasets` folders.
+
+`load_training_data` is the one entry point the SFT stage uses: it accepts any of the three, including the
+official release file as-is.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ..jsonl import read_jsonl, write_atomic
+from ..params import ParameterError
+
+# The fields of the official release, in its order. `orig_instruction` equals `instruction` in the release.
+OFFICIAL_FIELDS = ("orig_instruction", "instruction", "input", "output", "skills_joined_str", "query_type", "generator")
+REQUIRED_TRAINING_FIELDS = ("instruction", "output")
+
+
+# ---------------------------------------------------------------- official JSON list
+def to_official(record: dict[str, Any]) -> dict[str, Any]:
+    out = {name: record.get(name, "") for name in OFFICIAL_FIELDS}
+    out["orig_instruction"] = record.get("orig_instruction") or record.get("instruction", "")
+    out["input"] = record.get("input") or ""
+    return out
+
+
+def save_official_json(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
+    path = Path(path)
+    write_atomic(path, json.dumps([to_official(r) for r in records], indent=2, ensure_ascii=False))
+    return path
+
+
+# ---------------------------------------------------------------- datasets
+def records_to_dataset(records: list[dict[str, Any]]):
+    """A `datasets.Dataset`; the transcript becomes a list of {role, content} structs, the rest stays as is."""
+    from datasets import Dataset
+
+    if not records:
+        return Dataset.from_dict({name: [] for name in OFFICIAL_FIELDS[1:]})
+    keys = list(dict.fromkeys(k for r in records for k in r))
+    rows = [{k: r.get(k) for k in keys} for r in records]
+    return Dataset.from_list(rows)
+
+
+def save_hf_dataset(path: str | Path, records: list[dict[str, Any]]) -> Path:
+    path = Path(path)
+    records_to_dataset(records).save_to_disk(str(path))
+    return path
+
+
+def load_training_data(path: str | Path, parameter: str = "TRAIN_DATA"):
+    """Training examples from a JSONL file, a saved `datasets` folder, or a JSON list (the official release format).
+
+    Returns a `datasets.Dataset` with at least `instruction`, `input` ("" where missing) and `output`.
+    """
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ParameterError(parameter, f"{str(path)!r} does not exist",
+                             "point it at RUN_DIR/data/train.jsonl, a saved datasets folder or an official JSON list")
+    if p.is_dir():
+        ds = load_from_disk(str(p))
+        if isinstance(ds, DatasetDict):
+            if "train" not in ds:
+                raise ParameterError(parameter, f"the dataset folder has splits {list(ds)} but no 'train'",
+                                     "save the training split as 'train' or point at a single-split folder")
+            ds = ds["train"]
+    else:
+        if p.suffix == ".jsonl":
+            records = read_jsonl(p, tolerate_torn=True)
+        else:
+            try:
+                data = json.loads(p.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise ParameterError(parameter, f"{p.name} is not valid JSON ({exc.msg} at line {exc.lineno})",
+                                     "use a .jsonl file with one record per line, or a JSON list of records") from exc
+            records = data.get("data", data) if isinstance(data, dict) else data
+            if not isinstance(records, list):
+                raise ParameterError(parameter, "the JSON file is not a list of records", "use the official JSON list format")
+        ds = Dataset.from_list(_for_arrow(records)) if records else Dataset.from_dict({"instruction": [], "input": [], "output": []})
+    missing = [f for f in REQUIRED_TRAINING_FIELDS if f not in ds.column_names]
+    if missing:
+        raise ParameterError(parameter, f"the records lack the field(s) {missing}",
+                             "each record needs 'instruction' and 'output' (and optionally 'input')")
+    if "input" not in ds.column_names:
+        ds = ds.add_column("input", [""] * len(ds))
+    elif any(v is None for v in ds["input"]):
+        ds = ds.map(lambda r: {"input": r["input"] or ""})
+    return ds
+
+
+def _for_arrow(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give every record the same keys so Arrow can infer one schema for the whole file."""
+    keys = list(dict.fromkeys(k for r in records for k in r))
+    return [{k: r.get(k) for k in keys} for r in records]
+
+
+# ---------------------------------------------------------------- stage 1 inputs
+def read_skills_file(path: str | Path) -> list[str]:
+    """Skills from stage 1's `skills.jsonl` or an official `skills.txt` (read by stage 1's own reader)."""
+    from ..skills.formats import load_skills_file
+
+    records, _report = load_skills_file(path)
+    return [r["skill"] for r in records]
+
+
+def read_query_types_file(path: str | Path) -> list[dict[str, Any]]:
+    """Query types ({name, definition, examples}) from `query_types.jsonl` or an official `queries.txt`."""
+    from ..skills.formats import load_query_types_file
+
+    types, _report = load_query_types_file(path)
+    return [{"name": t["name"], "definition": t.get("definition") or "", "examples": list(t.get("examples") or [])}
+            for t in types]

@@ -1,0 +1,152 @@
+"""Prompt files and turn sequences for stage 2, one per PROMPT_VERSION.
+
+The prompts live as text files beside `versions.yaml` so that a researcher can read, diff and change them without
+touching code; this module only fills in the per-example values and turns a version into the list of user turns
+that `ChatClient.aconverse` sends in ONE conversation.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .sampling import ExamplePlan
+from ..llm.types import ChatResult, Message, Turn
+from ..params import ParameterError
+
+PROMPTS_DIR = Path(__file__).with_name("prompts")
+WHEN_CHOICES = ("always", "previous_truncated")
+YIELDS_CHOICES = ("pair", "rewrite", "none")
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+
+
+@dataclass(frozen=True)
+class TurnSpec:
+    """One user turn of a version: which file, when it is sent, and what its reply may contain."""
+
+    name: str
+    file: str
+    when: str = "always"
+    yields: str = "pair"
+
+
+@dataclass(frozen=True)
+class PromptVersion:
+    name: str
+    description: str
+    turns: tuple[TurnSpec, ...]
+
+
+def _read_yaml(prompts_dir: Path) -> dict[str, Any]:
+    return yaml.safe_load((prompts_dir / "versions.yaml").read_text()) or {}
+
+
+@lru_cache(maxsize=8)
+def load_versions(prompts_dir: Path = PROMPTS_DIR) -> dict[str, PromptVersion]:
+    """All turn sequences defined in `versions.yaml`, checked so a typo fails at load time, not mid-run."""
+    data = _read_yaml(prompts_dir)
+    versions: dict[str, PromptVersion] = {}
+    for name, spec in (data.get("versions") or {}).items():
+        turns = tuple(TurnSpec(**t) for t in spec["turns"])
+        for t in turns:
+            if t.when not in WHEN_CHOICES or t.yields not in YIELDS_CHOICES:
+                raise ValueError(f"versions.yaml: turn {t.name!r} of {name!r} has when={t.when!r} yields={t.yields!r}")
+            if not (prompts_dir / t.file).exists():
+                raise FileNotFoundError(f"versions.yaml: {name!r} needs missing prompt file {t.file!r}")
+        if not turns or turns[0].when != "always":
+            raise ValueError(f"versions.yaml: {name!r} must start with a turn sent always")
+        versions[name] = PromptVersion(name, spec.get("description", ""), turns)
+    return versions
+
+
+def prompt_version_names() -> list[str]:
+    return list(load_versions())
+
+
+def get_version(name: str, parameter: str = "PROMPT_VERSION") -> PromptVersion:
+    versions = load_versions()
+    if name not in versions:
+        raise ParameterError(parameter, f"unknown prompt version {name!r}",
+                             f"use one of {', '.join(repr(v) for v in versions)} or add one to generate/prompts/versions.yaml")
+    return versions[name]
+
+
+def shirker_kinds() -> list[str]:
+    return list((_read_yaml(PROMPTS_DIR).get("shirkers") or {}))
+
+
+@lru_cache(maxsize=32)
+def read_prompt(file: str, prompts_dir: Path = PROMPTS_DIR) -> str:
+    return (prompts_dir / file).read_text().strip()
+
+
+def fill(template: str, values: dict[str, Any]) -> str:
+    """Replace `{name}` for the names given; other braces (e.g. in worked examples) are left alone."""
+    return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]) if m.group(1) in values else m.group(0), template)
+
+
+def query_type_text(query_type: dict[str, Any]) -> str:
+    """The task type as the first prompt shows it: name, definition and a few example queries."""
+    lines = [f"{query_type['name']}: {query_type.get('definition') or ''}".strip().rstrip(":")]
+    for ex in (query_type.get("examples") or [])[:3]:
+        lines.append(f'- "{ex}"')
+    return "\n".join(lines)
+
+
+def plan_values(plan: ExamplePlan) -> dict[str, Any]:
+    return {
+        "num_skills": len(plan.skills),
+        "skills_str": ", ".join(plan.skills),
+        "query_name": plan.query_type["name"],
+        "query_type": query_type_text(plan.query_type),
+    }
+
+
+def _conditional(text: str) -> Turn:
+    def turn(results: list[ChatResult]) -> str | None:
+        return text if results and results[-1].truncated else None
+
+    return turn
+
+
+def build_turns(plan: ExamplePlan, version: PromptVersion) -> list[Turn]:
+    """The user turns of one example's conversation, in order (conditional turns as callables)."""
+    values = plan_values(plan)
+    turns: list[Turn] = []
+    for spec in version.turns:
+        text = fill(read_prompt(spec.file), values)
+        turns.append(text if spec.when == "always" else _conditional(text))
+    return turns
+
+
+def sent_turn_specs(version: PromptVersion, results: list[ChatResult]) -> list[TurnSpec]:
+    """Which turn produced each reply: replays the `when` rules so skipped turns are accounted for."""
+    sent: list[TurnSpec] = []
+    for spec in version.turns:
+        if len(sent) >= len(results):
+            break
+        if spec.when == "previous_truncated" and not (sent and results[len(sent) - 1].truncated):
+            continue
+        sent.append(spec)
+    return sent
+
+
+def shirker_messages(instruction: str, kind: str) -> list[Message]:
+    """The single-turn request for a low-quality answer: the teacher sees only the instruction."""
+    files = _read_yaml(PROMPTS_DIR).get("shirkers") or {}
+    if kind not in files:
+        raise ParameterError("SHIRKER_KIND", f"unknown kind {kind!r}", f"use one of {', '.join(repr(k) for k in files)}")
+    return [{"role": "user", "content": fill(read_prompt(files[kind]), {"instruction": instruction})}]
+
+
+def version_fingerprint(version: PromptVersion) -> str:
+    """Changes when any prompt text of the version changes, so stale progress is never reused."""
+    h = hashlib.sha256()
+    for spec in version.turns:
+        h.update(f"{spec}\n{read_prompt(spec.file)}\n".encode())
+    return h.hexdigest()[:16]

@@ -1,0 +1,306 @@
+"""Stage 2 end to end: plan -> converse (retry unparseable examples) -> filter -> shirkers -> save.
+
+Resumable twice over: every successful call is in the content-addressed cache, and every finished example is
+appended to `data/progress_<split>.jsonl` the moment it is done (tagged with a fingerprint of everything that
+determines it), so a killed run re-run with the same parameters skips finished examples and re-pays no completed
+call of unfinished ones.
+
+Retry policy: an example whose final pair cannot be parsed is asked again with the SAME skills and query type but a
+new cache salt (a fresh sample). Keeping the plan fixed means parse failures never bias which skill mixes end up in
+the data, and the plan stays a pure function of SEED.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+from .config import GenerateConfig
+from .filters import FILTER_REASONS, FilterOutcome, filter_examples
+from .files import read_query_types_file, read_skills_file, save_hf_dataset, save_official_json
+from ..jsonl import append_jsonl, read_jsonl, write_jsonl
+from .parse import parse_final_pair
+from .prompt_versions import PromptVersion, build_turns, get_version, sent_turn_specs, version_fingerprint
+from .sampling import ExamplePlan, derive_seed, draw_plan, pair_report, unique_skills
+from .shirkers import ShirkerStats, make_shirkers
+from ..llm.types import Conversation
+from ..params import ParameterError
+
+
+class GenerationError(RuntimeError):
+    """Stage 2 produced nothing the SFT stage could train on."""
+
+
+# ---------------------------------------------------------------- inputs and plan
+def load_stage1_inputs(config: GenerateConfig) -> tuple[list[str], list[dict[str, Any]]]:
+    skills = unique_skills(read_skills_file(config.skills_file))
+    query_types = read_query_types_file(config.query_types_file)
+    if len(skills) < config.k_skills:
+        raise ParameterError("K_SKILLS", f"{config.k_skills} skills per example but only {len(skills)} distinct skills "
+                             f"in {config.skills_file}", "lower K_SKILLS or extract more skills in stage 1")
+    if not query_types:
+        raise ParameterError("QUERY_TYPES_PATH", f"no query types in {config.query_types_file}",
+                             "run stage 1 or point QUERY_TYPES_PATH at a queries file")
+    return skills, query_types
+
+
+def heldout_seed(seed: int) -> int:
+    return derive_seed(seed, "heldout")
+
+
+def make_plans(config: GenerateConfig, skills: list[str], query_types: list[dict[str, Any]]
+               ) -> tuple[list[ExamplePlan], list[ExamplePlan]]:
+    train = draw_plan(skills, query_types, config.num_examples, config.k_skills, config.seed, "train")
+    heldout = draw_plan(skills, query_types, config.num_heldout, config.k_skills, heldout_seed(config.seed), "heldout")
+    return train, heldout
+
+
+# ---------------------------------------------------------------- one split
+def example_fingerprint(plan: ExamplePlan, config: GenerateConfig, version: PromptVersion, model: str) -> str:
+    payload = json.dumps({
+        "id": plan.example_id, "skills": plan.skills, "query_type": plan.query_type, "version": version.name,
+        "prompts": version_fingerprint(version), "model": model, "temperature": config.temperature,
+        "max_tokens": config.max_tokens,
+    }, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def _record(plan: ExamplePlan, conv: Conversation, version: PromptVersion, attempt: int, model: str,
+            tokens: tuple[int, int]) -> dict[str, Any] | None:
+    specs = sent_turn_specs(version, conv.results)
+    parsed = parse_final_pair(conv.assistant_texts, [s.yields for s in specs])
+    if not parsed.ok:
+        return None
+    return {
+        "example_id": plan.example_id, "split": plan.split,
+        "instruction": parsed.instruction, "input": "", "output": parsed.response,
+        "skills_joined_str": plan.skills_joined_str, "query_type": plan.query_type["name"], "generator": model,
+        "skills": list(plan.skills), "k": len(plan.skills), "seed": plan.seed, "prompt_version": version.name,
+        "shirker": None, "input_tokens": tokens[0], "output_tokens": tokens[1], "attempt": attempt,
+        "truncated": conv.results[parsed.response_turn].truncated,
+        "instruction_from_turn": specs[parsed.instruction_turn].name,
+        "response_from_turn": specs[parsed.response_turn].name,
+        "transcript": conv.messages,
+    }
+
+
+def _parse_failure_reason(conv: Conversation, version: PromptVersion) -> str:
+    if not conv.ok:
+        return f"call failed: {conv.error}"
+    specs = sent_turn_specs(version, conv.results)
+    return parse_final_pair(conv.assistant_texts, [s.yields for s in specs]).reason or "unknown"
+
+
+async def _generate_one(client: Any, plan: ExamplePlan, version: PromptVersion, config: GenerateConfig,
+                        fingerprint: str, progress_path: Path) -> dict[str, Any]:
+    turns = build_turns(plan, version)
+    sampling = {"temperature": config.temperature, "max_tokens": config.max_tokens}
+    reasons: list[str] = []
+    tokens_in = tokens_out = 0
+    conv = Conversation()
+    for attempt in range(1, config.max_attempts + 1):
+        salt = "" if attempt == 1 else f"attempt-{attempt}"
+        conv = await client.aconverse(turns, salt=salt, **sampling)
+        tokens_in, tokens_out = tokens_in + conv.input_tokens, tokens_out + conv.output_tokens
+        record = _record(plan, conv, version, attempt, client.model, (tokens_in, tokens_out)) if conv.ok else None
+        if record is not None:
+            entry = {"fingerprint": fingerprint, "status": "ok", "record": record}
+            append_jsonl(progress_path, entry)
+            return entry
+        reasons.append(_parse_failure_reason(conv, version))
+    failure = {
+        "example_id": plan.example_id, "split": plan.split, "skills": list(plan.skills),
+        "skills_joined_str": plan.skills_joined_str, "query_type": plan.query_type["name"],
+        "prompt_version": version.name, "generator": client.model, "attempts": config.max_attempts,
+        "reasons": reasons, "input_tokens": tokens_in, "output_tokens": tokens_out, "transcript": conv.messages,
+    }
+    entry = {"fingerprint": fingerprint, "status": "failed", "record": failure}
+    append_jsonl(progress_path, entry)
+    return entry
+
+
+def resume_entries(progress_path: Path, fingerprints: dict[str, str], max_attempts: int) -> dict[str, dict[str, Any]]:
+    """Finished examples from an earlier (possibly killed) run with the same parameters."""
+    done: dict[str, dict[str, Any]] = {}
+    for entry in read_jsonl(progress_path, tolerate_torn=True):
+        rec = entry.get("record") or {}
+        eid = rec.get("example_id")
+        if eid not in fingerprints or entry.get("fingerprint") != fingerprints[eid]:
+            continue
+        if entry.get("status") == "failed" and rec.get("attempts", 0) < max_attempts:
+            continue  # more attempts are allowed now: try again (earlier attempts come from the cache)
+        done[eid] = entry
+    return done
+
+
+def generate_splits(client: Any, splits: dict[str, tuple[list[ExamplePlan], Path]], version: PromptVersion,
+                    config: GenerateConfig, desc: str = "examples"
+                    ) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    """Examples (in plan order) and failures per split. Every conversation of every split is in flight at once,
+    bounded by the client's MAX_CONCURRENCY (a local teacher batches them); each finished example is appended to
+    its split's progress file immediately."""
+    fps = {p.example_id: example_fingerprint(p, config, version, client.model)
+           for plans, _ in splits.values() for p in plans}
+    done: dict[str, dict[str, Any]] = {}
+    for plans, progress_path in splits.values():
+        done.update(resume_entries(Path(progress_path), {p.example_id: fps[p.example_id] for p in plans},
+                                   config.max_attempts))
+    todo = [(p, Path(path)) for plans, path in splits.values() for p in plans if p.example_id not in done]
+    total = sum(len(plans) for plans, _ in splits.values())
+
+    ok = sum(e["status"] == "ok" for e in done.values())
+
+    def finished(_: int, entry: dict[str, Any], bar: Any) -> None:
+        nonlocal ok
+        done[entry["record"]["example_id"]] = entry
+        ok += entry["status"] == "ok"
+        bar.set_postfix(parsed=ok, failed=len(done) - ok)
+
+    if todo:
+        client.gather([_generate_one(client, p, version, config, fps[p.example_id], path) for p, path in todo],
+                      desc=desc, on_done=finished, initial=total - len(todo))
+    out = {}
+    for name, (plans, _) in splits.items():
+        entries = [done[p.example_id] for p in plans]
+        out[name] = ([e["record"] for e in entries if e["status"] == "ok"],
+                     [e["record"] for e in entries if e["status"] == "failed"])
+    return out
+
+
+def generate_split(client: Any, plans: list[ExamplePlan], version: PromptVersion, config: GenerateConfig,
+                   progress_path: str | Path, desc: str = "examples") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One split: (examples, failures). See `generate_splits`."""
+    return generate_splits(client, {"split": (plans, Path(progress_path))}, version, config, desc)["split"]
+
+
+# ---------------------------------------------------------------- the whole stage
+@dataclass
+class GenerationOutcome:
+    """Everything stage 2 produced, with the counts the notebook records and plots."""
+
+    config: GenerateConfig
+    train_plans: list[ExamplePlan]
+    heldout_plans: list[ExamplePlan]
+    train: list[dict[str, Any]] = field(default_factory=list)
+    heldout: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    train_filter: FilterOutcome = field(default_factory=FilterOutcome)
+    heldout_filter: FilterOutcome = field(default_factory=FilterOutcome)
+    shirkers: ShirkerStats = field(default_factory=ShirkerStats)
+    paths: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def filtered(self) -> dict[str, int]:
+        return {r: self.train_filter.counts[r] + self.heldout_filter.counts[r] for r in FILTER_REASONS}
+
+    @property
+    def heldout_collisions(self) -> int:
+        train_ids = {p.example_id for p in self.train_plans}
+        return sum(1 for items in self.heldout_filter.dropped.values() for ex in items
+                   if ex.get("duplicate_of") in train_ids)
+
+    def failure_reasons(self) -> dict[str, int]:
+        counts: Counter[str] = Counter()
+        for f in self.failed:
+            counts[(f.get("reasons") or ["unknown"])[-1]] += 1
+        return dict(counts)
+
+    def summary(self) -> dict[str, Any]:
+        all_examples = self.train + self.heldout + [ex for o in (self.train_filter, self.heldout_filter)
+                                                    for items in o.dropped.values() for ex in items]
+        return {
+            "num_planned": len(self.train_plans),
+            "num_heldout_planned": len(self.heldout_plans),
+            "num_examples": len(self.train),
+            "num_heldout": len(self.heldout),
+            "num_failed": len(self.failed),
+            "num_failed_train": sum(f["split"] == "train" for f in self.failed),
+            "num_failed_heldout": sum(f["split"] == "heldout" for f in self.failed),
+            "failure_reasons": self.failure_reasons(),
+            "num_filtered": self.filtered,
+            "num_heldout_collisions": self.heldout_collisions,
+            "num_shirkers": sum(1 for ex in self.train if ex.get("shirker")),
+            "num_shirker_failed": len(self.shirkers.failed),
+            "repeated_skill_pairs": pair_report(self.train_plans, self.heldout_plans),
+            "attempts_histogram": dict(Counter(str(ex["attempt"]) for ex in all_examples)),
+            "input_tokens": sum(ex.get("input_tokens", 0) for ex in all_examples) + sum(f["input_tokens"] for f in self.failed),
+            "output_tokens": sum(ex.get("output_tokens", 0) for ex in all_examples) + sum(f["output_tokens"] for f in self.failed),
+        }
+
+    def require_usable(self) -> None:
+        """Fail loudly here rather than let stage 3 train on nothing."""
+        if not self.train:
+            reasons = ", ".join(f"{k}: {v}" for k, v in self.failure_reasons().items()) or "none recorded"
+            raise GenerationError(
+                f"no usable training example: {len(self.failed)} failed to parse ({reasons}), "
+                f"{sum(self.train_filter.counts.values())} were filtered out. Look at RUN_DIR/data/failed.jsonl, then "
+                "raise MAX_ATTEMPTS or NUM_EXAMPLES, relax MIN_INSTRUCTION_WORDS / DROP_TRUNCATED, raise MAX_TOKENS, "
+                "or use a stronger TEACHER_MODEL (an OpenAI-compatible endpoint via TEACHER_BASE_URL)."
+            )
+
+
+def run_generation(config: GenerateConfig, client: Any, data_dir: str | Path | None = None) -> GenerationOutcome:
+    """Run stage 2 and write every artifact under `data_dir` (default RUN_DIR/data). Does not raise when nothing
+    parsed: call `outcome.require_usable()` after recording the counts."""
+    data_dir = Path(data_dir) if data_dir else Path(config.run_dir) / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    version = get_version(config.prompt_version)
+    skills, query_types = load_stage1_inputs(config)
+    train_plans, heldout_plans = make_plans(config, skills, query_types)
+    out = GenerationOutcome(config, train_plans, heldout_plans)
+
+    results = generate_splits(client, {"train": (train_plans, data_dir / "progress_train.jsonl"),
+                                       "heldout": (heldout_plans, data_dir / "progress_heldout.jsonl")},
+                              version, config, desc="train + held-out examples")
+    (train, train_failed), (heldout, heldout_failed) = results["train"], results["heldout"]
+    out.failed = train_failed + heldout_failed
+    filter_args = dict(min_words=config.min_instruction_words, max_words=config.max_instruction_words,
+                       drop_truncated=config.drop_truncated, dedup_threshold=config.dedup_threshold)
+    out.train_filter = filter_examples(train, **filter_args)
+    # The held-out set must never share an instruction with the training set: collisions leave the held-out set.
+    out.heldout_filter = filter_examples(heldout, against=out.train_filter.kept, **filter_args)
+    out.train, out.shirkers = make_shirkers(
+        client, out.train_filter.kept, fraction=config.shirker_fraction, kind=config.shirker_kind, seed=config.seed,
+        max_attempts=config.max_attempts, temperature=config.temperature, max_tokens=config.max_tokens,
+    ) if config.shirker_fraction > 0 else ([dict(ex, shirker=None) for ex in out.train_filter.kept], ShirkerStats())
+    out.heldout = [dict(ex, shirker=None) for ex in out.heldout_filter.kept]
+    out.paths = save_outputs(data_dir, out)
+    return out
+
+
+def save_outputs(data_dir: Path, out: GenerationOutcome) -> dict[str, str]:
+    """The run-folder contract: JSONL, official JSON lists, `datasets` folders, plus failures and filtered examples."""
+    paths = {
+        "train": write_jsonl(data_dir / "train.jsonl", out.train),
+        "heldout": write_jsonl(data_dir / "heldout.jsonl", out.heldout),
+        "train_official": save_official_json(data_dir / "train_official.json", out.train),
+        "heldout_official": save_official_json(data_dir / "heldout_official.json", out.heldout),
+        "train_hf": save_hf_dataset(data_dir / "train_hf", out.train),
+        "heldout_hf": save_hf_dataset(data_dir / "heldout_hf", out.heldout),
+        "failed": write_jsonl(data_dir / "failed.jsonl", out.failed),
+        "filtered": write_jsonl(data_dir / "filtered.jsonl", [ex for o in (out.train_filter, out.heldout_filter)
+                                                              for items in o.dropped.values() for ex in items]),
+    }
+    return {k: str(v) for k, v in paths.items()}
+
+
+def record_outcome(run: Any, outcome: GenerationOutcome) -> dict[str, Any]:
+    """Store the counts in results.json / the notebook output and the artifact paths in the manifest."""
+    summary = outcome.summary()
+    for name, value in summary.items():
+        run.record(name, value)
+    run.set_stage_info("artifacts", outcome.paths)
+    run.set_stage_info("heldout_seed", heldout_seed(outcome.config.seed))
+    return summary
+
+
+def connect_teacher(config: GenerateConfig):
+    """The teacher client from the notebook parameters (raises ParameterError on a bad endpoint/model/key)."""
+    from ..llm.client import connect
+
+    return connect(config.teacher_model, config.teacher_base_url, config.teacher_api_key_env,
+                   config.max_concurrency, stage="generate", role="TEACHER")

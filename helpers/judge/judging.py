@@ -1,0 +1,315 @@
+"""LLM judges: load a judge by name, ask it through the LLM layer, turn its replies into preferences or scores.
+
+A judge is data, not code: a folder under `helpers/judge/configs/<name>/` (or any folder given by path) holding
+`config.yaml` (kind, labels, sampling, how to parse) and its prompt files (`system.txt`, `user.txt`, optionally
+`user_two_turn.txt`). Swapping the judge model is a parameter (`JUDGE_*`); swapping the protocol is a folder.
+
+Pairwise preferences are expressed from the *candidate's* side everywhere in the kit: 1.0 = the candidate output is
+better than the reference output, 0.0 = the reference is better, 0.5 = a tie; `None` = the judge's reply could not
+be read (counted and excluded, never guessed).
+"""
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..llm.types import ChatResult, Message
+from ..params import ParameterError
+
+JUDGES_DIR = Path(__file__).resolve().parent / "configs"
+JUDGE_KINDS = ("pairwise", "single", "checklist")
+
+
+@dataclass
+class Judge:
+    """A judging protocol: prompts plus how to sample and how to read the verdict."""
+
+    name: str = field(metadata={"help": "Folder name of the judge (or the path it was loaded from)."})
+    kind: str = field(metadata={"help": "pairwise (two outputs, pick one) | single (1-10 rating) | checklist (1-10 with a checklist)."})
+    system: str = field(default="", metadata={"help": "System prompt; empty for none."})
+    user: str = field(default="", metadata={"help": "User prompt template with {placeholders}."})
+    user_two_turn: str = field(default="", metadata={"help": "Template for grading the second turn of a two-turn chat."})
+    description: str = field(default="", metadata={"help": "One line saying what the judge does."})
+    labels: list[str] = field(default_factory=lambda: ["A", "B"], metadata={"help": "Pairwise labels, first shown first."})
+    max_tokens: int = field(default=512, metadata={"help": "Generation budget for the judge's reply."})
+    temperature: float = field(default=0.0, metadata={"help": "Sampling temperature of the judge."})
+    top_logprobs: int = field(default=0, metadata={"help": "Alternatives asked for at the first token (0 = do not ask)."})
+    verdict_pattern: str = field(default="", metadata={"help": "Regex whose group 1 is the label written by a pairwise judge."})
+    rating_patterns: list[str] = field(default_factory=list, metadata={"help": "Regexes tried in order; group 1 is the rating."})
+    rating_range: list[float] = field(default_factory=lambda: [1, 10], metadata={"help": "Valid ratings; anything outside is unparsed."})
+    needs_reference: bool = field(default=False, metadata={"help": "Whether the prompt needs a reference solution."})
+    path: str = field(default="", metadata={"help": "Folder the judge was read from."})
+
+    def sampling(self) -> dict[str, Any]:
+        """The sampling settings sent with every judge call (part of the cache key)."""
+        out: dict[str, Any] = {"max_tokens": self.max_tokens, "temperature": self.temperature}
+        if self.top_logprobs:
+            out["top_logprobs"] = self.top_logprobs
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """Settings recorded next to every number the judge produced (prompts left out: they live in the repo)."""
+        d = asdict(self)
+        for key in ("system", "user", "user_two_turn", "path"):
+            d.pop(key)
+        return d
+
+
+def available_judges() -> list[str]:
+    return sorted(p.name for p in JUDGES_DIR.iterdir() if (p / "config.yaml").exists())
+
+
+def load_judge(name_or_path: str, parameter: str = "JUDGE") -> Judge:
+    """Load a bundled judge by name, or a judge folder by path; a bad name fails before any model call."""
+    folder = Path(name_or_path).expanduser()
+    if not (folder / "config.yaml").exists():
+        folder = JUDGES_DIR / str(name_or_path)
+    if not (folder / "config.yaml").exists():
+        raise ParameterError(parameter, f"no judge named {name_or_path!r}",
+                             f"use one of {', '.join(available_judges())} or a folder with config.yaml and user.txt")
+    config = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+    known = {f for f in Judge.__dataclass_fields__} - {"name", "system", "user", "user_two_turn", "path"}
+    unknown = set(config) - known
+    if unknown:
+        raise ParameterError(parameter, f"judge {folder.name!r} has unknown settings {sorted(unknown)}",
+                             f"use only {sorted(known)} in config.yaml")
+    if config.get("kind") not in JUDGE_KINDS:
+        raise ParameterError(parameter, f"judge {folder.name!r} has kind {config.get('kind')!r}",
+                             f"set kind to one of {JUDGE_KINDS} in config.yaml")
+
+    def read(name: str) -> str:
+        p = folder / name
+        return p.read_text().strip() if p.exists() else ""
+
+    judge = Judge(name=folder.name, system=read("system.txt"), user=read("user.txt"),
+                  user_two_turn=read("user_two_turn.txt"), path=str(folder), **config)
+    if not judge.user:
+        raise ParameterError(parameter, f"judge {folder.name!r} has no user.txt", "add the prompt template user.txt")
+    if judge.kind == "pairwise" and len(judge.labels) != 2:
+        raise ParameterError(parameter, f"pairwise judge {folder.name!r} needs exactly two labels", "set labels: [A, B]")
+    return judge
+
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def fill_template(template: str, **values: Any) -> str:
+    """Fill `{name}` placeholders in one pass, so braces inside the inserted texts (code, JSON) stay untouched."""
+    missing = [m.group(1) for m in _PLACEHOLDER.finditer(template) if m.group(1) not in values]
+    if missing:
+        raise KeyError(f"template needs {sorted(set(missing))}")
+    return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), template)
+
+
+def judge_messages(judge: Judge, template: str | None = None, **values: Any) -> list[Message]:
+    messages: list[Message] = [{"role": "system", "content": judge.system}] if judge.system else []
+    messages.append({"role": "user", "content": fill_template(template or judge.user, **values)})
+    return messages
+
+
+# ---------------------------------------------------------------------------------------------- pairwise parsing
+
+
+def _label_of(token: str, labels: Sequence[str]) -> str | None:
+    cleaned = token.strip().strip("*()[]:.'\"").strip()
+    return cleaned if cleaned in labels else None
+
+
+def first_label_probability_from_logprobs(top_logprobs: list[dict[str, float]] | None,
+                                          labels: Sequence[str]) -> float | None:
+    """P(first label) among the two labels, from the first generated token's alternatives.
+
+    Tokens are matched after stripping spaces and light punctuation (" A", "A)" count as "A"); variants of a label
+    are summed. A label missing from the top-k is given the smallest listed probability (an upper bound), so one
+    visible label still yields a clear but not infinite preference. Neither label visible: None.
+    """
+    if not top_logprobs:
+        return None
+    first = top_logprobs[0]
+    if not first:
+        return None
+    probs = {label: 0.0 for label in labels}
+    seen = set()
+    for token, logprob in first.items():
+        label = _label_of(token, labels)
+        if label is not None:
+            probs[label] += math.exp(logprob)
+            seen.add(label)
+    if not seen:
+        return None
+    floor = math.exp(min(first.values()))
+    for label in labels:
+        if label not in seen:
+            probs[label] = floor
+    total = probs[labels[0]] + probs[labels[1]]
+    return probs[labels[0]] / total if total > 0 else None
+
+
+def first_label_from_verdict(text: str, judge: Judge) -> float | None:
+    """1.0 if the verdict names the first label, 0.0 for the second, None if it names neither (or is empty)."""
+    if not text:
+        return None
+    pattern = judge.verdict_pattern or r"(?:^|[^A-Za-z])\(?(" + "|".join(map(re.escape, judge.labels)) + r")\)?(?:[^A-Za-z]|$)"
+    match = re.search(pattern, text.strip())
+    if not match:
+        return None
+    label = match.group(1)
+    if label == judge.labels[0]:
+        return 1.0
+    if label == judge.labels[1]:
+        return 0.0
+    return None
+
+
+def presentation_order(n: int, seed: int) -> list[bool]:
+    """For each item, whether the candidate is shown first; seeded so a re-run asks the same questions (cache hits)."""
+    rng = random.Random(f"pairwise-order-{seed}")
+    return [rng.random() < 0.5 for _ in range(n)]
+
+
+@dataclass
+class PairwiseJudgment:
+    """One pairwise comparison, mapped back to the candidate's side."""
+
+    index: int
+    candidate_first: bool
+    preference: float | None  # P(candidate better); None = unparsed or failed
+    source: str | None  # "logprobs" | "verdict" | None
+    judge_text: str = ""
+    error: str | None = None
+    candidate_length: int = 0
+    reference_length: int = 0
+
+
+def read_pairwise(result: ChatResult, judge: Judge, candidate_first: bool) -> tuple[float | None, str | None]:
+    """Preference for the candidate from one judge reply: log-probabilities first, the written verdict second."""
+    if not result.ok:
+        return None, None
+    p_first = first_label_probability_from_logprobs(result.top_logprobs, judge.labels)
+    source = "logprobs"
+    if p_first is None:
+        p_first, source = first_label_from_verdict(result.text, judge), "verdict"
+    if p_first is None:
+        return None, None
+    return (p_first if candidate_first else 1.0 - p_first), source
+
+
+def pairwise_judgments(judge_client: Any, instructions: Sequence[str], outputs: Sequence[str],
+                       reference_outputs: Sequence[str], seed: int,
+                       judge: str | Judge = "alpaca_eval_pairwise", desc: str = "pairwise judging") -> list[PairwiseJudgment]:
+    """Ask the judge to compare each candidate output with its reference output, in a seeded random order."""
+    if not (len(instructions) == len(outputs) == len(reference_outputs)):
+        raise ValueError(f"lengths differ: {len(instructions)} instructions, {len(outputs)} outputs, "
+                         f"{len(reference_outputs)} reference outputs")
+    judge = judge if isinstance(judge, Judge) else load_judge(judge)
+    if judge.kind != "pairwise":
+        raise ParameterError("JUDGE", f"judge {judge.name!r} is {judge.kind}, not pairwise", "use alpaca_eval_pairwise")
+    order = presentation_order(len(outputs), seed)
+    requests = []
+    for instruction, cand, ref, cand_first in zip(instructions, outputs, reference_outputs, order):
+        a, b = (cand, ref) if cand_first else (ref, cand)
+        requests.append(judge_messages(judge, instruction=instruction, output_a=a, output_b=b))
+    results = judge_client.chat_many(requests, desc=desc, **judge.sampling()) if requests else []
+    judgments = []
+    for i, (res, cand_first) in enumerate(zip(results, order)):
+        pref, source = read_pairwise(res, judge, cand_first)
+        judgments.append(PairwiseJudgment(i, cand_first, pref, source, res.text, res.error,
+                                          len(outputs[i]), len(reference_outputs[i])))
+    return judgments
+
+
+def pairwise_win_rate(judge_client: Any, instructions: Sequence[str], outputs: Sequence[str],
+                      reference_outputs: Sequence[str], seed: int,
+                      judge: str | Judge = "alpaca_eval_pairwise", length_controlled: bool = True) -> dict[str, Any]:
+    """Win rate (percent) of `outputs` against `reference_outputs`, AlpacaEval style.
+
+    Returns `win_rate`, `win_rate_se`, `n_scored`, `n_unparsed` (unreadable or failed judge replies, excluded),
+    `preferences` (per item, None where unparsed), `sources`, and with `length_controlled` also `lc_win_rate`.
+    """
+    from .metrics import length_controlled_win_rate, win_rate_stats
+
+    judgments = pairwise_judgments(judge_client, instructions, outputs, reference_outputs, seed, judge)
+    prefs = [j.preference for j in judgments]
+    stats = win_rate_stats(prefs)
+    out: dict[str, Any] = {
+        "win_rate": stats["win_rate"], "win_rate_se": stats["win_rate_se"], "n_scored": stats["n_scored"],
+        "n_unparsed": len(prefs) - stats["n_scored"], "preferences": prefs,
+        "sources": [j.source for j in judgments],
+    }
+    if length_controlled:
+        lc = length_controlled_win_rate(prefs, [len(o) for o in outputs], [len(r) for r in reference_outputs])
+        out["lc_win_rate"] = lc["lc_win_rate"]
+        out["lc_win_rate_se"] = lc["lc_win_rate_se"]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- ratings
+
+
+def parse_rating(text: str, judge: Judge) -> float | None:
+    """The judge's 1-10 rating, or None when no pattern matches or the number is out of range."""
+    if not text:
+        return None
+    low, high = judge.rating_range
+    for pattern in judge.rating_patterns:
+        for match in re.finditer(pattern, text):
+            try:
+                value = float(match.group(1))
+            except ValueError:
+                continue
+            if low <= value <= high:
+                return value
+    return None
+
+
+@dataclass
+class Rating:
+    """One graded answer."""
+
+    index: int
+    score: float | None  # None = unparsed or failed
+    judge_text: str = ""
+    error: str | None = None
+    turn: int = 1
+
+
+def _format_checklist(items: Sequence[str] | str | None) -> str:
+    if not items:
+        return "- Does the response fully and correctly address the user's request?"
+    if isinstance(items, str):
+        return items
+    return "\n".join(f"- {item}" for item in items)
+
+
+def rate_answers(judge_client: Any, items: Sequence[dict[str, Any]], judge: str | Judge,
+                 desc: str = "grading") -> list[Rating]:
+    """Grade answers with a single/checklist judge.
+
+    Each item holds `question` and `answer`; for two-turn grading `question_1`, `answer_1`, `question_2`,
+    `answer_2` and `turn: 2`; `reference` (or `reference_1`/`reference_2`) for reference-guided judges;
+    `checklist` (list of str) and `history` for the checklist judge.
+    """
+    judge = judge if isinstance(judge, Judge) else load_judge(judge)
+    if judge.kind == "pairwise":
+        raise ParameterError("JUDGE", f"judge {judge.name!r} is pairwise", "use a single or checklist judge")
+    requests = []
+    for item in items:
+        values = dict(item)
+        values.setdefault("reference", "")
+        values.setdefault("history", "(none)")
+        values["checklist"] = _format_checklist(item.get("checklist"))
+        turn = int(item.get("turn", 1))
+        template = judge.user_two_turn if turn == 2 else judge.user
+        if turn == 2 and not template:
+            raise ParameterError("JUDGE", f"judge {judge.name!r} cannot grade a second turn", "add user_two_turn.txt")
+        requests.append(judge_messages(judge, template, **values))
+    results = judge_client.chat_many(requests, desc=desc, **judge.sampling()) if requests else []
+    return [Rating(i, parse_rating(r.text, judge) if r.ok else None, r.text, r.error, int(items[i].get("turn", 1)))
+            for i, r in enumerate(results)]

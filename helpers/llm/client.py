@@ -1,0 +1,341 @@
+"""One way to talk to any chat model: an OpenAI-compatible endpoint, the embedded local model, or a test function.
+
+Every stage (teacher, judge, student answers) goes through `ChatClient`, which adds what each backend lacks:
+bounded async concurrency, retries with exponential backoff and jitter (honouring Retry-After), a persistent cache
+keyed by content (a re-run costs nothing; failures are never cached), accounting, and multi-turn conversations.
+Blocking helpers (`chat_many`, `converse_many`) also work inside Jupyter, whose own event loop is already running.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import random
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from tqdm.auto import tqdm
+
+from .accounting import Usage
+from .cache import CallCache, cache_key
+from .types import ChatResult, Conversation, Message, Turn, normalise_sampling
+from ..params import ParameterError, check_env_var_name, check_int
+
+T = TypeVar("T")
+
+
+class TransientError(Exception):
+    """Worth retrying: rate limits, server errors, time-outs, dropped connections, empty replies."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(Exception):
+    """Retrying cannot help (bad request, unknown model, auth): record the failure at once."""
+
+
+class Backend(Protocol):
+    kind: str
+    model: str
+
+    async def complete(self, messages: list[Message], sampling: dict[str, Any]) -> ChatResult: ...
+
+    def check(self) -> None: ...
+
+    async def release_loop(self) -> None: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+def run_sync(make_coro: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion from sync code, also when an event loop is already running (Jupyter)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make_coro())  # type: ignore[arg-type]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(make_coro())).result()  # type: ignore[arg-type]
+
+
+class ChatClient:
+    """Concurrency, retries, caching and accounting around a backend. See the module docstring."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        stage: str = "",
+        role: str = "",
+        max_concurrency: int = 8,
+        cache: CallCache | None = None,
+        use_cache: bool = True,
+        max_attempts: int = 5,
+        backoff_base_s: float = 1.0,
+        backoff_max_s: float = 60.0,
+        show_progress: bool = True,
+    ) -> None:
+        self.backend = backend
+        self.stage, self.role = stage, role
+        self.max_concurrency = max_concurrency
+        self.cache = (cache if cache is not None else CallCache()) if use_cache else None
+        self.max_attempts = max_attempts
+        self.backoff_base_s, self.backoff_max_s = backoff_base_s, backoff_max_s
+        self.show_progress = show_progress
+        self.usage = Usage(model=backend.model)
+        self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @property
+    def model(self) -> str:
+        return self.backend.model
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.backend.describe(), "max_concurrency": self.max_concurrency}
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        sem = self._semaphores.get(loop)
+        if sem is None:
+            sem = self._semaphores[loop] = asyncio.Semaphore(self.max_concurrency)
+        return sem
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(self.backoff_max_s, max(0.0, retry_after)) + random.uniform(0, self.backoff_base_s * 0.1)
+        ceiling = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
+        return random.uniform(ceiling / 2, ceiling)  # "equal jitter": spread retries, never hammer at once
+
+    # ------------------------------------------------------------------ single calls
+    async def achat(self, messages: Sequence[Message], salt: str = "", **sampling: Any) -> ChatResult:
+        sampling = normalise_sampling(sampling)
+        messages = [dict(m) for m in messages]
+        key = cache_key(self.backend.kind, self.model, messages, sampling, salt) if self.cache is not None else ""
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.usage.add_call(hit.input_tokens, hit.output_tokens, cached=True)
+                return hit
+        start = time.perf_counter()
+        error = "no attempt made"
+        for attempt in range(1, self.max_attempts + 1):
+            retry_after = None
+            async with self._semaphore():
+                try:
+                    result = await self.backend.complete(messages, sampling)
+                except TransientError as exc:
+                    error, retry_after = f"{exc.__class__.__name__}: {exc}", exc.retry_after
+                except PermanentError as exc:
+                    error = f"PermanentError: {exc}"
+                    self.usage.add_failure(retries=attempt - 1)
+                    return ChatResult(error=error, model=self.model, attempts=attempt,
+                                      latency_s=time.perf_counter() - start)
+                except Exception as exc:  # a backend bug or an unexpected reply: record, never crash the batch
+                    error = f"{exc.__class__.__name__}: {exc}"
+                    self.usage.add_failure(retries=attempt - 1)
+                    return ChatResult(error=error, model=self.model, attempts=attempt,
+                                      latency_s=time.perf_counter() - start)
+                else:
+                    result.attempts, result.latency_s = attempt, time.perf_counter() - start
+                    result.model = result.model or self.model
+                    if self.cache is not None:
+                        self.cache.put(key, result)
+                    self.usage.add_call(result.input_tokens, result.output_tokens, cached=False, retries=attempt - 1)
+                    return result
+            if attempt < self.max_attempts:
+                await asyncio.sleep(self._backoff(attempt, retry_after))
+        self.usage.add_failure(retries=self.max_attempts - 1)
+        return ChatResult(error=f"gave up after {self.max_attempts} attempts: {error}", model=self.model,
+                          attempts=self.max_attempts, latency_s=time.perf_counter() - start)
+
+    async def aconverse(
+        self, turns: Sequence[Turn], system: str | None = None, salt: str = "", **sampling: Any
+    ) -> Conversation:
+        """Send user turns one after another in ONE chat, each seeing all earlier replies."""
+        conv = Conversation(messages=[{"role": "system", "content": system}] if system else [])
+        for turn in turns:
+            text = turn(conv.results) if callable(turn) else turn
+            if text is None:
+                continue
+            conv.messages.append({"role": "user", "content": text})
+            result = await self.achat(conv.messages, salt=salt, **sampling)
+            conv.results.append(result)
+            if not result.ok:
+                break
+            conv.messages.append({"role": "assistant", "content": result.text})
+        return conv
+
+    # ------------------------------------------------------------------ many at once
+    async def agather(self, coros: Sequence[Awaitable[T]], desc: str = "calls",
+                      on_done: Callable[[int, T, Any], None] | None = None, initial: int = 0) -> list[T]:
+        """Await many coroutines that use this client at once; results in input order.
+
+        Shows one progress bar, adds the elapsed time to the accounting and frees per-loop resources at the end.
+        `on_done(index, result, bar)` runs as each finishes (e.g. to save it, or to update the bar's postfix).
+        """
+        async def indexed(i: int, coro: Awaitable[T]) -> tuple[int, T]:
+            return i, await coro
+
+        out: list[Any] = [None] * len(coros)
+        tasks = [asyncio.ensure_future(indexed(i, c)) for i, c in enumerate(coros)]
+        bar = tqdm(total=initial + len(tasks), initial=initial, desc=desc,
+                   disable=not self.show_progress or not tasks, leave=False)
+        start = time.perf_counter()
+        try:
+            for fut in asyncio.as_completed(tasks):
+                i, value = await fut
+                out[i] = value
+                if on_done is not None:
+                    on_done(i, value, bar)
+                bar.update(1)
+        finally:
+            bar.close()
+            self.usage.add_wall(time.perf_counter() - start)
+            for t in tasks:
+                t.cancel()
+            await self.backend.release_loop()
+        return out
+
+    def gather(self, coros: Sequence[Awaitable[T]], desc: str = "calls",
+               on_done: Callable[[int, T, Any], None] | None = None, initial: int = 0) -> list[T]:
+        """Blocking `agather` (also inside Jupyter)."""
+        return run_sync(lambda: self.agather(coros, desc=desc, on_done=on_done, initial=initial))
+
+    async def achat_many(self, requests: Sequence[Sequence[Message]], desc: str = "chat",
+                         salts: Sequence[str] | None = None, **sampling: Any) -> list[ChatResult]:
+        salts = salts or [""] * len(requests)
+        return await self.agather([self.achat(m, salt=s, **sampling) for m, s in zip(requests, salts)], desc)
+
+    async def aconverse_many(self, conversations: Sequence[Sequence[Turn]], system: str | None = None,
+                             desc: str = "conversations", salts: Sequence[str] | None = None,
+                             **sampling: Any) -> list[Conversation]:
+        salts = salts or [""] * len(conversations)
+        return await self.agather(
+            [self.aconverse(t, system=system, salt=s, **sampling) for t, s in zip(conversations, salts)], desc
+        )
+
+    def chat(self, messages: Sequence[Message], salt: str = "", **sampling: Any) -> ChatResult:
+        return self.chat_many([messages], desc="chat", salts=[salt], **sampling)[0]
+
+    def chat_many(self, requests: Sequence[Sequence[Message]], desc: str = "chat",
+                  salts: Sequence[str] | None = None, **sampling: Any) -> list[ChatResult]:
+        """Blocking; all requests in flight at once up to `max_concurrency`; results in request order."""
+        return run_sync(lambda: self.achat_many(requests, desc=desc, salts=salts, **sampling))
+
+    def converse_many(self, conversations: Sequence[Sequence[Turn]], system: str | None = None,
+                      desc: str = "conversations", salts: Sequence[str] | None = None,
+                      **sampling: Any) -> list[Conversation]:
+        """Blocking; many multi-turn chats in flight at once; results in input order."""
+        return run_sync(
+            lambda: self.aconverse_many(conversations, system=system, desc=desc, salts=salts, **sampling)
+        )
+
+
+# ---------------------------------------------------------------------- construction
+
+
+def connect(
+    model: str = "",
+    base_url: str = "",
+    api_key_env: str = "",
+    max_concurrency: int = 8,
+    *,
+    stage: str = "",
+    role: str = "TEACHER",
+    cache_path: str | Path | None = None,
+    use_cache: bool = True,
+    chat_template: str | None = None,
+    check: bool = True,
+    request_timeout_s: float = 600.0,
+    max_attempts: int = 5,
+    show_progress: bool = True,
+) -> ChatClient:
+    """Build a client from the notebook parameters `{role}_MODEL`, `{role}_BASE_URL`, `{role}_API_KEY_ENV`.
+
+    Empty `base_url` runs the model in-process (embedded name, checkpoint folder or hub id); otherwise `model` is
+    the id served by the OpenAI-compatible endpoint. With `check`, a wrong endpoint, unknown model or missing key
+    raises `ParameterError` now, before any work is queued.
+    """
+    from .models import EMBEDDED_TEACHER
+
+    check_int("MAX_CONCURRENCY", max_concurrency, 1, 4096)
+    check_env_var_name(f"{role}_API_KEY_ENV", api_key_env)
+    model = model or (EMBEDDED_TEACHER if not base_url else "")
+    if base_url:
+        if not model:
+            raise ParameterError(f"{role}_MODEL", "is empty", f"set the model id the endpoint at {base_url} serves")
+        from .openai_backend import OpenAIBackend
+
+        backend: Backend = OpenAIBackend(model, base_url, api_key_env, role=role, timeout_s=request_timeout_s)
+    else:
+        if api_key_env:
+            raise ParameterError(
+                f"{role}_BASE_URL", "is empty (local model) but an API key variable was given",
+                f"set {role}_BASE_URL to the endpoint (e.g. https://api.openai.com/v1) or clear {role}_API_KEY_ENV",
+            )
+        from .local_backend import LocalBackend
+
+        backend = LocalBackend(model, role=role, chat_template=chat_template)
+    if check:
+        backend.check()
+    cache = CallCache(cache_path) if use_cache else None
+    return ChatClient(backend, stage=stage, role=role, max_concurrency=max_concurrency, cache=cache,
+                      use_cache=use_cache, max_attempts=max_attempts, show_progress=show_progress)
+
+
+class FunctionBackend:
+    """Replies come from a Python function: for tests and for scripted demos."""
+
+    kind = "function"
+
+    def __init__(self, fn: Callable[[list[Message], dict[str, Any]], Any], model: str = "fake") -> None:
+        self.fn, self.model = fn, model
+
+    async def complete(self, messages: list[Message], sampling: dict[str, Any]) -> ChatResult:
+        reply = self.fn(messages, sampling)
+        if asyncio.iscoroutine(reply):
+            reply = await reply
+        if isinstance(reply, ChatResult):
+            return reply
+        text = str(reply)
+        words_in = sum(len(m["content"].split()) for m in messages)
+        return ChatResult(text=text, finish_reason="stop", input_tokens=words_in, output_tokens=len(text.split()),
+                          model=self.model)
+
+    def check(self) -> None:
+        return None
+
+    async def release_loop(self) -> None:
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.kind, "model": self.model, "base_url": "", "api_key_env": ""}
+
+
+def connect_function(fn: Callable[[list[Message], dict[str, Any]], Any], model: str = "fake", *,
+                     stage: str = "", role: str = "TEACHER", cache_path: str | Path | None = None,
+                     use_cache: bool = True, max_concurrency: int = 8, max_attempts: int = 3,
+                     backoff_base_s: float = 0.01) -> ChatClient:
+    """A client whose model is `fn(messages, sampling) -> str | ChatResult` (raise TransientError to test retries)."""
+    cache = CallCache(cache_path) if use_cache else None
+    return ChatClient(FunctionBackend(fn, model), stage=stage, role=role, max_concurrency=max_concurrency,
+                      cache=cache, use_cache=use_cache, max_attempts=max_attempts, backoff_base_s=backoff_base_s,
+                      show_progress=False)
+
+
+def api_key_from_env(api_key_env: str, role: str) -> str:
+    """Read a key from the environment at call time; the key itself is never stored anywhere."""
+    if not api_key_env:
+        return "EMPTY"  # local servers (vLLM, llama.cpp, Ollama) accept any key
+    value = os.environ.get(api_key_env)
+    if not value:
+        raise ParameterError(
+            f"{role}_API_KEY_ENV", f"the environment variable {api_key_env!r} is not set",
+            f"export {api_key_env}=... in the shell that starts Jupyter/papermill, or set {role}_API_KEY_ENV='' for a keyless local server",
+        )
+    return value

@@ -1,0 +1,188 @@
+"""Backend that runs a causal LM in-process with transformers (the embedded default, or any checkpoint).
+
+Requests from many concurrent conversations are gathered into batches (left padding, the model's chat template)
+because one batched `generate` is several times faster than the same requests one by one on a CPU. Models are
+loaded once per process and shared between clients (the teacher and the judge are often the same small model).
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+from .client import PermanentError
+from .types import ChatResult, Message
+from ..params import ParameterError
+
+_LOADED: dict[tuple[str, str | None], "_LoadedModel"] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+@dataclass
+class _LoadedModel:
+    tokenizer: Any
+    model: Any
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _load(path: str, chat_template: str | None) -> _LoadedModel:
+    with _LOAD_LOCK:
+        key = (path, chat_template)
+        if key not in _LOADED:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            if chat_template:
+                tokenizer.chat_template = chat_template
+            tokenizer.padding_side = "left"
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
+            model.eval()
+            _LOADED[key] = _LoadedModel(tokenizer, model)
+        return _LOADED[key]
+
+
+@dataclass
+class _Pending:
+    messages: list[Message]
+    sampling: dict[str, Any]
+    future: asyncio.Future
+
+
+class LocalBackend:
+    kind = "local"
+
+    def __init__(self, model: str, role: str = "TEACHER", chat_template: str | None = None,
+                 batch_size: int = 8, gather_window_s: float = 0.02) -> None:
+        self.model, self.role, self.chat_template = model, role, chat_template
+        self.batch_size, self.gather_window_s = batch_size, gather_window_s
+        self._path: str | None = None
+        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Queue] = weakref.WeakKeyDictionary()
+        self._workers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task] = weakref.WeakKeyDictionary()
+
+    def describe(self) -> dict[str, Any]:
+        from .models import EMBEDDED_MODELS
+
+        upstream = EMBEDDED_MODELS[self.model].upstream_id if self.model in EMBEDDED_MODELS else None
+        return {"backend": self.kind, "model": self.model, "base_url": "", "api_key_env": "",
+                "upstream": upstream, "custom_chat_template": self.chat_template is not None}
+
+    def _loaded(self) -> _LoadedModel:
+        if self._path is None:
+            from .models import resolve_model_path
+
+            self._path = resolve_model_path(self.model, f"{self.role}_MODEL")
+        return _load(self._path, self.chat_template)
+
+    def check(self) -> None:
+        try:
+            loaded = self._loaded()
+        except ParameterError:
+            raise
+        except OSError as exc:
+            raise ParameterError(f"{self.role}_MODEL", f"could not load {self.model!r} locally ({str(exc)[:200]})",
+                                 f"use an embedded model name, a checkpoint folder, or set {self.role}_BASE_URL for a served model") from None
+        if not loaded.tokenizer.chat_template:
+            raise ParameterError(f"{self.role}_MODEL", f"{self.model!r} has no chat template (a base model?)",
+                                 "pass chat_template=... (e.g. helpers.sft.templates) or use an instruct/fine-tuned checkpoint")
+
+    # ------------------------------------------------------------------ batching
+    async def complete(self, messages: list[Message], sampling: dict[str, Any]) -> ChatResult:
+        loop = asyncio.get_running_loop()
+        queue = self._queues.get(loop)
+        if queue is None:
+            queue = self._queues[loop] = asyncio.Queue()
+            self._workers[loop] = loop.create_task(self._worker(queue))
+        fut: asyncio.Future = loop.create_future()
+        await queue.put(_Pending(messages, sampling, fut))
+        return await fut
+
+    async def release_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        worker = self._workers.pop(loop, None)
+        self._queues.pop(loop, None)
+        if worker is not None:
+            worker.cancel()
+
+    async def _worker(self, queue: asyncio.Queue) -> None:
+        while True:
+            first = await queue.get()
+            batch = [first]
+            await asyncio.sleep(self.gather_window_s)  # let concurrent conversations enqueue their next turn
+            while not queue.empty() and len(batch) < self.batch_size * 4:
+                batch.append(queue.get_nowait())
+            groups: dict[str, list[_Pending]] = {}
+            for item in batch:
+                groups.setdefault(repr(sorted(item.sampling.items())), []).append(item)
+            for items in groups.values():
+                # Similar lengths share a batch: left padding to the longest prompt is pure wasted compute.
+                items.sort(key=lambda p: sum(len(m["content"]) for m in p.messages))
+                for start in range(0, len(items), self.batch_size):
+                    chunk = [p for p in items[start:start + self.batch_size] if not p.future.cancelled()]
+                    if not chunk:
+                        continue
+                    try:
+                        results = await asyncio.to_thread(self._generate, [p.messages for p in chunk], chunk[0].sampling)
+                    except Exception as exc:  # report to every waiter; the client records the failure
+                        for p in chunk:
+                            if not p.future.done():
+                                p.future.set_exception(PermanentError(f"local generation failed: {exc}"))
+                        continue
+                    for p, r in zip(chunk, results):
+                        if not p.future.done():
+                            p.future.set_result(r)
+
+    # ------------------------------------------------------------------ generation
+    def _generate(self, conversations: list[list[Message]], sampling: dict[str, Any]) -> list[ChatResult]:
+        import torch
+
+        loaded = self._loaded()
+        tok, model = loaded.tokenizer, loaded.model
+        prompts = [tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in conversations]
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        temperature = float(sampling.get("temperature", 0.0) or 0.0)
+        max_new = int(sampling.get("max_tokens", 512))
+        want_top = int(sampling.get("top_logprobs", 0) or 0)
+        gen_kwargs: dict[str, Any] = {
+            "max_new_tokens": max_new, "do_sample": temperature > 0, "pad_token_id": tok.pad_token_id,
+            "return_dict_in_generate": True, "output_logits": bool(want_top),
+        }
+        if temperature > 0:
+            gen_kwargs.update(temperature=temperature, top_p=float(sampling.get("top_p", 1.0)), top_k=0)
+        else:
+            gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+        eos_ids = model.generation_config.eos_token_id
+        eos_ids = set(eos_ids if isinstance(eos_ids, list) else [eos_ids]) | {tok.eos_token_id}
+        eos_ids.discard(None)
+        with loaded.lock, torch.inference_mode():
+            if "seed" in sampling:
+                torch.manual_seed(int(sampling["seed"]))
+            out = model.generate(**enc, **gen_kwargs)
+        prompt_len = enc["input_ids"].shape[1]
+        results = []
+        for row in range(len(prompts)):
+            new_ids = out.sequences[row, prompt_len:].tolist()
+            n_out, finish = len(new_ids), "length"
+            for i, t in enumerate(new_ids):
+                if t in eos_ids:
+                    n_out, finish = i + 1, "stop"
+                    break
+            text = tok.decode(new_ids[:n_out], skip_special_tokens=True)
+            for stop in sampling.get("stop", []) or []:
+                if stop in text:
+                    text, finish = text.split(stop, 1)[0], "stop"
+            top = None
+            if want_top:
+                top = []
+                for step in out.logits[: min(5, n_out)]:
+                    logprobs = torch.log_softmax(step[row].float(), dim=-1)
+                    values, idx = logprobs.topk(want_top)
+                    top.append({tok.decode([int(i)]): float(v) for v, i in zip(values, idx)})
+            results.append(ChatResult(
+                text=text.strip(), finish_reason=finish, input_tokens=int(enc["attention_mask"][row].sum()),
+                output_tokens=n_out, model=self.model, top_logprobs=top,
+            ))
+        return results

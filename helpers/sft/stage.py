@@ -1,0 +1,287 @@
+"""Stage 3 end to end, and its script entry point.
+
+    python -m helpers.sft --config configs/sft/demo.yaml --set RUN_DIR=runs/demo
+    accelerate launch --config_file configs/accelerate/fsdp.yaml -m helpers.sft \\
+        --config configs/sft/paper.yaml --set RUN_DIR=runs/paper BASE_MODEL=meta-llama/Meta-Llama-3-8B
+
+The notebook and the script take the same UPPER_CASE parameters (see `helpers.sft.config`). Under
+`accelerate launch` every process trains; only the main process writes the run folder, selects the checkpoint and
+generates answers.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import shutil
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ..llm.models import resolve_model_path
+from ..params import ParameterError
+from ..runs import Run
+from .config import SFTStageConfig, load_config
+from .data import load_records, resolve_data_paths
+from .answers import Answer, eos_stop_rate, generate_answers, load_for_generation
+from .select import Selection, select_by_heldout_loss, select_by_judge, write_selection
+from .train import TrainOutcome, load_merged, materialise_checkpoint, prepare_model, train_sft
+
+STAGE = "sft"
+
+
+@dataclass
+class SFTData:
+    train: Any
+    heldout: Any | None
+    train_path: Path
+    heldout_path: Path | None
+    # Set when stage 2 produced no usable held-out example (it happens with the tiny embedded teacher): the
+    # stage then keeps the last checkpoint instead of failing, and says so.
+    selection_note: str | None = None
+
+
+@dataclass
+class SFTStageResult:
+    """Everything the notebook shows after the stage ran."""
+
+    outcome: TrainOutcome
+    selection: Selection
+    records: dict[str, Any]
+    instructions: list[str] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)
+    base_answers: list[Answer] = field(default_factory=list)
+    tuned_answers: list[Answer] = field(default_factory=list)
+
+
+def load_data(cfg: SFTStageConfig) -> SFTData:
+    """Training and held-out records, capped by MAX_TRAIN_EXAMPLES / MAX_HELDOUT_EXAMPLES; fails fast when empty."""
+    train_path, heldout_path = resolve_data_paths(cfg.run_dir, cfg.train_data_path, cfg.heldout_data_path)
+    train = load_records(train_path, "TRAIN_DATA_PATH")
+    if cfg.max_train_examples:
+        train = train.select(range(min(cfg.max_train_examples, len(train))))
+    heldout, note = None, None
+    if heldout_path:
+        try:
+            heldout = load_records(heldout_path, "HELDOUT_DATA_PATH")
+        except ParameterError as exc:
+            if cfg.heldout_data_path or "empty" not in exc.problem:
+                raise  # a file the user named must be usable
+            note = (f"stage 2 produced no usable held-out example ({heldout_path}); SELECTION={cfg.selection!r} "
+                    "cannot run, so the last checkpoint is kept")
+    if heldout is not None and cfg.max_heldout_examples:
+        heldout = heldout.select(range(min(cfg.max_heldout_examples, len(heldout))))
+    if cfg.selection != "last" and heldout is None and note is None:
+        raise ParameterError("SELECTION", f"{cfg.selection!r} needs a held-out set and none was found",
+                             "set HELDOUT_DATA_PATH, run stage 2 (it writes data/heldout.jsonl), or SELECTION='last'")
+    return SFTData(train, heldout, train_path, heldout_path, note if cfg.selection != "last" else None)
+
+
+def connect_judge(cfg: SFTStageConfig) -> Any:
+    """The pairwise judge for SELECTION='judge' (checked before any training)."""
+    from ..llm.client import connect
+
+    return connect(model=cfg.judge_model, base_url=cfg.judge_base_url, api_key_env=cfg.judge_api_key_env,
+                   max_concurrency=cfg.max_concurrency, stage=STAGE, role="JUDGE")
+
+
+def _answer_with_checkpoint(cfg: SFTStageConfig, base_model_path: str):
+    def answer(checkpoint: Path, instructions: list[str]) -> list[str]:
+        answers = _answers(_load_checkpoint(checkpoint, base_model_path), instructions, cfg,
+                           f"answering with {checkpoint.name}")
+        return [a.text for a in answers]
+
+    return answer
+
+
+def _load_checkpoint(checkpoint: Path, base_model_path: str) -> tuple[Any, Any]:
+    if (checkpoint / "adapter_config.json").exists():
+        return load_merged(checkpoint, base_model_path)
+    return load_for_generation(checkpoint)
+
+
+def run_sft_stage(cfg: SFTStageConfig, run: Run | None = None, judge_client: Any = None,
+                  data: SFTData | None = None) -> SFTStageResult | None:
+    """Train, select the best checkpoint, answer held-out instructions, record everything in the run folder.
+
+    Returns None on non-main processes of a multi-process launch (they only take part in training).
+    """
+    cfg.validate()
+    data = data or load_data(cfg)
+    if data.selection_note:
+        print(f"NOTE: {data.selection_note}")
+        cfg = replace(cfg, selection="last")
+    resolve_model_path(cfg.base_model, "BASE_MODEL")  # a bad BASE_MODEL fails here, before anything heavy
+    if cfg.selection == "judge" and judge_client is None:
+        judge_client = connect_judge(cfg)
+    run = run or Run(cfg.run_dir)
+    main = _is_main_process()
+    if main:
+        run.begin_stage(STAGE, cfg.to_params(), seeds={"seed": cfg.seed})
+
+    prepared = prepare_model(cfg)
+    spec, base_path = prepared[2], prepared[3]
+    held = data.heldout
+    n_answer = min(cfg.selection_examples, len(held)) if held is not None else 0
+    instructions = _instructions(held, n_answer)
+    references = [str(r["output"]) for r in held.select(range(n_answer))] if n_answer else []
+
+    sft_dir = run.artifact(STAGE, "checkpoints", ".keep").parent
+    outcome = train_sft(cfg, data.train, held, sft_dir, model_tokenizer=prepared)
+    outcome.extra.pop("trainer", None)
+    del prepared
+    gc.collect()
+    if not main:
+        return None
+
+    selection = _select(cfg, outcome, judge_client, instructions, references, base_path)
+    best_dir = Path(selection.best_checkpoint)
+    tuned = _answers(load_for_generation(best_dir), instructions, cfg, "fine-tuned answers")
+    # The base model answers after training (not before), so a multi-GPU run never holds two copies at once.
+    n_compare = min(cfg.compare_examples, n_answer)
+    base_answers = (_answers(prepare_model(cfg)[:2], instructions[:n_compare], cfg, "base model answers")
+                    if n_compare else [])
+    if not cfg.keep_checkpoints:
+        _remove_other_checkpoints(outcome.checkpoints, best_dir)
+    write_selection(run, selection)
+    _save_answers(run, instructions, references, tuned)
+    records = _record_all(run, cfg, outcome, selection, tuned)
+    run.set_stage_info("template", spec.to_dict())
+    run.set_stage_info("data", {"train": str(data.train_path), "heldout": str(data.heldout_path)})
+    if data.selection_note:
+        run.set_stage_info("selection_fallback", data.selection_note)
+    run.end_stage(STAGE)
+    return SFTStageResult(outcome, selection, records, instructions, references, base_answers, tuned)
+
+
+def preview_example(cfg: SFTStageConfig, record: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """The template applied to one record, tokenised as in training (tokenizer only: no model is loaded).
+
+    Returns (template spec, tokenised example, tokenizer) for `helpers.sft.data.masked_view`.
+    """
+    from transformers import AutoTokenizer
+
+    from .data import tokenize_record
+    from .templates import build_template, install_template
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(cfg.base_model, "BASE_MODEL"))
+    spec = build_template(cfg.chat_template, tokenizer)
+    install_template(spec, tokenizer)
+    return spec, tokenize_record(tokenizer, record, cfg.max_length, spec.end_of_turn), tokenizer
+
+
+def launch_command(cfg: SFTStageConfig, accelerate_config: str = "fsdp") -> str:
+    """The shell command that runs this configuration as a script, on several GPUs with `accelerate launch`."""
+    from .config import make_config
+
+    defaults = make_config(cfg.profile)
+    changed = [f"{k}={v}" for k, v in cfg.to_params().items()
+               if v != defaults.to_params()[k] and v not in ("", None)]
+    sets = " ".join(f"'{c}'" if " " in c else c for c in changed)
+    return (f"accelerate launch --config_file configs/accelerate/{accelerate_config}.yaml -m helpers.sft "
+            f"--config configs/sft/{cfg.profile}.yaml" + (f" --set {sets}" if sets else ""))
+
+
+def _answers(model_and_tokenizer: tuple[Any, Any], instructions: list[str], cfg: SFTStageConfig,
+             desc: str) -> list[Answer]:
+    """Generate on the GPU when there is one, then free the model."""
+    model, tokenizer = model_and_tokenizer
+    if not instructions:
+        return []
+    model = _to_accelerator(model)
+    answers = generate_answers(model, tokenizer, instructions, cfg.max_new_tokens, cfg.generation_batch_size, desc)
+    del model
+    gc.collect()
+    return answers
+
+
+def _to_accelerator(model: Any) -> Any:
+    import torch
+
+    return model.to("cuda") if torch.cuda.is_available() else model
+
+
+def _instructions(held: Any, n: int) -> list[str]:
+    from .templates import record_to_messages
+
+    return [record_to_messages(dict(r))[0]["content"] for r in held.select(range(n))] if n else []
+
+
+def _select(cfg: SFTStageConfig, outcome: TrainOutcome, judge_client: Any, instructions: list[str],
+            references: list[str], base_path: str) -> Selection:
+    """Apply SELECTION; the chosen checkpoint is returned as a standalone model folder."""
+    from .select import heldout_losses
+
+    checkpoints = outcome.checkpoints
+    if not checkpoints:
+        raise RuntimeError("training saved no checkpoint: check SAVE_STRATEGY / SAVE_EVERY against the number of steps")
+    losses = {c.name: heldout_losses(outcome.log_history).get(int(c.name.split("-")[-1])) for c in checkpoints}
+    scores: dict[str, Any] = {name: {"heldout_loss": loss} for name, loss in losses.items()}
+    if cfg.selection == "heldout_loss":
+        best, _ = select_by_heldout_loss(checkpoints, outcome.log_history)
+    elif cfg.selection == "judge":
+        tie = {k: v for k, v in losses.items() if v is not None}
+        best, judged = select_by_judge(checkpoints, _answer_with_checkpoint(cfg, base_path), judge_client,
+                                       instructions, references, cfg.seed, tie_break=tie)
+        for name, stats in judged.items():
+            scores[name].update(stats)
+    else:
+        best = checkpoints[-1]
+    best_dir = materialise_checkpoint(best, base_path)
+    return Selection(str(best_dir), cfg.selection, scores, outcome.template.name,
+                     {"checkpoint": best.name, "base_model": cfg.base_model, "use_lora": cfg.use_lora})
+
+
+def _remove_other_checkpoints(checkpoints: list[Path], keep: Path) -> None:
+    for checkpoint in checkpoints:
+        if checkpoint not in (keep, keep.parent):
+            shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def _save_answers(run: Run, instructions: list[str], references: list[str], answers: list[Answer]) -> Path:
+    path = run.artifact(STAGE, "heldout_answers.jsonl")
+    with path.open("w") as fh:
+        for ins, ref, ans in zip(instructions, references, answers):
+            fh.write(json.dumps({"instruction": ins, "output": ans.text, "stopped_by_eos": ans.stopped,
+                                 "new_tokens": ans.new_tokens, "reference": ref}, ensure_ascii=False) + "\n")
+    return path
+
+
+def _record_all(run: Run, cfg: SFTStageConfig, outcome: TrainOutcome, selection: Selection,
+                answers: list[Answer]) -> dict[str, Any]:
+    values = {
+        "train_loss_final": outcome.train_loss_final,
+        "heldout_loss": outcome.heldout_loss,
+        "train_tokens_per_s": round(outcome.train_tokens_per_s, 2),
+        "peak_rss_gb": round(outcome.peak_rss_gb, 3),
+        "best_checkpoint": selection.best_checkpoint,
+        "num_train_examples": outcome.num_train_examples,
+        "num_truncated_examples": outcome.num_truncated,
+        "num_dropped_examples": outcome.extra.get("num_dropped", 0),
+        "eos_stop_rate": eos_stop_rate(answers),
+        "train_seconds": round(outcome.train_seconds, 2),
+    }
+    for name, value in values.items():
+        run.record(name, value, stage=STAGE)
+    return values
+
+
+def _is_main_process() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.sft", description="Stage 3: vanilla SFT with TRL.")
+    parser.add_argument("--config", help="YAML file of UPPER_CASE parameters (configs/sft/*.yaml)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", action="extend",
+                        help="override parameters, e.g. --set RUN_DIR=runs/x MAX_STEPS=10")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, args.set)
+    result = run_sft_stage(cfg)
+    if result is not None:
+        print(json.dumps(result.records, indent=2))
+    return 0
+
