@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import os
 import random
 import time
 import weakref
@@ -23,20 +22,9 @@ from .accounting import Usage
 from .cache import CallCache, cache_key
 from .types import ChatResult, Conversation, Message, Turn, normalise_sampling
 from ..params import ParameterError, check_env_var_name, check_int
+from .errors import PermanentError, TransientError, api_key_from_env  # noqa: F401  (re-exported)
 
 T = TypeVar("T")
-
-
-class TransientError(Exception):
-    """Worth retrying: rate limits, server errors, time-outs, dropped connections, empty replies."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class PermanentError(Exception):
-    """Retrying cannot help (bad request, unknown model, auth): record the failure at once."""
 
 
 class Backend(Protocol):
@@ -326,16 +314,3 @@ def connect_function(fn: Callable[[list[Message], dict[str, Any]], Any], model: 
     return ChatClient(FunctionBackend(fn, model), stage=stage, role=role, max_concurrency=max_concurrency,
                       cache=cache, use_cache=use_cache, max_attempts=max_attempts, backoff_base_s=backoff_base_s,
                       show_progress=False)
-
-
-def api_key_from_env(api_key_env: str, role: str) -> str:
-    """Read a key from the environment at call time; the key itself is never stored anywhere."""
-    if not api_key_env:
-        return "EMPTY"  # local servers (vLLM, llama.cpp, Ollama) accept any key
-    value = os.environ.get(api_key_env)
-    if not value:
-        raise ParameterError(
-            f"{role}_API_KEY_ENV", f"the environment variable {api_key_env!r} is not set",
-            f"export {api_key_env}=... in the shell that starts Jupyter/papermill, or set {role}_API_KEY_ENV='' for a keyless local server",
-        )
-    return value

@@ -12,7 +12,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from .client import PermanentError
+from .errors import PermanentError
 from .types import ChatResult, Message
 from ..params import ParameterError
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import openai
 
-from .client import PermanentError, TransientError, api_key_from_env
+from .errors import PermanentError, TransientError, api_key_from_env
 from .types import ChatResult, Message
 from ..params import ParameterError
 
