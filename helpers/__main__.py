@@ -4,6 +4,7 @@
     python -m helpers run --run-dir runs/x --config my.yaml -p NUM_EXAMPLES 1000 --only 02_generate
     python -m helpers params                                        # every notebook parameter and its default
     python -m helpers html --run-dir runs/demo                      # executed notebooks -> HTML
+    python -m helpers score-alpaca-eval annotations.json --glm v1   # the leaderboard's win rate and LC
 """
 from __future__ import annotations
 
@@ -52,6 +53,20 @@ def _select(only: str | None, start: str | None) -> list[str]:
     return names
 
 
+def _add_score_alpaca_eval(sub: Any) -> None:
+    s = sub.add_parser("score-alpaca-eval", help="win rate and LC of an alpaca_eval annotations.json, as the leaderboard")
+    s.add_argument("annotations", help="annotations.json as alpaca_eval writes it (one model vs one reference)")
+    s.add_argument("--glm", default="v1", choices=["v1", "minimal"], help="v1 = the leaderboard's LC; minimal = no GLM data")
+    s.add_argument("--glm-data", default="", help="folder with df_gamed.csv (default: $AE_GLM_DATA, else the hub)")
+
+
+def _score_alpaca_eval(args: argparse.Namespace) -> int:
+    from .judge.alpaca_eval_glm import score_annotations_file  # fits with sklearn: imported only for this command
+
+    print(json.dumps(score_annotations_file(args.annotations, args.glm, args.glm_data), indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m helpers", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -66,12 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("params", help="list every notebook parameter with its default")
     h = sub.add_parser("html", help="export a run folder's executed notebooks to HTML")
     h.add_argument("--run-dir", required=True)
+    _add_score_alpaca_eval(sub)
     args = ap.parse_args(argv)
 
     try:
         if args.cmd == "params":
             print(json.dumps({nb: notebook_parameters(nb) for nb in NOTEBOOKS}, indent=2))
             return 0
+        if args.cmd == "score-alpaca-eval":
+            return _score_alpaca_eval(args)
         if args.cmd == "html":
             for path in export_html(args.run_dir):
                 print(path)
