@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from .answers import DecodingConfig, read_selection
+from .candidates import generator_name, read_outputs_file
 from .sets import EVAL_SETS
 from .suite import SHIRKER_KINDS
 from ..judge.judging import Judge, load_judge
+from ..judge.named import load_named_judge, owner_of
 from ..params import ParameterError, check_choice, check_env_var_name, check_float, check_int
 
 REFERENCES = ("bundled", "teacher")
@@ -51,6 +53,15 @@ class EvalConfig:
     SHIRKER_PROBE_FRACTIONS: list = field(default_factory=lambda: [0.0, 0.5], metadata={"help": "Fractions for the shirker probe."})
     SHIRKER_PROBE_KINDS: list = field(default_factory=lambda: ["brevity", "junk"], metadata={"help": "Kinds for the shirker probe."})
     SWEEP_CSV: str = field(default="", metadata={"help": "A sweep.csv from helpers.sweep to plot (ablation curves); empty = none."})
+    CANDIDATE_OUTPUTS: str = field(default="", metadata={"help": "An AlpacaEval model_outputs.json judged as the candidate instead of a trained model (matched by instruction); empty = the student."})
+    AE_GLM_DATA: str = field(default="", metadata={"help": "Folder with AlpacaEval's df_gamed.csv for the leaderboard's LC (length_controlled_v1); empty = the hub when reachable, else 'LC (minimal GLM)'."})
+    FASTCHAT_REPO: str = field(default="", metadata={"help": "Root of a FastChat clone for its MT-Bench judges; empty = download the pinned files."})
+    WILDBENCH_REPO: str = field(default="", metadata={"help": "Root of a WildBench clone for its templates; empty = download the pinned files."})
+    MT_BENCH_SAMPLING: str = field(default="fastchat_temperatures", metadata={"help": "fastchat = FastChat's per-category temperatures and 1,024 tokens (paper); fastchat_temperatures = its temperatures within ANSWER_MAX_TOKENS; answer = the ANSWER_* settings."})
+    RUN_WB_REWARD: bool = field(default=False, metadata={"help": "Also compute WB-Reward (pairwise against WB_REWARD_REFERENCE's answers) on WildBench tasks."})
+    WB_REWARD_JUDGE: str = field(default="wildbench:pairwise.v2", metadata={"help": "Pairwise judge for WB-Reward (WildBench's pairwise.v2 template)."})
+    WB_REWARD_REFERENCE: str = field(default="", metadata={"help": "Reference answers for WB-Reward: a JSON/JSONL file (session_id, output); empty = the hub's gpt-4-turbo-2024-04-09 outputs."})
+    WB_REWARD_K: int = field(default=-1, metadata={"help": "WildBench's length margin in characters (-1 = none, the paper's setting)."})
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> EvalConfig:
@@ -68,10 +79,19 @@ class EvalConfig:
         check_int("N_MT_BENCH", self.N_MT_BENCH, 0)
         check_int("JUDGE_MAX_TOKENS", self.JUDGE_MAX_TOKENS, 0, 32768)
         self.decoding().validate("ANSWER")
-        for name in ("PAIRWISE_JUDGE", "MT_BENCH_JUDGE", "MT_BENCH_REFERENCE_JUDGE", "WILDBENCH_JUDGE"):
-            load_judge(getattr(self, name), parameter=name)
-        if load_judge(self.PAIRWISE_JUDGE).kind != "pairwise":
-            raise ParameterError("PAIRWISE_JUDGE", f"{self.PAIRWISE_JUDGE!r} is not a pairwise judge", "use alpaca_eval_pairwise")
+        judges = {name: load_named_judge(getattr(self, name), name, self.FASTCHAT_REPO, self.WILDBENCH_REPO)
+                  for name in ("PAIRWISE_JUDGE", "MT_BENCH_JUDGE", "MT_BENCH_REFERENCE_JUDGE", "WILDBENCH_JUDGE")
+                  + (("WB_REWARD_JUDGE",) if self.RUN_WB_REWARD else ())}
+        if judges["PAIRWISE_JUDGE"].kind != "pairwise":
+            raise ParameterError("PAIRWISE_JUDGE", f"{self.PAIRWISE_JUDGE!r} is not a pairwise judge",
+                                 "use alpaca_eval:weighted_alpaca_eval_gpt4_turbo or alpaca_eval_pairwise")
+        check_choice("MT_BENCH_SAMPLING", self.MT_BENCH_SAMPLING, ("fastchat", "fastchat_temperatures", "answer"))
+        check_int("WB_REWARD_K", self.WB_REWARD_K, -1)
+        if owner_of(self.PAIRWISE_JUDGE) and self.SHIRKER_PROBE_FRACTIONS:
+            raise ParameterError("SHIRKER_PROBE_FRACTIONS", "the shirker probe runs with the kit's own judges only",
+                                 "set SHIRKER_PROBE_FRACTIONS=[] with an owner's pairwise judge")
+        if self.CANDIDATE_OUTPUTS:
+            read_outputs_file(self.CANDIDATE_OUTPUTS)
         for f in self.SHIRKER_PROBE_FRACTIONS:
             check_float("SHIRKER_PROBE_FRACTIONS", f, 0.0, 1.0)
         for k in self.SHIRKER_PROBE_KINDS:
@@ -81,7 +101,7 @@ class EvalConfig:
         if self.SWEEP_CSV and not Path(self.SWEEP_CSV).exists():
             raise ParameterError("SWEEP_CSV", f"{self.SWEEP_CSV!r} does not exist",
                                  "run `python -m helpers.sweep --grid shirkers --out sweeps/shirkers` first, or leave it empty")
-        if not self.STUDENT_MODEL:
+        if not self.STUDENT_MODEL and not self.CANDIDATE_OUTPUTS:
             read_selection(self.RUN_DIR)
         return self
 
@@ -94,12 +114,16 @@ class EvalConfig:
         return replace(judge, max_tokens=self.JUDGE_MAX_TOKENS) if self.JUDGE_MAX_TOKENS else judge
 
     def student_model(self) -> str:
+        if self.CANDIDATE_OUTPUTS:
+            return generator_name(self.CANDIDATE_OUTPUTS)
         return self.STUDENT_MODEL or str(read_selection(self.RUN_DIR)["best_checkpoint"])
 
 
 def connect_answerers(cfg: EvalConfig) -> dict[str, Any]:
     """Clients for the models being evaluated: the student and, if set, the base model asked through the student's
-    saved chat template (base checkpoints have none of their own)."""
+    saved chat template (base checkpoints have none of their own). None with CANDIDATE_OUTPUTS: nothing to ask."""
+    if cfg.CANDIDATE_OUTPUTS:
+        return {}
     from .answers import saved_chat_template
     from ..llm.client import connect
 

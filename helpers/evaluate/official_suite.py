@@ -1,0 +1,291 @@
+"""Stage 4 with the judges' owners' protocols next to the kit's own: one call per benchmark that runs whichever judge
+the parameter names (`alpaca_eval:...`, `fastchat:...`, `wildbench:...` or a kit judge folder) and labels every
+number with its judge, prompt source, GLM and, when it rests on few items, a small-number flag.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from ..judge.alpaca_eval_glm import GLM_LABELS, GLM_MINIMAL, GLM_V1, GlmData, resolve_glm_data, score_annotations
+from ..judge.metrics import mt_bench_summary, wb_score
+from ..judge.named import describe_judge, load_named_judge, owner_of
+from ..judge.official_alpaca_eval import AlpacaEvalJudge, alpaca_eval_judgments, annotation_records
+from ..judge.official_fastchat import (ANSWER_MAX_TOKENS, QUESTIONS, FastChatJudgeSet, answer_temperature,
+                                       grading_values, parse_rating)
+from ..judge.official_wildbench import (PAPER_REFERENCE_MODEL, WildBenchJudge, candidate_reward, candidate_shown_as_a,
+                                        empty_verdict, pairwise_messages, parse_choice, parse_score, score_messages,
+                                        wb_reward)
+from ..judge.small_numbers import small_number_flag
+from ..official import resolve
+from ..params import ParameterError
+from .answers import DecodingConfig, generate_two_turn_answers
+from .sets import _load_records, load_mt_bench
+from .suite import mt_bench_scores, pairwise_comparison, wildbench_scores
+
+MT_BENCH_SAMPLINGS = ("fastchat", "fastchat_temperatures", "answer")
+ALPACA_EVAL_ID_PREFIX = "alpaca_eval-"
+WILDBENCH_OUTPUTS_HUB = "allenai/WildBench-V2-Model-Outputs"
+
+
+# ------------------------------------------------------------------------------------------------ set-up
+
+
+def describe_judges(cfg: Any) -> dict[str, Any]:
+    """Every judge the run may use, with its settings and prompt source (for the manifest)."""
+    names = ["PAIRWISE_JUDGE", "MT_BENCH_JUDGE", "MT_BENCH_REFERENCE_JUDGE", "WILDBENCH_JUDGE"]
+    names += ["WB_REWARD_JUDGE"] if cfg.RUN_WB_REWARD else []
+    return {n: describe_judge(load_named_judge(getattr(cfg, n), n, cfg.FASTCHAT_REPO, cfg.WILDBENCH_REPO))
+            for n in names}
+
+
+def pairwise_glm_data(cfg: Any) -> GlmData | None:
+    """AlpacaEval's GLM data for the leaderboard's LC, when an alpaca_eval judge runs and the data can be had."""
+    if owner_of(cfg.PAIRWISE_JUDGE) != "alpaca_eval":
+        return None
+    return resolve_glm_data(cfg.AE_GLM_DATA, use_hub=True)
+
+
+def mt_bench_questions(source: str, limit: int | None, fastchat_repo: str = "") -> list[dict[str, Any]]:
+    """MT-Bench questions; `fastchat` = FastChat's own question.jsonl through the resolver of official files."""
+    if source == "fastchat":
+        source = str(resolve("fastchat", QUESTIONS, fastchat_repo).local_path)
+    return load_mt_bench(source, limit)
+
+
+# ------------------------------------------------------------------------------------------------ AlpacaEval
+
+
+def alpaca_eval_indices(items: Sequence[Mapping[str, Any]]) -> list[int] | None:
+    """Positions of the items in AlpacaEval's 805 (what its instruction difficulties are indexed by), or None when
+    the items are not AlpacaEval's."""
+    ids = [str(it.get("id", "")) for it in items]
+    if not ids or not all(i.startswith(ALPACA_EVAL_ID_PREFIX) for i in ids):
+        return None
+    return [int(i[len(ALPACA_EVAL_ID_PREFIX):]) for i in ids]
+
+
+def _alpaca_eval_rows(judge_client: Any, items: Sequence[Mapping[str, Any]], model: str, outputs: Sequence[str],
+                      reference_outputs: Sequence[str], judge: AlpacaEvalJudge, glm_data: GlmData | None,
+                      reference_generator: str) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    instructions = [it["instruction"] for it in items]
+    judgments, prefs = alpaca_eval_judgments(judge_client, instructions, outputs, reference_outputs, judge,
+                                             desc=f"judging {model}")
+    indices = alpaca_eval_indices(items)
+    annotations = annotation_records(instructions, outputs, reference_outputs, prefs, model, reference_generator,
+                                     judge, indices)
+    use_v1 = glm_data is not None and indices is not None
+    scored = score_annotations(pd.DataFrame(annotations).assign(preference=prefs), GLM_V1 if use_v1 else GLM_MINIMAL,
+                               glm_data if use_v1 else None)
+    row = {"model": model, "win_rate": scored["win_rate"], "win_rate_se": scored["win_rate_se"],
+           "lc_win_rate": scored["lc_win_rate"], "lc_win_rate_se": scored["lc_win_rate_se"],
+           "lc_glm": scored["glm"], "lc_label": scored["lc_label"], "glm_data": scored["glm_data"],
+           "n_scored": scored["n"], "n_unparsed": scored["n_unparsed"],
+           "from_logprobs": sum(j.source == "logprobs" for j in judgments),
+           "mean_length": sum(len(o) for o in outputs) / max(len(outputs), 1)}
+    per_item = [{"model": model, "id": it["id"], "category": it.get("category", ""), "preference": j.preference,
+                 "source": j.source, "candidate_first": j.candidate_first, "candidate_length": j.candidate_length,
+                 "reference_length": j.reference_length} for it, j in zip(items, judgments)]
+    return row, per_item, annotations
+
+
+def compare_pairwise(judge_client: Any, items: Sequence[dict[str, Any]], outputs_by_model: Mapping[str, Sequence[str]],
+                     reference_outputs: Sequence[str], seed: int, judge_name: str,
+                     glm_data: GlmData | None = None, reference_generator: str = "reference") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each model against the reference outputs with the named judge; summary rows carry the judge, its prompt
+    source, the GLM behind the LC (`lc_label` "LC" only for the leaderboard's length_controlled_v1) and a flag.
+    For alpaca_eval judges `summary.attrs["annotations"]` holds alpaca_eval-style annotations per model."""
+    judge = load_named_judge(judge_name, "PAIRWISE_JUDGE")
+    described = describe_judge(judge)
+    if isinstance(judge, AlpacaEvalJudge):
+        rows, per_item, annotations = [], [], {}
+        for model, outputs in outputs_by_model.items():
+            row, items_rows, annotations[model] = _alpaca_eval_rows(judge_client, items, model, list(outputs),
+                                                                    list(reference_outputs), judge, glm_data,
+                                                                    reference_generator)
+            rows.append(row)
+            per_item.extend(items_rows)
+        summary, per_item_df = pd.DataFrame(rows), pd.DataFrame(per_item)
+    else:
+        summary, per_item_df = pairwise_comparison(judge_client, items, outputs_by_model, reference_outputs, seed,
+                                                   judge_name)
+        summary["lc_glm"], summary["lc_label"], summary["glm_data"] = GLM_MINIMAL, GLM_LABELS[GLM_MINIMAL], None
+        annotations = {}
+    summary["judge"] = described["name"]
+    summary["prompt_source"] = str(described["prompt_source"])
+    summary["flag"] = [small_number_flag(int(r["n_scored"]), int(r["n_scored"]) + int(r["n_unparsed"]))
+                       for r in summary.to_dict("records")]
+    summary.attrs["annotations"] = annotations
+    return summary, per_item_df
+
+
+# ------------------------------------------------------------------------------------------------ MT-Bench
+
+
+def mt_bench_decoding(category: str, base: DecodingConfig, sampling: str) -> DecodingConfig:
+    """FastChat's answer sampling for a category (`fastchat`: its temperature and 1,024 tokens;
+    `fastchat_temperatures`: its temperature within the run's token cap), or the run's own (`answer`)."""
+    if sampling == "answer":
+        return base
+    max_tokens = ANSWER_MAX_TOKENS if sampling == "fastchat" else base.max_tokens
+    return DecodingConfig(answer_temperature(category), 1.0, max_tokens, base.seed)
+
+
+def mt_bench_answers(client: Any, questions: Sequence[dict[str, Any]], base: DecodingConfig, sampling: str,
+                     desc: str = "MT-Bench") -> list[dict[str, Any]]:
+    """Two-turn answers, one batch per distinct sampling setting, returned in question order."""
+    groups: dict[tuple, list[int]] = {}
+    decodings: dict[tuple, DecodingConfig] = {}
+    for i, q in enumerate(questions):
+        decoding = mt_bench_decoding(q.get("category", ""), base, sampling)
+        key = tuple(sorted(decoding.sampling().items()))
+        groups.setdefault(key, []).append(i)
+        decodings[key] = decoding
+    answers: list[dict[str, Any] | None] = [None] * len(questions)
+    for key, positions in groups.items():
+        batch = generate_two_turn_answers(client, [questions[i] for i in positions], decodings[key], desc=desc)
+        for i, answer in zip(positions, batch):
+            answers[i] = {**answer, "decoding": decodings[key].sampling()}
+    return [a for a in answers if a is not None]
+
+
+def _fastchat_rows(judge_client: Any, questions: Sequence[dict[str, Any]],
+                   answers_by_model: Mapping[str, Sequence[dict[str, Any]]], judges: FastChatJudgeSet) -> pd.DataFrame:
+    rows = []
+    for model, answers in answers_by_model.items():
+        jobs, requests = [], []
+        for q, a in zip(questions, answers):
+            texts = list(a["answers"]) + ["", ""]
+            for turn in (1, 2)[: len(q["turns"])]:
+                judge = judges.pick(q.get("category", ""), turn)
+                jobs.append({"model": model, "question_id": q["id"], "category": q.get("category", ""),
+                             "turn": turn, "judge": f"fastchat:{judge.name}"})
+                requests.append(judge.messages(**grading_values(q, texts, turn, judges.references)))
+        results = judge_client.chat_many(requests, desc=f"MT-Bench {model}", **judges.plain.sampling()) if requests else []
+        for job, result in zip(jobs, results):
+            rows.append({**job, "score": parse_rating(result.text) if result.ok else None})
+    return pd.DataFrame(rows, columns=["model", "question_id", "category", "turn", "score", "judge"])
+
+
+def mt_bench_rows(judge_client: Any, questions: Sequence[dict[str, Any]],
+                  answers_by_model: Mapping[str, Sequence[dict[str, Any]]], judge_name: str, reference_judge_name: str,
+                  rating_judge: Callable[[str], Any], fastchat_repo: str = "") -> pd.DataFrame:
+    """MT-Bench grades with FastChat's judges (`fastchat:single-v1`) or the kit's pair of judges."""
+    if owner_of(judge_name) == "fastchat":
+        judges = load_named_judge(judge_name, "MT_BENCH_JUDGE", fastchat_repo=fastchat_repo)
+        return _fastchat_rows(judge_client, questions, answers_by_model, judges)
+    return mt_bench_scores(judge_client, questions, answers_by_model, rating_judge(judge_name),
+                           rating_judge(reference_judge_name))
+
+
+def mt_bench_table(mt_rows: pd.DataFrame) -> pd.DataFrame:
+    """Per model: MT-Bench average, turns and counts, with the small-number flag."""
+    out = []
+    for model, rows in mt_rows.groupby("model"):
+        s = mt_bench_summary(rows)
+        total = s["n_graded"] + s["n_unparsed"]
+        out.append({"model": model, "mt_bench_avg": s["mt_bench_avg"], "mt_bench_turn1": s["mt_bench_turn1"],
+                    "mt_bench_turn2": s["mt_bench_turn2"], "n_graded": s["n_graded"], "n_total": total,
+                    "flag": small_number_flag(s["n_graded"], total)})
+    return pd.DataFrame(out, columns=["model", "mt_bench_avg", "mt_bench_turn1", "mt_bench_turn2", "n_graded",
+                                      "n_total", "flag"])
+
+
+# ------------------------------------------------------------------------------------------------ WildBench
+
+
+def wildbench_items(items: Sequence[dict[str, Any]]) -> list[int]:
+    """Positions of the WildBench tasks among the items (those loaded from WildBench carry their conversation)."""
+    return [i for i, it in enumerate(items) if it.get("messages")]
+
+
+def wildbench_rows(judge_client: Any, items: Sequence[dict[str, Any]], outputs_by_model: Mapping[str, Sequence[str]],
+                   judge_name: str, rating_judge: Callable[[str], Any], wildbench_repo: str = "") -> pd.DataFrame:
+    """Checklist scores on the WildBench tasks only (WB-Score means nothing on other items)."""
+    keep = wildbench_items(items)
+    tasks = [items[i] for i in keep]
+    subset = {m: [list(o)[i] for i in keep] for m, o in outputs_by_model.items()}
+    if not tasks:
+        return pd.DataFrame(columns=["model", "id", "groups", "score"])
+    if owner_of(judge_name) != "wildbench":
+        return wildbench_scores(judge_client, tasks, subset, rating_judge(judge_name))
+    judge: WildBenchJudge = load_named_judge(judge_name, "WILDBENCH_JUDGE", wildbench_repo=wildbench_repo)
+    rows = []
+    for model, outputs in subset.items():
+        requests = [score_messages(judge, it, out) for it, out in zip(tasks, outputs)]
+        results = judge_client.chat_many(requests, desc=f"WildBench {model}", **judge.sampling())
+        rows += [{"model": model, "id": it["id"], "groups": it.get("groups") or ["Creative Tasks"],
+                  "score": parse_score(r.text) if r.ok else None} for it, r in zip(tasks, results)]
+    return pd.DataFrame(rows, columns=["model", "id", "groups", "score"])
+
+
+def wb_score_table(wb_rows: pd.DataFrame) -> pd.DataFrame:
+    out = []
+    for model, rows in wb_rows.groupby("model"):
+        s = wb_score(rows)
+        total = s["n_graded"] + s["n_unparsed"]
+        out.append({"model": model, "wb_score": s["wb_score"], "n_graded": s["n_graded"], "n_total": total,
+                    "flag": small_number_flag(s["n_graded"], total)})
+    return pd.DataFrame(out, columns=["model", "wb_score", "n_graded", "n_total", "flag"])
+
+
+def wildbench_reference_outputs(source: str, items: Sequence[dict[str, Any]],
+                                parameter: str = "WB_REWARD_REFERENCE") -> list[str]:
+    """The reference model's answers per task (matched by session_id): a local JSON/JSONL file, or the hub's
+    WildBench model outputs for gpt-4-turbo-2024-04-09 (the paper's reference)."""
+    try:
+        rows = _load_records(source, WILDBENCH_OUTPUTS_HUB, PAPER_REFERENCE_MODEL, "train")
+    except Exception as exc:  # offline or unknown hub id: say what to do instead
+        raise ParameterError(parameter, f"cannot load the WB-Reward reference answers ({exc})",
+                             "give a local JSON/JSONL file with session_id and output") from None
+    by_id = {str(r.get("session_id")): r.get("output") for r in rows}
+    missing = [it["id"] for it in items if str(it["id"]) not in by_id]
+    if missing:
+        raise ParameterError(parameter, f"{len(missing)} WildBench tasks have no reference answer (first {missing[0]})",
+                             "use the reference model's outputs for the same WildBench version")
+    out = []
+    for it in items:
+        value = by_id[str(it["id"])]
+        out.append(str(value[0] if isinstance(value, list) else value or ""))
+    return out
+
+
+def wb_reward_rows(judge_client: Any, items: Sequence[dict[str, Any]], outputs_by_model: Mapping[str, Sequence[str]],
+                   reference_outputs: Sequence[str], judge_name: str, seed: int, k: int = -1,
+                   wildbench_repo: str = "") -> pd.DataFrame:
+    """Per task and model: WildBench's pairwise verdict against the reference and the candidate's reward."""
+    judge: WildBenchJudge = load_named_judge(judge_name, "WB_REWARD_JUDGE", wildbench_repo=wildbench_repo)
+    rows = []
+    for model, outputs in outputs_by_model.items():
+        jobs, requests = [], []
+        for it, out, ref in zip(items, outputs, reference_outputs):
+            cand_a = candidate_shown_as_a(str(it["id"]), seed)
+            a, b = (out, ref) if cand_a else (ref, out)
+            jobs.append((it, out, ref, cand_a, empty_verdict(a, b)))
+            if jobs[-1][-1] is None:
+                requests.append(pairwise_messages(judge, it, a, b))
+        results = iter(judge_client.chat_many(requests, desc=f"WB-Reward {model}", **judge.sampling())
+                       if requests else [])
+        for it, out, ref, cand_a, fixed in jobs:
+            choice = fixed
+            if fixed is None:
+                result = next(results)
+                choice = parse_choice(result.text) if result.ok else None
+            rows.append({"model": model, "id": it["id"], "groups": it.get("groups") or ["Creative Tasks"],
+                         "choice": choice, "candidate_is_a": cand_a,
+                         "reward": candidate_reward(choice, cand_a, len(out), len(ref), k)})
+    return pd.DataFrame(rows, columns=["model", "id", "groups", "choice", "candidate_is_a", "reward"])
+
+
+def wb_reward_table(reward_rows: pd.DataFrame) -> pd.DataFrame:
+    out = []
+    for model, rows in reward_rows.groupby("model"):
+        rewards = [None if r is None or (isinstance(r, float) and math.isnan(r)) else float(r) for r in rows["reward"]]
+        s = wb_reward(rewards, list(rows["groups"]))
+        out.append({"model": model, "wb_reward": s["wb_reward"], "wb_reward_task_macro": s["wb_reward_task_macro"],
+                    "n_judged": s["n_judged"], "n_total": len(rewards),
+                    "flag": small_number_flag(s["n_judged"], len(rewards))})
+    return pd.DataFrame(out, columns=["model", "wb_reward", "wb_reward_task_macro", "n_judged", "n_total", "flag"])

@@ -1,0 +1,46 @@
+"""Judges by name: the kit's own (a folder under judge/configs/) or an owner's, written `owner:name`.
+
+    alpaca_eval:weighted_alpaca_eval_gpt4_turbo   AlpacaEval's evaluator, read from the alpaca_eval package
+    fastchat:single-v1                            FastChat's MT-Bench judge prompts and GPT-4 reference answers
+    wildbench:score.v2 / wildbench:pairwise.v2    WildBench's evaluation templates
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..params import ParameterError
+from .judging import Judge, load_judge
+from .official_alpaca_eval import load_alpaca_eval_judge
+from .official_fastchat import load_fastchat_judges
+from .official_wildbench import load_wildbench_judge
+
+OWNERS = ("alpaca_eval", "fastchat", "wildbench")
+
+
+def owner_of(name: str) -> str | None:
+    """The owner named by the prefix, or None for the kit's own judges."""
+    prefix, sep, _ = str(name).partition(":")
+    return prefix if sep and prefix in OWNERS else None
+
+
+def load_named_judge(name: str, parameter: str = "JUDGE", fastchat_repo: str = "", wildbench_repo: str = "") -> Any:
+    """The judge a parameter names; a bad name fails here, before any model call."""
+    owner = owner_of(name)
+    if owner is None:
+        if ":" in str(name) and not str(name).startswith(("/", ".")):
+            raise ParameterError(parameter, f"unknown judge owner in {name!r}",
+                                 f"prefix an owner's judge with one of {', '.join(o + ':' for o in OWNERS)}")
+        return load_judge(name, parameter)
+    inner = str(name).split(":", 1)[1]
+    if owner == "alpaca_eval":
+        return load_alpaca_eval_judge(inner, parameter)
+    if owner == "fastchat":
+        return load_fastchat_judges(inner, fastchat_repo, parameter)
+    return load_wildbench_judge(inner, wildbench_repo, parameter)
+
+
+def describe_judge(judge: Any) -> dict[str, Any]:
+    """What is recorded next to every number: the judge's name, settings and where its prompt came from."""
+    if isinstance(judge, Judge):
+        return {**judge.describe(), "prompt_source": f"kit's own judge folder judge/configs/{judge.name}"}
+    return judge.describe()

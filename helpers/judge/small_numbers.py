@@ -1,0 +1,27 @@
+"""Honest small numbers: a metric computed from few items, or from fewer than half of its items because the judge's
+replies could not be read, is shown with its count and a flag, never as a plain number (WB-Score 100.0 from one
+parsed grade of twelve says nothing)."""
+from __future__ import annotations
+
+from typing import Any
+
+from .metrics import finite_or_none
+
+MIN_ITEMS = 10
+MIN_PARSED_SHARE = 0.5
+
+
+def small_number_flag(n_used: int, n_total: int) -> str | None:
+    """None when the count supports the number, else e.g. "n=1 of 12, not reliable"."""
+    if n_used >= MIN_ITEMS and n_total and n_used >= MIN_PARSED_SHARE * n_total:
+        return None
+    return f"n={n_used} of {n_total}, not reliable"
+
+
+def reportable(value: Any, n_used: int, n_total: int) -> Any:
+    """The value to record: the plain number when it is supported, else the number with its count and flag."""
+    flag = small_number_flag(n_used, n_total)
+    value = finite_or_none(value)
+    if flag is None:
+        return value
+    return {"value": value, "n": int(n_used), "n_total": int(n_total), "flag": flag}
