@@ -220,3 +220,37 @@ def test_published_outputs_judged_by_alpaca_eval_judge(tmp_path):
     assert row["flag"] is None and 0 <= row["lc_win_rate"] <= 100
     annotations = summary.attrs["annotations"]["student"]
     assert annotations[0]["output_1"] == items[0]["reference_output"] and annotations[0]["index"] == 0
+
+
+def test_stage4_notebook_judges_published_outputs(tmp_path):
+    """The notebook end to end: published answers vs gpt4_1106_preview's, alpaca_eval's judge behind an
+    OpenAI-compatible endpoint with logprobs, the leaderboard's GLM on generated df_gamed.csv data."""
+    from test_alpaca_eval_glm import make_glm_data
+
+    from helpers.pipeline import run_pipeline
+
+    published = REFERENCE / "alpaca_eval" / "Llama-3-8B-Instruct-SkillMix_model_outputs.json"
+    baseline = REFERENCE / "alpaca_eval" / "gpt4_1106_preview_model_outputs.json"
+    if not (published.is_file() and baseline.is_file()):
+        pytest.skip("the shared AlpacaEval reference outputs are absent")
+    (tmp_path / "glm").mkdir()
+    make_glm_data(tmp_path / "glm", 805)
+
+    def reply(messages, body):
+        first, second = messages[-1]["content"].split('"output": """')[1:3]
+        return "m" if len(first) >= len(second) else "M"
+
+    with FakeOpenAIServer(models=("gpt-4-1106-preview",), reply_fn=reply) as server:
+        run_pipeline(tmp_path / "run", {
+            "CANDIDATE_OUTPUTS": str(published), "EVAL_SET": "alpaca_eval", "EVAL_SOURCE": str(baseline),
+            "N_EVAL": 20, "PAIRWISE_JUDGE": "alpaca_eval:weighted_alpaca_eval_gpt4_turbo",
+            "JUDGE_MODEL": "gpt-4-1106-preview", "JUDGE_BASE_URL": server.base_url,
+            "AE_GLM_DATA": str(tmp_path / "glm"), "SHIRKER_PROBE_FRACTIONS": []}, ["04_eval_ablations"])
+        assert server.completions == 20
+    ev = json.loads((tmp_path / "run" / "results.json").read_text())["evaluate"]
+    assert isinstance(ev["win_rate"], float) and isinstance(ev["lc_win_rate"], float)
+    assert ev["lc_label"] == "LC" and ev["lc_glm"] == "length_controlled_v1"
+    assert ev["pairwise_judge"] == "alpaca_eval:weighted_alpaca_eval_gpt4_turbo"
+    assert ev["pairwise_prompt_source"].startswith("alpaca_eval 0.6.6 evaluators_configs/")
+    annotations = json.loads((tmp_path / "run" / "eval" / "annotations_student.json").read_text())
+    assert len(annotations) == 20 and annotations[0]["generator_2"] == "student"

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..judge.alpaca_eval_glm import GLM_LABELS, GLM_MINIMAL, GLM_V1, GlmData, resolve_glm_data, score_annotations
 from ..judge.metrics import mt_bench_summary, wb_score
-from ..judge.named import describe_judge, load_named_judge, owner_of
+from ..judge.named import describe_judge, load_named_judge, owner_of, prompt_source_text
 from ..judge.official_alpaca_eval import AlpacaEvalJudge, alpaca_eval_judgments, annotation_records
 from ..judge.official_fastchat import (ANSWER_MAX_TOKENS, QUESTIONS, FastChatJudgeSet, answer_temperature,
                                        grading_values, parse_rating)
@@ -115,7 +115,7 @@ def compare_pairwise(judge_client: Any, items: Sequence[dict[str, Any]], outputs
         summary["lc_glm"], summary["lc_label"], summary["glm_data"] = GLM_MINIMAL, GLM_LABELS[GLM_MINIMAL], None
         annotations = {}
     summary["judge"] = described["name"]
-    summary["prompt_source"] = str(described["prompt_source"])
+    summary["prompt_source"] = prompt_source_text(described)
     summary["flag"] = [small_number_flag(int(r["n_scored"]), int(r["n_scored"]) + int(r["n_unparsed"]))
                        for r in summary.to_dict("records")]
     summary.attrs["annotations"] = annotations

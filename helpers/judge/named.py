@@ -42,5 +42,15 @@ def load_named_judge(name: str, parameter: str = "JUDGE", fastchat_repo: str = "
 def describe_judge(judge: Any) -> dict[str, Any]:
     """What is recorded next to every number: the judge's name, settings and where its prompt came from."""
     if isinstance(judge, Judge):
-        return {**judge.describe(), "prompt_source": f"kit's own judge folder judge/configs/{judge.name}"}
+        return {**judge.describe(), "prompt_source": {"kit": f"judge/configs/{judge.name}"}}
     return judge.describe()
+
+
+def prompt_source_text(described: dict[str, Any]) -> str:
+    """One line naming a judge's prompt source: the kit's folder, the package version, or repository@commit."""
+    source = described.get("prompt_source") or {}
+    if "kit" in source:
+        return f"kit's own judge {source['kit']}"
+    if "package" in source:
+        return f"{source['package']} {source['version']} {source['prompt']}"
+    return f"{source.get('repository')}@{str(source.get('commit'))[:12]} {source.get('path')} ({source.get('origin')})"
