@@ -18,7 +18,8 @@ from helpers.evaluate.official_suite import (compare_pairwise, mt_bench_answers,
 from helpers.evaluate.sets import load_alpaca_eval
 from helpers.judge.named import load_named_judge
 from helpers.judge.official_fastchat import grading_values, parse_rating
-from helpers.judge.official_wildbench import candidate_reward, parse_choice, parse_score, wb_reward
+from helpers.judge.official_wildbench import (candidate_reward, not_judged, parse_choice, parse_score, shorten,
+                                              wb_reward)
 from helpers.judge.small_numbers import reportable, small_number_flag
 from helpers.llm.client import connect, connect_function
 from helpers.llm.fake_openai import FakeOpenAIServer
@@ -132,17 +133,22 @@ def test_wildbench_templates_fill_and_parse(wildbench_repo):
     pair = load_named_judge("wildbench:pairwise.v2", wildbench_repo=wildbench_repo)
     assert score.kind == "checklist" and pair.kind == "pairwise" and score.source["matches_pin"] is True
     client = connect_function(lambda m, s: '```json\n{"strengths": "x", "score": "7"}\n```', use_cache=False)
-    rows = wildbench_rows(client, [WB_ITEM, {"id": "b1", "instruction": "bundled"}],
-                          {"student": ["answer", "other"]}, "wildbench:score.v2", lambda n: None, wildbench_repo)
-    assert list(rows["id"]) == ["s1"] and list(rows["score"]) == [7.0]  # the bundled item gets no WB-Score
+    rows = wildbench_rows(client, [WB_ITEM, {**WB_ITEM, "id": "s9"}, {"id": "b1", "instruction": "bundled"}],
+                          {"student": ["answer", "", "other"]}, "wildbench:score.v2", lambda n: None, wildbench_repo)
+    assert list(rows["id"]) == ["s1"] and list(rows["score"]) == [7.0]  # empty answer and bundled item: no WB-Score
     prompts = []
     client = connect_function(lambda m, s: prompts.append(m[0]["content"]) or '{"choice": "A+"}', use_cache=False)
-    rewards = wb_reward_rows(client, [WB_ITEM, {**WB_ITEM, "id": "s2"}], {"student": ["cand", ""]}, ["ref", "ref"],
+    long_answer = "word " * 1200
+    rewards = wb_reward_rows(client, [WB_ITEM, {**WB_ITEM, "id": "s2"}, {**WB_ITEM, "id": "s3"}],
+                             {"student": ["cand", "", long_answer]}, ["ref", "ref", "ref"],
                              "wildbench:pairwise.v2", seed=0, wildbench_repo=wildbench_repo)
-    assert len(prompts) == 1  # the empty answer is decided without the judge, as WildBench does
+    assert len(prompts) == 1  # empty and cut answers are not judged, as in WildBench's tables
     assert "USER: first\n\nASSISTANT: hi\n\n" in prompts[0] and "- Is it correct?\n- Is it clear?\n" in prompts[0]
     first = rewards.iloc[0]
-    assert first["reward"] == (50.0 if first["candidate_is_a"] else -50.0) and rewards.iloc[1]["reward"] == -100.0
+    assert first["reward"] == (50.0 if first["candidate_is_a"] else -50.0)
+    assert list(rewards["skipped"][1:]) == ["empty", "truncated"]
+    table = wb_reward_table(rewards)
+    assert table.iloc[0]["wb_reward"] == pytest.approx(first["reward"] / 3) and table.iloc[0]["n_skipped"] == 2
 
 
 def test_wb_reward_arithmetic():
@@ -151,9 +157,11 @@ def test_wb_reward_arithmetic():
     assert [candidate_reward(c, True) for c in ("A++", "A+", "A=B", "B+", "B++")] == [100, 50, 0, -50, -100]
     assert candidate_reward("A++", False) == -100 and candidate_reward(None, True) is None
     assert candidate_reward("A+", True, 900, 100, k=500) == 0.0 and candidate_reward("A+", True, 900, 100) == 50
-    s = wb_reward([100.0, 50.0, -50.0, None], [["Creative Tasks"], ["Coding & Debugging"], ["Creative Tasks"], []])
-    assert s["wb_reward"] == pytest.approx(100 / 3) and s["n_judged"] == 3 and s["n_unparsed"] == 1
-    assert s["wb_reward_task_macro"] == pytest.approx((25 * 0.5 + 50 * 1.25) / 4.75)
+    s = wb_reward([100.0, 50.0, -50.0, None, None], [["Creative Tasks"], ["Coding & Debugging"], ["Creative Tasks"],
+                                                     [], ["Coding & Debugging"]], [None, None, None, None, "empty"])
+    assert s["wb_reward"] == pytest.approx(100 / 4) and s["n_judged"] == 3 and s["n_unparsed"] == 1
+    assert s["n_skipped"] == 1 and s["wb_reward_task_macro"] == pytest.approx((25 * 0.5 + 50 * 1.25) / 4.75)
+    assert shorten("a " * 3, 2) == "a a... (truncated)" and not_judged("x", "") == "empty"
     table = wb_reward_table(pd.DataFrame({"model": "m", "groups": [["Creative Tasks"]] * 3, "reward": [100.0, None, 0.0]}))
     assert table.iloc[0]["flag"] == "n=2 of 3, not reliable"
 

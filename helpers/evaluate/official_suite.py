@@ -17,7 +17,7 @@ from ..judge.official_alpaca_eval import AlpacaEvalJudge, alpaca_eval_judgments,
 from ..judge.official_fastchat import (ANSWER_MAX_TOKENS, QUESTIONS, FastChatJudgeSet, answer_temperature,
                                        grading_values, parse_rating)
 from ..judge.official_wildbench import (PAPER_REFERENCE_MODEL, WildBenchJudge, candidate_reward, candidate_shown_as_a,
-                                        empty_verdict, pairwise_messages, parse_choice, parse_score, score_messages,
+                                        not_judged, pairwise_messages, parse_choice, parse_score, score_messages,
                                         wb_reward)
 from ..judge.small_numbers import small_number_flag
 from ..official import resolve
@@ -204,7 +204,8 @@ def wildbench_items(items: Sequence[dict[str, Any]]) -> list[int]:
 
 def wildbench_rows(judge_client: Any, items: Sequence[dict[str, Any]], outputs_by_model: Mapping[str, Sequence[str]],
                    judge_name: str, rating_judge: Callable[[str], Any], wildbench_repo: str = "") -> pd.DataFrame:
-    """Checklist scores on the WildBench tasks only (WB-Score means nothing on other items)."""
+    """Checklist scores on the WildBench tasks only (WB-Score means nothing on other items); with WildBench's own
+    judge, empty or cut answers are left out as WildBench's tables leave them out."""
     keep = wildbench_items(items)
     tasks = [items[i] for i in keep]
     subset = {m: [list(o)[i] for i in keep] for m, o in outputs_by_model.items()}
@@ -215,10 +216,11 @@ def wildbench_rows(judge_client: Any, items: Sequence[dict[str, Any]], outputs_b
     judge: WildBenchJudge = load_named_judge(judge_name, "WILDBENCH_JUDGE", wildbench_repo=wildbench_repo)
     rows = []
     for model, outputs in subset.items():
-        requests = [score_messages(judge, it, out) for it, out in zip(tasks, outputs)]
-        results = judge_client.chat_many(requests, desc=f"WildBench {model}", **judge.sampling())
+        judged = [(it, out) for it, out in zip(tasks, outputs) if not_judged(out) is None]
+        requests = [score_messages(judge, it, out) for it, out in judged]
+        results = judge_client.chat_many(requests, desc=f"WildBench {model}", **judge.sampling()) if requests else []
         rows += [{"model": model, "id": it["id"], "groups": it.get("groups") or ["Creative Tasks"],
-                  "score": parse_score(r.text) if r.ok else None} for it, r in zip(tasks, results)]
+                  "score": parse_score(r.text) if r.ok else None} for (it, _), r in zip(judged, results)]
     return pd.DataFrame(rows, columns=["model", "id", "groups", "score"])
 
 
@@ -263,29 +265,31 @@ def wb_reward_rows(judge_client: Any, items: Sequence[dict[str, Any]], outputs_b
         jobs, requests = [], []
         for it, out, ref in zip(items, outputs, reference_outputs):
             cand_a = candidate_shown_as_a(str(it["id"]), seed)
-            a, b = (out, ref) if cand_a else (ref, out)
-            jobs.append((it, out, ref, cand_a, empty_verdict(a, b)))
-            if jobs[-1][-1] is None:
-                requests.append(pairwise_messages(judge, it, a, b))
+            skipped = not_judged(out, ref)
+            jobs.append((it, out, ref, cand_a, skipped))
+            if skipped is None:
+                requests.append(pairwise_messages(judge, it, *((out, ref) if cand_a else (ref, out))))
         results = iter(judge_client.chat_many(requests, desc=f"WB-Reward {model}", **judge.sampling())
                        if requests else [])
-        for it, out, ref, cand_a, fixed in jobs:
-            choice = fixed
-            if fixed is None:
+        for it, out, ref, cand_a, skipped in jobs:
+            choice = None
+            if skipped is None:
                 result = next(results)
                 choice = parse_choice(result.text) if result.ok else None
             rows.append({"model": model, "id": it["id"], "groups": it.get("groups") or ["Creative Tasks"],
-                         "choice": choice, "candidate_is_a": cand_a,
+                         "choice": choice, "candidate_is_a": cand_a, "skipped": skipped,
                          "reward": candidate_reward(choice, cand_a, len(out), len(ref), k)})
-    return pd.DataFrame(rows, columns=["model", "id", "groups", "choice", "candidate_is_a", "reward"])
+    return pd.DataFrame(rows, columns=["model", "id", "groups", "choice", "candidate_is_a", "skipped", "reward"])
 
 
 def wb_reward_table(reward_rows: pd.DataFrame) -> pd.DataFrame:
     out = []
     for model, rows in reward_rows.groupby("model"):
         rewards = [None if r is None or (isinstance(r, float) and math.isnan(r)) else float(r) for r in rows["reward"]]
-        s = wb_reward(rewards, list(rows["groups"]))
+        skipped = [x if isinstance(x, str) else None for x in rows.get("skipped", [None] * len(rows))]
+        s = wb_reward(rewards, list(rows["groups"]), skipped)
         out.append({"model": model, "wb_reward": s["wb_reward"], "wb_reward_task_macro": s["wb_reward_task_macro"],
-                    "n_judged": s["n_judged"], "n_total": len(rewards),
+                    "n_judged": s["n_judged"], "n_skipped": s["n_skipped"], "n_total": len(rewards),
                     "flag": small_number_flag(s["n_judged"], len(rewards))})
-    return pd.DataFrame(out, columns=["model", "wb_reward", "wb_reward_task_macro", "n_judged", "n_total", "flag"])
+    return pd.DataFrame(out, columns=["model", "wb_reward", "wb_reward_task_macro", "n_judged", "n_skipped", "n_total",
+                                      "flag"])

@@ -20,6 +20,7 @@ position in AlpacaEval's 805; without it the row order is the index).
 """
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -229,7 +230,7 @@ def score_annotations_file(path: str | Path, glm: str = "v1", glm_data: str = ""
     file = Path(path).expanduser()
     if not file.is_file():
         raise ParameterError("ANNOTATIONS", f"{file} does not exist", "give the path of an annotations.json")
-    rows = pd.read_json(file)
+    rows = pd.DataFrame(json.loads(file.read_text(encoding="utf-8")))  # no type guessing on the columns
     name = glm_name(glm)
     data = None
     if name == GLM_V1:

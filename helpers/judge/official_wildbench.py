@@ -9,8 +9,11 @@
   gpt-4-turbo-2024-04-09.
 
 Both templates take the conversation history ("USER: ...\\n\\nASSISTANT: ...\\n\\n"), the last user query and the
-task's checklist as a markdown list, as WildBench's scripts fill them; an empty answer is shown as WildBench shows it
-and decided without a judge call, as WildBench does.
+task's checklist as a markdown list, as WildBench's scripts fill them, each text cut at 1,000 words (their
+`--max_words_to_eval 1000`); the judge runs at temperature 0 with 1,024 tokens. As in WildBench's tables, a task where
+an answer is empty or had to be cut is not judged: it is left out of WB-Score and of the per-group rewards, and
+counts as 0 in the overall WB-Reward (whose denominator is all tasks). One difference: the kit does not send
+OpenAI's `response_format: json_object`; the reply's JSON object is read wherever it stands.
 """
 from __future__ import annotations
 
@@ -30,7 +33,9 @@ OWNER = "wildbench"
 TEMPLATES = {"score.v2": "evaluation/eval_template.score.v2.md",
              "pairwise.v2": "evaluation/eval_template.pairwise.v2.md"}
 KINDS = {"score.v2": "checklist", "pairwise.v2": "pairwise"}
-JUDGE_MAX_TOKENS = 4096
+JUDGE_MAX_TOKENS = 1024
+MAX_WORDS = 1000
+TRUNCATION_MARK = "... (truncated)"
 EMPTY_RESPONSE = "[This model response is empty.]"
 PAPER_REFERENCE_MODEL = "gpt-4-turbo-2024-04-09"
 # Reward of each verdict for the response shown as A (B's is the negative).
@@ -76,21 +81,39 @@ def checklist_text(checklist: Sequence[str]) -> str:
     return "".join(f"- {item}\n" for item in checklist)
 
 
+def shorten(text: str, max_words: int = MAX_WORDS) -> str:
+    """WildBench's cut: the first `max_words` space-separated words and a truncation mark."""
+    words = text.split(" ")
+    return " ".join(words[:max_words]) + TRUNCATION_MARK if max_words > 0 and len(words) > max_words else text
+
+
+def not_judged(*outputs: str) -> str | None:
+    """Why WildBench's tables leave a task out: an empty or a cut answer (None: it is judged)."""
+    if any(not o.strip() for o in outputs):
+        return "empty"
+    if any(shorten(o) != o for o in outputs):
+        return "truncated"
+    return None
+
+
 def _shown(text: str) -> str:
-    return text if text.strip() else EMPTY_RESPONSE
+    return shorten(text) if text.strip() else EMPTY_RESPONSE
+
+
+def _context(judge: WildBenchJudge, item: Mapping[str, Any]) -> str:
+    return (judge.template.replace("{$history}", shorten(history_text((item.get("messages") or [])[:-1])))
+            .replace("{$user_query}", shorten(item["instruction"])))
 
 
 def score_messages(judge: WildBenchJudge, item: Mapping[str, Any], output: str) -> list[Message]:
-    prompt = (judge.template.replace("{$history}", history_text((item.get("messages") or [])[:-1]))
-              .replace("{$user_query}", item["instruction"]).replace("{$model_output}", _shown(output))
+    prompt = (_context(judge, item).replace("{$model_output}", _shown(output))
               .replace("{$checklist}", checklist_text(item.get("checklist") or [])))
     return [{"role": "user", "content": prompt}]
 
 
 def pairwise_messages(judge: WildBenchJudge, item: Mapping[str, Any], a: str, b: str) -> list[Message]:
-    prompt = (judge.template.replace("{$history}", history_text((item.get("messages") or [])[:-1]))
-              .replace("{$user_query}", item["instruction"]).replace("{$candidate_A}", _shown(a))
-              .replace("{$candidate_B}", _shown(b)).replace("{$checklist}", checklist_text(item.get("checklist") or [])))
+    prompt = (_context(judge, item).replace("{$candidate_A}", _shown(a)).replace("{$candidate_B}", _shown(b))
+              .replace("{$checklist}", checklist_text(item.get("checklist") or [])))
     return [{"role": "user", "content": prompt}]
 
 
@@ -138,32 +161,27 @@ def candidate_reward(choice: str | None, candidate_is_a: bool, candidate_length:
     return reward
 
 
-def empty_verdict(a: str, b: str) -> str | None:
-    """WildBench decides without the judge when a response is empty."""
-    if not a.strip() and not b.strip():
-        return "A=B"
-    if not a.strip():
-        return "B++"
-    if not b.strip():
-        return "A++"
-    return None
-
-
 def candidate_shown_as_a(item_id: str, seed: int) -> bool:
     return random.Random(f"wildbench-pairwise-{seed}-{item_id}").random() < 0.5
 
 
 def wb_reward(rewards: Sequence[float | None], groups: Sequence[Sequence[str]],
+              skipped: Sequence[str | None] | None = None,
               weights: Mapping[str, float] = WILDBENCH_GROUP_WEIGHTS) -> dict[str, Any]:
-    """WB-Reward (mean reward, -100..100) and its task-macro version (per-group means weighted, divided by the sum
-    of all five weights as WildBench's tables do). Unparsed verdicts (None) are left out and counted."""
-    kept = [(r, g) for r, g in zip(rewards, groups) if r is not None]
-    n = len(kept)
+    """WB-Reward (-100..100) and its task-macro version (per-group means weighted, divided by the sum of all five
+    weights as WildBench's tables do). Tasks not judged (`skipped`: empty or cut answers) add 0 to the overall sum
+    but count in its denominator, and stay out of the groups, as in WildBench's tables; unparsed verdicts (None)
+    are left out of both and counted."""
+    skipped = list(skipped) if skipped is not None else [None] * len(rewards)
+    judged = [(r, g) for r, g, s in zip(rewards, groups, skipped) if s is None and r is not None]
+    n_skipped = sum(s is not None for s in skipped)
+    denominator = len(judged) + n_skipped
     per_group: dict[str, list[float]] = {}
-    for r, g in kept:
+    for r, g in judged:
         for group in set(g):
             per_group.setdefault(group, []).append(r)
     group_means = {g: sum(v) / len(v) for g, v in per_group.items()}
-    macro = sum(group_means[g] * weights.get(g, 0.0) for g in group_means) / sum(weights.values()) if n else None
-    return {"wb_reward": sum(r for r, _ in kept) / n if n else None, "wb_reward_task_macro": macro,
-            "n_judged": n, "n_unparsed": len(rewards) - n, "per_group": group_means}
+    macro = sum(group_means[g] * weights.get(g, 0.0) for g in group_means) / sum(weights.values()) if judged else None
+    return {"wb_reward": sum(r for r, _ in judged) / denominator if judged else None,
+            "wb_reward_task_macro": macro, "n_judged": len(judged), "n_skipped": n_skipped,
+            "n_unparsed": len(rewards) - len(judged) - n_skipped, "per_group": group_means}
