@@ -261,4 +261,4 @@ def test_stage4_notebook_judges_published_outputs(tmp_path):
     assert ev["pairwise_judge"] == "alpaca_eval:weighted_alpaca_eval_gpt4_turbo"
     assert ev["pairwise_prompt_source"].startswith("alpaca_eval 0.6.6 evaluators_configs/")
     annotations = json.loads((tmp_path / "run" / "eval" / "annotations_student.json").read_text())
-    assert len(annotations) == 20 and annotations[0]["generator_2"] == "student"
+    assert len(annotations) == 20 and annotations[0]["generator_2"] == "Llama-3-8B-Instruct-SkillMix"

@@ -70,13 +70,14 @@ def alpaca_eval_indices(items: Sequence[Mapping[str, Any]]) -> list[int] | None:
 
 def _alpaca_eval_rows(judge_client: Any, items: Sequence[Mapping[str, Any]], model: str, outputs: Sequence[str],
                       reference_outputs: Sequence[str], judge: AlpacaEvalJudge, glm_data: GlmData | None,
-                      reference_generator: str) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+                      reference_generator: str, generator: str | None = None
+                      ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     instructions = [it["instruction"] for it in items]
     judgments, prefs = alpaca_eval_judgments(judge_client, instructions, outputs, reference_outputs, judge,
                                              desc=f"judging {model}")
     indices = alpaca_eval_indices(items)
-    annotations = annotation_records(instructions, outputs, reference_outputs, prefs, model, reference_generator,
-                                     judge, indices)
+    annotations = annotation_records(instructions, outputs, reference_outputs, prefs, generator or model,
+                                     reference_generator, judge, indices)
     use_v1 = glm_data is not None and indices is not None
     scored = score_annotations(pd.DataFrame(annotations).assign(preference=prefs), GLM_V1 if use_v1 else GLM_MINIMAL,
                                glm_data if use_v1 else None)
@@ -94,10 +95,12 @@ def _alpaca_eval_rows(judge_client: Any, items: Sequence[Mapping[str, Any]], mod
 
 def compare_pairwise(judge_client: Any, items: Sequence[dict[str, Any]], outputs_by_model: Mapping[str, Sequence[str]],
                      reference_outputs: Sequence[str], seed: int, judge_name: str,
-                     glm_data: GlmData | None = None, reference_generator: str = "reference") -> tuple[pd.DataFrame, pd.DataFrame]:
+                     glm_data: GlmData | None = None, reference_generator: str = "reference",
+                     generators: Mapping[str, str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Each model against the reference outputs with the named judge; summary rows carry the judge, its prompt
     source, the GLM behind the LC (`lc_label` "LC" only for the leaderboard's length_controlled_v1) and a flag.
-    For alpaca_eval judges `summary.attrs["annotations"]` holds alpaca_eval-style annotations per model."""
+    For alpaca_eval judges `summary.attrs["annotations"]` holds alpaca_eval-style annotations per model, naming
+    each model by `generators` (default: its key)."""
     judge = load_named_judge(judge_name, "PAIRWISE_JUDGE")
     described = describe_judge(judge)
     if isinstance(judge, AlpacaEvalJudge):
@@ -105,7 +108,7 @@ def compare_pairwise(judge_client: Any, items: Sequence[dict[str, Any]], outputs
         for model, outputs in outputs_by_model.items():
             row, items_rows, annotations[model] = _alpaca_eval_rows(judge_client, items, model, list(outputs),
                                                                     list(reference_outputs), judge, glm_data,
-                                                                    reference_generator)
+                                                                    reference_generator, (generators or {}).get(model))
             rows.append(row)
             per_item.extend(items_rows)
         summary, per_item_df = pd.DataFrame(rows), pd.DataFrame(per_item)
