@@ -119,6 +119,13 @@ def test_bad_limits_and_batch_without_endpoint_fail_early():
         connect("", "", "", batch=True, check=False)
 
 
+def test_batch_against_a_server_without_batch_endpoints_fails_early(tmp_path):
+    with FakeOpenAIServer() as srv:
+        srv.batch_api = False
+        with pytest.raises(ParameterError, match="TEACHER_BATCH.*no Batch API"):
+            connect("fake-model", srv.base_url, "", batch=True, batch_dir=tmp_path)
+
+
 # ---------------------------------------------------------------------- the batch route
 def test_batch_results_are_cached_like_live_calls(tmp_path):
     with FakeOpenAIServer(batch_step_s=0.02) as srv:
@@ -203,3 +210,19 @@ def test_killed_batch_run_resumes_polling_without_paying_again(tmp_path):
         assert all(o.ok for o in out)
         assert c.backend.adopted == 1 and c.backend.submitted == 1  # round 1 polled, round 2 sent
         assert srv.batches_created == 2 and srv.duplicate_batch_lines == 0
+
+
+def test_a_journal_batch_the_server_does_not_know_is_sent_again(tmp_path):
+    from helpers.jsonl import append_jsonl
+    from helpers.llm.batch import request_fingerprint
+
+    with FakeOpenAIServer(batch_step_s=0.01) as srv:
+        c = batch_client(srv, tmp_path)
+        body = c.backend.live.request_body([{"role": "user", "content": "lost"}], {})
+        append_jsonl(tmp_path / "run" / "batches.jsonl", {
+            "event": "submitted", "batch_id": "batch_999", "base_url": srv.base_url, "model": "fake-model",
+            "custom_ids": [f"{request_fingerprint(body)}-0"]})
+        r = c.chat([{"role": "user", "content": "lost"}])
+        assert r.ok and r.attempts == 2 and c.backend.adopted == 1 and srv.batches_created == 1
+        journal = (tmp_path / "run" / "batches.jsonl").read_text()
+        assert '"unreachable"' in journal

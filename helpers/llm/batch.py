@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 
 from ..jsonl import append_jsonl, read_jsonl
 from .cache import default_cache_dir
-from .errors import PermanentError, TransientError
+from ..params import ParameterError
+from .errors import PermanentError, TransientError, api_key_from_env
 from .openai_backend import OpenAIBackend, result_from_reply
 from .types import ChatResult, Message
 
@@ -92,6 +93,23 @@ class BatchBackend:
 
     def check(self) -> None:
         self.live.check()
+        self.check_batch_api()
+
+    def check_batch_api(self) -> None:
+        """Whether the server has the batches endpoint at all (many compatible servers, vLLM's among them, serve
+        chat completions only): better a ParameterError now than failed requests later."""
+        client = openai.OpenAI(base_url=self.live.base_url, api_key=api_key_from_env(self.live.api_key_env, self.live.role),
+                               max_retries=1, timeout=15)
+        try:
+            client.batches.list(limit=1)
+        except openai.APIStatusError as exc:
+            if exc.status_code in (404, 405, 501):
+                raise ParameterError(f"{self.live.role}_BATCH", f"{self.live.base_url} has no Batch API "
+                                     f"(GET /batches answered HTTP {exc.status_code})",
+                                     f"set {self.live.role}_BATCH=False to send live requests") from None
+            raise
+        finally:
+            client.close()
 
     async def release_loop(self) -> None:
         for task in list(self._tasks):
@@ -134,7 +152,10 @@ class BatchBackend:
             self.rounds += 1
             leftovers = self._adopt(todo)
             if leftovers:
-                await self._submit(leftovers)
+                try:
+                    await self._submit(leftovers)
+                except Exception as exc:  # never leave a conversation waiting on a future nobody resolves
+                    self._fail(leftovers, TransientError(f"batch submission failed: {exc.__class__.__name__}: {exc}"))
 
     async def _settle(self) -> None:
         """Wait until every running conversation is waiting on a batch, or no new request came for settle_s."""
@@ -225,7 +246,13 @@ class BatchBackend:
     async def _follow(self, batch_id: str, lines: dict[str, _Pending]) -> None:
         """Poll one batch to its end, then resolve its requests (results, or errors to retry)."""
         try:
-            status, rows = await self._wait_for(batch_id)
+            try:
+                status, rows = await self._wait_for(batch_id)
+            except Exception as exc:  # e.g. the batch is unknown to this server: send its requests again
+                self._fail(lines.values(), TransientError(f"batch {batch_id} could not be followed: {exc}"))
+                append_jsonl(self.journal, {"event": "collected", "batch_id": batch_id, "status": "unreachable",
+                                            "error": str(exc)[:300], "collected_at": time.time()})
+                return
             for cid, p in lines.items():
                 if p.future.done():
                     continue

@@ -330,7 +330,7 @@ def connect(
     cache = CallCache(cache_path) if use_cache else None
     if batch:
         return batch_client(backend, batch_dir, stage=stage, role=role, cache=cache, use_cache=use_cache,
-                            max_attempts=max_attempts, show_progress=show_progress, poll_s=batch_poll_s)
+                            max_attempts=max_attempts, show_progress=show_progress, poll_s=batch_poll_s, check=check)
     if limiter is not None and hasattr(backend, "header_observer"):
         backend.header_observer = limiter.observe
     return ChatClient(backend, stage=stage, role=role, max_concurrency=max_concurrency, cache=cache,
@@ -357,7 +357,7 @@ def rate_limiter_from_params(role: str, max_requests_per_minute: Any, max_tokens
 
 def batch_client(backend: Backend, batch_dir: str | Path | None, *, stage: str, role: str,
                  cache: CallCache | None, use_cache: bool, max_attempts: int, show_progress: bool,
-                 poll_s: float) -> ChatClient:
+                 poll_s: float, check: bool = True) -> ChatClient:
     """A client whose requests go out through the Batch API; same cache keys as live calls to `backend`."""
     from .batch import BATCH_MAX_REQUESTS, BatchBackend, default_batch_dir  # imports openai, like the backends
 
@@ -365,6 +365,8 @@ def batch_client(backend: Backend, batch_dir: str | Path | None, *, stage: str, 
     journal = Path(batch_dir) if batch_dir else default_batch_dir()
     router = BatchBackend(backend, journal, poll_s=poll_s, active=lambda: client.active_tasks,  # type: ignore[arg-type]
                           verbose=show_progress)
+    if check:
+        router.check_batch_api()
     # Every request of a round must be able to wait at once: the batch, not the semaphore, bounds the work.
     client = ChatClient(router, stage=stage, role=role, max_concurrency=BATCH_MAX_REQUESTS, cache=cache,
                         use_cache=use_cache, max_attempts=max_attempts, backoff_base_s=0.01,

@@ -117,6 +117,7 @@ class FakeOpenAIServer:
     # the Batch API: seconds each batch spends validating and in progress, and the share of lines that fail
     batch_step_s: float = 0.0
     batch_line_fail_rate: float = 0.0
+    batch_api: bool = True  # False: answer 404 on the batch endpoints, like a server that has none
     # filled at run time
     port: int = 0
     requests: int = 0
@@ -317,6 +318,8 @@ class FakeOpenAIServer:
     async def _list_batches(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
             return web.json_response({"error": {"message": "bad key"}}, status=401)
+        if not self.batch_api:
+            return web.json_response({"error": {"message": "not found"}}, status=404)
         data = [self._batch_view(b) for b in reversed(list(self.batches))]
         return web.json_response({"object": "list", "data": data, "has_more": False,
                                   "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None})
