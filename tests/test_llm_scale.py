@@ -226,3 +226,33 @@ def test_a_journal_batch_the_server_does_not_know_is_sent_again(tmp_path):
         assert r.ok and r.attempts == 2 and c.backend.adopted == 1 and srv.batches_created == 1
         journal = (tmp_path / "run" / "batches.jsonl").read_text()
         assert '"unreachable"' in journal
+
+
+def test_stage_2_runs_unchanged_over_the_batch_route(tmp_path):
+    """The generation stage's own code, one batch round per turn, and the same examples as live calls give."""
+    import shutil
+
+    from helpers.generate.config import GenerateConfig
+    from helpers.generate.prompt_versions import get_version
+    from helpers.generate.stage import generate_split, load_stage1_inputs, make_plans
+
+    fixtures = Path(__file__).parent / "fixtures" / "generate"
+    sys.path.insert(0, str(fixtures))
+    from fake_teacher import FakeTeacher
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name in ("skills.jsonl", "query_types.jsonl"):
+        shutil.copy(fixtures / name, run_dir / name)
+    cfg = GenerateConfig(run_dir=str(run_dir), num_examples=8, num_heldout=0, min_instruction_words=3,
+                         max_tokens=512).validate()
+    plans, _ = make_plans(cfg, *load_stage1_inputs(cfg))
+    teacher = FakeTeacher()
+    with FakeOpenAIServer(batch_step_s=0.01, reply_fn=lambda messages, body: teacher._reply(messages)) as srv:
+        c = batch_client(srv, tmp_path)
+        examples, failed = generate_split(c, plans, get_version("paper"), cfg, tmp_path / "batch.jsonl")
+        assert len(examples) == 8 and not failed
+        assert srv.batches_created == 3 and srv.batch_lines == 24  # generate, critique, refine: one round each
+        live = connect("fake-model", srv.base_url, "", use_cache=False, show_progress=False)
+        live_examples, _ = generate_split(live, plans, get_version("paper"), cfg, tmp_path / "live.jsonl")
+        assert [e["output"] for e in live_examples] == [e["output"] for e in examples]
