@@ -101,6 +101,9 @@ def test_headers_lower_the_rate_and_pause():
     assert per_minute == 600
     assert 0.05 <= waited <= 0.5
     assert paused >= 0.28
+    tokens_only = RateLimiter(max_tokens_per_minute=90_000)
+    tokens_only.observe({"x-ratelimit-limit-requests": "500", "x-ratelimit-limit-tokens": "120000"})
+    assert tokens_only.requests.per_minute == 500 and tokens_only.tokens.per_minute == 90_000
 
 
 def test_headers_adapt_a_limit_set_too_high(tmp_path):
@@ -219,9 +222,11 @@ def test_a_journal_batch_the_server_does_not_know_is_sent_again(tmp_path):
     with FakeOpenAIServer(batch_step_s=0.01) as srv:
         c = batch_client(srv, tmp_path)
         body = c.backend.live.request_body([{"role": "user", "content": "lost"}], {})
-        append_jsonl(tmp_path / "run" / "batches.jsonl", {
-            "event": "submitted", "batch_id": "batch_999", "base_url": srv.base_url, "model": "fake-model",
-            "custom_ids": [f"{request_fingerprint(body)}-0"]})
+        journal = tmp_path / "run" / "batches.jsonl"
+        same = {"base_url": srv.base_url, "model": "fake-model", "input_file_id": "file-999"}
+        append_jsonl(journal, {"event": "uploaded", **same, "uploaded_at": time.time(),
+                               "custom_ids": [f"{request_fingerprint(body)}-0"]})
+        append_jsonl(journal, {"event": "submitted", **same, "batch_id": "batch_999"})
         r = c.chat([{"role": "user", "content": "lost"}])
         assert r.ok and r.attempts == 2 and c.backend.adopted == 1 and srv.batches_created == 1
         journal = (tmp_path / "run" / "batches.jsonl").read_text()
@@ -256,3 +261,32 @@ def test_stage_2_runs_unchanged_over_the_batch_route(tmp_path):
         live = connect("fake-model", srv.base_url, "", use_cache=False, show_progress=False)
         live_examples, _ = generate_split(live, plans, get_version("paper"), cfg, tmp_path / "live.jsonl")
         assert [e["output"] for e in live_examples] == [e["output"] for e in examples]
+
+
+def test_killed_between_upload_and_journaled_batch_id_still_pays_once(tmp_path):
+    """The batch was created but its id never reached the journal: the run finds it on the server by its file."""
+    import openai
+
+    from helpers.jsonl import append_jsonl
+    from helpers.llm.batch import request_fingerprint
+
+    requests = [[{"role": "user", "content": f"orphan {i}"}] for i in range(4)]
+    with FakeOpenAIServer(batch_step_s=0.01) as srv:
+        c = batch_client(srv, tmp_path)
+        bodies = [c.backend.live.request_body(m, {}) for m in requests]
+        lines = {f"{request_fingerprint(b)}-0": b for b in bodies}
+        sdk = openai.OpenAI(base_url=srv.base_url, api_key="EMPTY")
+        data = "".join(json.dumps({"custom_id": k, "method": "POST", "url": "/v1/chat/completions", "body": b}) + "\n"
+                       for k, b in lines.items()).encode()
+        upload = sdk.files.create(file=("requests.jsonl", data, "application/jsonl"), purpose="batch")
+        sdk.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h")
+        unsent = sdk.files.create(file=("other.jsonl", b"{}\n", "application/jsonl"), purpose="batch")
+        journal = tmp_path / "run" / "batches.jsonl"
+        for file_id, ids in ((upload.id, list(lines)), (unsent.id, ["0" * 40 + "-0"])):
+            append_jsonl(journal, {"event": "uploaded", "base_url": srv.base_url, "model": "fake-model",
+                                   "input_file_id": file_id, "uploaded_at": time.time(), "custom_ids": ids})
+        out = c.chat_many(requests)
+        assert all(r.ok for r in out)
+        assert c.backend.adopted == 1 and c.backend.submitted == 0 and srv.batches_created == 1
+        events = [json.loads(x)["event"] for x in journal.read_text().splitlines()]
+        assert "never_submitted" in events and events.count("submitted") == 1

@@ -9,9 +9,11 @@ under the same keys as live calls (the backend reports the live backend's kind a
 is unchanged.
 
 Failed lines and the unrun lines of an expired or failed batch raise `TransientError`: the client retries them in
-the next round and never caches them. Batch ids are appended to `batches.jsonl` under the run folder BEFORE the
-wait, with the request fingerprints of every line; a run that is killed and started again adopts those batches
-(polls them instead of submitting the same requests again), so nothing is paid twice.
+the next round and never caches them. The journal `batches.jsonl` under the run folder gets the request
+fingerprints of every line when the input file is uploaded, and the batch id as soon as the batch exists, BEFORE
+any wait; a run that is killed and started again adopts those batches (polls them instead of submitting the same
+requests again; a batch whose id never reached the journal is found on the server by its input file), so nothing
+is paid twice.
 """
 from __future__ import annotations
 
@@ -150,7 +152,7 @@ class BatchBackend:
             if self._pending:
                 self._wake.set()
             self.rounds += 1
-            leftovers = self._adopt(todo)
+            leftovers = await self._adopt(todo)
             if leftovers:
                 try:
                     await self._submit(leftovers)
@@ -172,10 +174,10 @@ class BatchBackend:
             else:
                 last, idle = len(self._pending), 0.0
 
-    def _adopt(self, todo: list[_Pending]) -> list[_Pending]:
+    async def _adopt(self, todo: list[_Pending]) -> list[_Pending]:
         """Give requests that an interrupted run already submitted to its batches; return the rest."""
         offers: dict[str, list[tuple[str, str]]] = {}
-        for batch_id, custom_ids in self._open_batches().items():
+        for batch_id, custom_ids in (await self._open_batches()).items():
             for cid in custom_ids:
                 offers.setdefault(cid.rsplit("-", 1)[0], []).append((batch_id, cid))
         assigned: dict[str, dict[str, _Pending]] = {}
@@ -193,19 +195,51 @@ class BatchBackend:
             self._follow_later(batch_id, lines)
         return rest
 
-    def _open_batches(self) -> dict[str, list[str]]:
-        """Batches of this endpoint and model in the journal whose results were never collected."""
+    async def _open_batches(self) -> dict[str, list[str]]:
+        """Batches of this endpoint and model in the journal whose results were never collected: batch id ->
+        custom ids. An upload whose batch id never reached the journal (killed in between) is looked up on the
+        server by its input file, so even that batch is not paid twice."""
         if not self.journal.exists():
             return {}
-        submitted: dict[str, list[str]] = {}
+        uploads: dict[str, dict[str, Any]] = {}  # input file id -> its "uploaded" record
+        submitted: dict[str, str] = {}  # batch id -> input file id
+        never: set[str] = set()  # input files that never became a batch
+        collected: set[str] = set()  # batch ids whose results were handed out
         for rec in read_jsonl(self.journal, tolerate_torn=True):
-            batch_id = rec.get("batch_id", "")
-            if rec.get("event") == "submitted" and rec.get("base_url") == self.live.base_url \
-                    and rec.get("model") == self.model:
-                submitted[batch_id] = rec.get("custom_ids", [])
-            elif rec.get("event") == "collected":
-                submitted.pop(batch_id, None)
-        return {b: ids for b, ids in submitted.items() if b not in self._claimed}
+            event, file_id = rec.get("event"), rec.get("input_file_id", "")
+            if rec.get("base_url") != self.live.base_url or rec.get("model") != self.model:
+                continue
+            if event == "uploaded":
+                uploads[file_id] = rec
+            elif event == "submitted":
+                submitted[rec["batch_id"]] = file_id
+            elif event == "never_submitted":
+                never.add(file_id)
+            elif event == "collected":
+                collected.add(rec.get("batch_id", ""))
+        orphans = set(uploads) - set(submitted.values()) - never
+        if orphans:
+            submitted.update(await self._find_batches_of(orphans, min(uploads[f]["uploaded_at"] for f in orphans)))
+        return {b: uploads[f]["custom_ids"] for b, f in submitted.items()
+                if f in uploads and b not in collected and b not in self._claimed}
+
+    async def _find_batches_of(self, file_ids: set[str], since: float) -> dict[str, str]:
+        """Batches on the server made from these input files (newest first, back to `since`)."""
+        found: dict[str, str] = {}
+        async for batch in self.live._client().batches.list(limit=100):
+            if batch.input_file_id in file_ids:
+                found[batch.id] = batch.input_file_id
+                self._journal("submitted", batch_id=batch.id, input_file_id=batch.input_file_id,
+                              found_on_server=True)
+            if batch.created_at < since - 600 or len(found) == len(file_ids):
+                break
+        for file_id in file_ids - set(found.values()):
+            self._journal("never_submitted", input_file_id=file_id)
+        return found
+
+    def _journal(self, event: str, **fields: Any) -> None:
+        append_jsonl(self.journal, {"event": event, "base_url": self.live.base_url, "model": self.model,
+                                    "at": time.time(), **fields})
 
     async def _submit(self, requests: list[_Pending]) -> None:
         seen: dict[str, int] = {}
@@ -218,6 +252,9 @@ class BatchBackend:
         client = self.live._client()
         try:
             upload = await client.files.create(file=("requests.jsonl", data, "application/jsonl"), purpose="batch")
+            # The request fingerprints go to the journal before the batch exists, with its input file: a run
+            # killed between here and the next record still finds the batch on the server.
+            self._journal("uploaded", input_file_id=upload.id, uploaded_at=time.time(), custom_ids=list(lines))
             batch = await client.batches.create(input_file_id=upload.id, endpoint=ENDPOINT,  # type: ignore[arg-type]
                                                 completion_window=self.completion_window,  # type: ignore[arg-type]
                                                 metadata={"model": self.model})
@@ -231,9 +268,7 @@ class BatchBackend:
             self._fail(lines.values(), TransientError(f"batch submission failed: {exc.__class__.__name__}"))
             return
         # Written before any wait: a run killed from here on finds the batch and polls it instead of paying again.
-        append_jsonl(self.journal, {"event": "submitted", "batch_id": batch.id, "input_file_id": upload.id,
-                                    "base_url": self.live.base_url, "model": self.model, "round": self.rounds,
-                                    "requests": len(lines), "submitted_at": time.time(), "custom_ids": list(lines)})
+        self._journal("submitted", batch_id=batch.id, input_file_id=upload.id, round=self.rounds, requests=len(lines))
         self._claimed.add(batch.id)
         self.submitted += 1
         self._say(f"batch {batch.id} submitted: {len(lines)} requests (round {self.rounds}); id kept in {self.journal}")
@@ -250,8 +285,7 @@ class BatchBackend:
                 status, rows = await self._wait_for(batch_id)
             except Exception as exc:  # e.g. the batch is unknown to this server: send its requests again
                 self._fail(lines.values(), TransientError(f"batch {batch_id} could not be followed: {exc}"))
-                append_jsonl(self.journal, {"event": "collected", "batch_id": batch_id, "status": "unreachable",
-                                            "error": str(exc)[:300], "collected_at": time.time()})
+                self._journal("collected", batch_id=batch_id, status="unreachable", error=str(exc)[:300])
                 return
             for cid, p in lines.items():
                 if p.future.done():
@@ -268,8 +302,7 @@ class BatchBackend:
             for _ in range(3):  # let the woken requests store their results in the cache first
                 await asyncio.sleep(0)
             ok = sum(1 for p in lines.values() if p.future.done() and not p.future.exception())
-            append_jsonl(self.journal, {"event": "collected", "batch_id": batch_id, "status": status,
-                                        "succeeded": ok, "failed": len(lines) - ok, "collected_at": time.time()})
+            self._journal("collected", batch_id=batch_id, status=status, succeeded=ok, failed=len(lines) - ok)
             self._say(f"batch {batch_id} {status}: {ok} of {len(lines)} requests answered")
         finally:
             self._waiting -= len(lines)

@@ -165,13 +165,18 @@ class RateLimiter:
                 bucket.drain(seconds, now)
 
     def observe(self, headers: Mapping[str, str]) -> None:
-        """Adapt to a provider's x-ratelimit-* headers (any reply, success or 429)."""
-        for name, bucket in (("requests", self.requests), ("tokens", self.tokens)):
+        """Adapt to a provider's x-ratelimit-* headers (any reply, success or 429). A limit the provider announces
+        lowers the configured one, and adds the one that was not configured (e.g. requests when only tokens were)."""
+        for name in ("requests", "tokens"):
+            bucket: Bucket | None = getattr(self, name)
+            limit = _positive_or_zero(headers.get(f"x-ratelimit-limit-{name}"))
+            if limit and bucket is None:
+                bucket = Bucket(limit)
+                setattr(self, name, bucket)
+            elif limit and bucket is not None:
+                bucket.lower_to(limit)
             if bucket is None:
                 continue
-            limit = _positive_or_zero(headers.get(f"x-ratelimit-limit-{name}"))
-            if limit:
-                bucket.lower_to(limit)
             remaining = _positive_or_zero(headers.get(f"x-ratelimit-remaining-{name}"))
             if remaining is None or remaining >= 1:
                 continue
