@@ -152,12 +152,12 @@ class BatchBackend:
             if self._pending:
                 self._wake.set()
             self.rounds += 1
-            leftovers = await self._adopt(todo)
-            if leftovers:
-                try:
+            try:
+                leftovers = await self._adopt(todo)
+                if leftovers:
                     await self._submit(leftovers)
-                except Exception as exc:  # never leave a conversation waiting on a future nobody resolves
-                    self._fail(leftovers, TransientError(f"batch submission failed: {exc.__class__.__name__}: {exc}"))
+            except Exception as exc:  # never leave a conversation waiting on a future nobody resolves
+                self._fail(todo, TransientError(f"batch round failed: {exc.__class__.__name__}: {exc}"))
 
     async def _settle(self) -> None:
         """Wait until every running conversation is waiting on a batch, or no new request came for settle_s."""
