@@ -56,7 +56,23 @@ def estimate_generation(plans: list[ExamplePlan], version: PromptVersion, *, mod
         cost = estimate_cost(model, inp, outp)
         out[label] = {"calls": calls, "input_tokens": inp, "output_tokens": outp,
                       "cost_usd": None if cost is None else round(cost, 2)}
+    for label in ("typical", "upper_bound"):
+        batch = batch_estimate(out, label)
+        out[label].update(batch_cost_usd=batch["batch_cost_usd"], batch_rounds=batch["rounds"])
     return out
+
+
+def batch_estimate(estimate: dict[str, Any], scenario: str = "typical") -> dict[str, Any]:
+    """Live vs Batch API cost of one scenario of the estimate, and the batch rounds it needs.
+
+    A conversation sends one turn per round (each waits for the previous reply), and the shirker answers need the
+    finished instructions, so: one round per turn, plus one for shirkers. Each round waits for its batch (minutes
+    to the 24-hour window); examples retried because the reply did not parse, and failed lines, add rounds.
+    """
+    row = estimate[scenario]
+    batch_cost = estimate_cost(estimate["model"], row["input_tokens"], row["output_tokens"], batch=True)
+    return {"live_cost_usd": row["cost_usd"], "batch_cost_usd": None if batch_cost is None else round(batch_cost, 2),
+            "rounds": int(estimate["turns_per_conversation"]) + (1 if estimate.get("shirker_calls") else 0)}
 
 
 def estimate_table(estimate: dict[str, Any]):

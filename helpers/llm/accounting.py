@@ -1,7 +1,9 @@
 """Token, call and cost accounting for every LLM client, reported per stage in the run manifest.
 
 Prices live in `helpers/llm/prices.yaml` (USD per million tokens, per dated model snapshot) so users can edit them;
-an unknown model is reported with cost `None` instead of a guess.
+an unknown model is reported with cost `None` instead of a guess. Calls sent through a Batch API are priced at the
+model's `batch_input` / `batch_output` prices when the file gives them, else at the list price times
+`batch_discount` (OpenAI charges half).
 """
 from __future__ import annotations
 
@@ -19,7 +21,13 @@ PRICES_PATH = Path(__file__).with_name("prices.yaml")
 @lru_cache(maxsize=4)
 def load_prices(path: str = str(PRICES_PATH)) -> dict[str, dict[str, float]]:
     data = yaml.safe_load(Path(path).read_text()) or {}
-    return {str(k): {"input": float(v["input"]), "output": float(v["output"])} for k, v in data.get("models", {}).items()}
+    discount = float(data.get("batch_discount", 1.0))
+    return {
+        str(k): {"input": float(v["input"]), "output": float(v["output"]),
+                 "batch_input": float(v.get("batch_input", float(v["input"]) * discount)),
+                 "batch_output": float(v.get("batch_output", float(v["output"]) * discount))}
+        for k, v in data.get("models", {}).items()
+    }
 
 
 def price_for(model: str, prices: dict[str, dict[str, float]] | None = None) -> dict[str, float] | None:
@@ -30,14 +38,16 @@ def price_for(model: str, prices: dict[str, dict[str, float]] | None = None) -> 
     from .models import is_embedded
 
     if is_embedded(model) or model.startswith(("/", ".", "~")):
-        return {"input": 0.0, "output": 0.0}  # runs locally
+        return {"input": 0.0, "output": 0.0, "batch_input": 0.0, "batch_output": 0.0}  # runs locally
     return None
 
 
-def estimate_cost(model: str, input_tokens: int, output_tokens: int) -> float | None:
+def estimate_cost(model: str, input_tokens: int, output_tokens: int, batch: bool = False) -> float | None:
     price = price_for(model)
     if price is None:
         return None
+    if batch:
+        return (input_tokens * price["batch_input"] + output_tokens * price["batch_output"]) / 1e6
     return (input_tokens * price["input"] + output_tokens * price["output"]) / 1e6
 
 
@@ -46,6 +56,7 @@ class Usage:
     """Running totals for one client. `calls` counts paid (non-cached) successful calls."""
 
     model: str = ""
+    batch: bool = False  # paid calls went through a Batch API (priced at batch prices)
     calls: int = 0
     cache_hits: int = 0
     failures: int = 0
@@ -80,7 +91,7 @@ class Usage:
 
     @property
     def cost_usd(self) -> float | None:
-        return estimate_cost(self.model, self.input_tokens, self.output_tokens)
+        return estimate_cost(self.model, self.input_tokens, self.output_tokens, batch=self.batch)
 
     @property
     def cache_hit_rate(self) -> float:

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from .accounting import Usage
 from .cache import CallCache, cache_key
+from .ratelimit import RateLimiter, estimate_tokens
 from .types import ChatResult, Conversation, Message, Turn, normalise_sampling
 from ..params import ParameterError, check_env_var_name, check_int
 from .errors import PermanentError, TransientError, api_key_from_env  # noqa: F401  (re-exported)
@@ -66,15 +67,18 @@ class ChatClient:
         backoff_base_s: float = 1.0,
         backoff_max_s: float = 60.0,
         show_progress: bool = True,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.backend = backend
+        self.limiter = limiter if limiter is not None and limiter.active else None
+        self.active_tasks = 0  # coroutines of `agather` not yet finished (a batching backend waits for all)
         self.stage, self.role = stage, role
         self.max_concurrency = max_concurrency
         self.cache = (cache if cache is not None else CallCache()) if use_cache else None
         self.max_attempts = max_attempts
         self.backoff_base_s, self.backoff_max_s = backoff_base_s, backoff_max_s
         self.show_progress = show_progress
-        self.usage = Usage(model=backend.model)
+        self.usage = Usage(model=backend.model, batch=bool(getattr(backend, "batch", False)))
         self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
@@ -84,7 +88,10 @@ class ChatClient:
         return self.backend.model
 
     def describe(self) -> dict[str, Any]:
-        return {**self.backend.describe(), "max_concurrency": self.max_concurrency}
+        info = {**self.backend.describe(), "max_concurrency": self.max_concurrency}
+        if self.limiter is not None:
+            info.update(self.limiter.describe())
+        return info
 
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
@@ -115,7 +122,7 @@ class ChatClient:
             retry_after = None
             async with self._semaphore():
                 try:
-                    result = await self.backend.complete(messages, sampling)
+                    result = await self._send(messages, sampling)
                 except TransientError as exc:
                     error, retry_after = f"{exc.__class__.__name__}: {exc}", exc.retry_after
                 except PermanentError as exc:
@@ -140,6 +147,31 @@ class ChatClient:
         self.usage.add_failure(retries=self.max_attempts - 1)
         return ChatResult(error=f"gave up after {self.max_attempts} attempts: {error}", model=self.model,
                           attempts=self.max_attempts, latency_s=time.perf_counter() - start)
+
+    async def _send(self, messages: list[Message], sampling: dict[str, Any]) -> ChatResult:
+        """One backend call, paced by the rate limiter when there is one."""
+        if self.limiter is None:
+            return await self.backend.complete(messages, sampling)
+        reserved = await self.limiter.acquire(estimate_tokens(messages, sampling))
+        try:
+            result = await self.backend.complete(messages, sampling)
+        except TransientError as exc:
+            if exc.retry_after is not None:
+                self.limiter.pause(exc.retry_after)
+            raise
+        self.limiter.settle(reserved, result.input_tokens + result.output_tokens)
+        return result
+
+    def _show_rate(self, bar: Any, state: dict[str, str]) -> None:
+        """Append the current rate and the limit to whatever postfix the caller set."""
+        if self.limiter is None or getattr(bar, "disable", False):
+            return
+        base = getattr(bar, "postfix", None) or ""
+        if base == state.get("shown"):
+            base = state.get("base", "")
+        shown = f"{base}, {self.limiter.postfix()}" if base else self.limiter.postfix()
+        state.update(base=base, shown=shown)
+        bar.set_postfix_str(shown, refresh=False)
 
     async def aconverse(
         self, turns: Sequence[Turn], system: str | None = None, salt: str = "", **sampling: Any
@@ -169,8 +201,15 @@ class ChatClient:
         async def indexed(i: int, coro: Awaitable[T]) -> tuple[int, T]:
             return i, await coro
 
+        def finished(_: asyncio.Future) -> None:
+            self.active_tasks -= 1
+
         out: list[Any] = [None] * len(coros)
         tasks = [asyncio.ensure_future(indexed(i, c)) for i, c in enumerate(coros)]
+        self.active_tasks += len(tasks)
+        for t in tasks:
+            t.add_done_callback(finished)
+        rate_state: dict[str, str] = {}
         bar = tqdm(total=initial + len(tasks), initial=initial, desc=desc,
                    disable=not self.show_progress or not tasks, leave=False)
         start = time.perf_counter()
@@ -180,6 +219,8 @@ class ChatClient:
                 out[i] = value
                 if on_done is not None:
                     on_done(i, value, bar)
+                if self.limiter is not None:
+                    self._show_rate(bar, rate_state)
                 bar.update(1)
         finally:
             bar.close()
@@ -242,17 +283,32 @@ def connect(
     request_timeout_s: float = 600.0,
     max_attempts: int = 5,
     show_progress: bool = True,
+    max_requests_per_minute: float | int | str | None = None,
+    max_tokens_per_minute: float | int | str | None = None,
+    batch: bool = False,
+    batch_dir: str | Path | None = None,
+    batch_poll_s: float = 30.0,
 ) -> ChatClient:
     """Build a client from the notebook parameters `{role}_MODEL`, `{role}_BASE_URL`, `{role}_API_KEY_ENV`.
 
     Empty `base_url` runs the model in-process (embedded name, checkpoint folder or hub id); otherwise `model` is
     the id served by the OpenAI-compatible endpoint. With `check`, a wrong endpoint, unknown model or missing key
     raises `ParameterError` now, before any work is queued.
+
+    `max_requests_per_minute` / `max_tokens_per_minute` (`{role}_MAX_REQUESTS_PER_MINUTE`, `..._TOKENS_...`; empty
+    or None = no limit) pace requests below a provider's limits (see `ratelimit.py`). `batch` (`{role}_BATCH`) sends
+    the requests through the provider's Batch API instead, at batch prices; the batch ids are written under
+    `batch_dir` (the run folder) so a killed run resumes polling instead of paying again (see `batch.py`).
     """
     from .models import EMBEDDED_TEACHER
 
     check_int("MAX_CONCURRENCY", max_concurrency, 1, 4096)
     check_env_var_name(f"{role}_API_KEY_ENV", api_key_env)
+    limiter = rate_limiter_from_params(role, max_requests_per_minute, max_tokens_per_minute)
+    if batch and not base_url:
+        raise ParameterError(f"{role}_BATCH", "is True but the model runs in-process (no endpoint)",
+                             f"set {role}_BASE_URL to a server with the batch endpoints (e.g. https://api.openai.com/v1) "
+                             f"or set {role}_BATCH=False")
     model = model or (EMBEDDED_TEACHER if not base_url else "")
     if base_url:
         if not model:
@@ -272,8 +328,50 @@ def connect(
     if check:
         backend.check()
     cache = CallCache(cache_path) if use_cache else None
+    if batch:
+        return batch_client(backend, batch_dir, stage=stage, role=role, cache=cache, use_cache=use_cache,
+                            max_attempts=max_attempts, show_progress=show_progress, poll_s=batch_poll_s, check=check)
+    if limiter is not None and hasattr(backend, "header_observer"):
+        backend.header_observer = limiter.observe
     return ChatClient(backend, stage=stage, role=role, max_concurrency=max_concurrency, cache=cache,
-                      use_cache=use_cache, max_attempts=max_attempts, show_progress=show_progress)
+                      use_cache=use_cache, max_attempts=max_attempts, show_progress=show_progress, limiter=limiter)
+
+
+def rate_limiter_from_params(role: str, max_requests_per_minute: Any, max_tokens_per_minute: Any
+                             ) -> RateLimiter | None:
+    """The limiter for `{role}_MAX_REQUESTS_PER_MINUTE` / `{role}_MAX_TOKENS_PER_MINUTE`, or None when both are
+    unset (empty, None or 0); a value that is not a positive number fails here, before any call."""
+    for name, value in (("REQUESTS", max_requests_per_minute), ("TOKENS", max_tokens_per_minute)):
+        if value in (None, ""):
+            continue
+        try:
+            ok = float(value) >= 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok or isinstance(value, bool):
+            raise ParameterError(f"{role}_MAX_{name}_PER_MINUTE", f"is {value!r}, not a number of {name.lower()}",
+                                 "give the provider's per-minute limit for your tier (e.g. 500), or leave it empty")
+    limiter = RateLimiter(max_requests_per_minute, max_tokens_per_minute)
+    return limiter if limiter.active else None
+
+
+def batch_client(backend: Backend, batch_dir: str | Path | None, *, stage: str, role: str,
+                 cache: CallCache | None, use_cache: bool, max_attempts: int, show_progress: bool,
+                 poll_s: float, check: bool = True) -> ChatClient:
+    """A client whose requests go out through the Batch API; same cache keys as live calls to `backend`."""
+    from .batch import BATCH_MAX_REQUESTS, BatchBackend, default_batch_dir  # imports openai, like the backends
+
+    client: ChatClient
+    journal = Path(batch_dir) if batch_dir else default_batch_dir()
+    router = BatchBackend(backend, journal, poll_s=poll_s, active=lambda: client.active_tasks,  # type: ignore[arg-type]
+                          verbose=show_progress)
+    if check:
+        router.check_batch_api()
+    # Every request of a round must be able to wait at once: the batch, not the semaphore, bounds the work.
+    client = ChatClient(router, stage=stage, role=role, max_concurrency=BATCH_MAX_REQUESTS, cache=cache,
+                        use_cache=use_cache, max_attempts=max_attempts, backoff_base_s=0.01,
+                        show_progress=show_progress)
+    return client
 
 
 class FunctionBackend:

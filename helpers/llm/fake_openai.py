@@ -3,10 +3,16 @@
 It can be told to be slow, answer 429 (with Retry-After) or 500, drop connections, or return empty or truncated
 content, either as a scripted sequence of faults or at random with a seed. Replies are deterministic functions of
 the request, so caching and transcripts can be checked exactly.
+
+Like a real provider it can also enforce requests-per-second and tokens-per-second limits (429 with Retry-After and
+OpenAI's x-ratelimit-* headers, which successes carry too), and it serves the files + batches endpoints of the
+Batch API: an uploaded JSONL of chat requests goes validating -> in_progress -> completed (some lines failed, in
+the error file) or expired, and the counters say how many batches and duplicate lines were submitted.
 """
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import random
 import threading
@@ -17,13 +23,80 @@ from typing import Any
 
 from aiohttp import web
 
+from .ratelimit import format_duration
+
 FAULTS = ("429", "500", "503", "drop", "empty", "truncated", "slow")
+BATCH_OUTCOMES = ("completed", "expired", "failed")
+
+
+class ServerLimits:
+    """A provider's rate limits: one bucket of requests and one of tokens, each holding one second's worth.
+
+    A request is charged its prompt words plus `max_tokens` on arrival (providers count before they run it) and
+    refunded what it did not generate; a request that does not fit is refused with 429. Limits are per second
+    here (that is how providers enforce their per-minute figures); headers announce them per minute like OpenAI.
+    """
+
+    def __init__(self, requests_per_s: float = 0.0, tokens_per_s: float = 0.0) -> None:
+        now = time.monotonic()
+        self.rates = {"requests": requests_per_s, "tokens": tokens_per_s}
+        self.levels = {k: v for k, v in self.rates.items()}
+        self.stamp = now
+        self.refused = 0
+
+    @property
+    def active(self) -> bool:
+        return any(self.rates.values())
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        for k, rate in self.rates.items():
+            if rate:
+                self.levels[k] = min(rate, self.levels[k] + (now - self.stamp) * rate)
+        self.stamp = now
+
+    def admit(self, tokens: int) -> float | None:
+        """Charge one request of `tokens`; None when admitted, else the seconds until it would fit."""
+        self._refill()
+        need = {"requests": 1.0, "tokens": float(tokens)}
+        waits = [(need[k] - self.levels[k]) / rate for k, rate in self.rates.items()
+                 if rate and self.levels[k] < min(need[k], rate)]
+        if waits:
+            self.refused += 1
+            return max(waits)
+        for k, rate in self.rates.items():
+            if rate:
+                self.levels[k] -= need[k]
+        return None
+
+    def refund(self, tokens: int) -> None:
+        if self.rates["tokens"]:
+            self.levels["tokens"] = min(self.rates["tokens"], self.levels["tokens"] + tokens)
+
+    def headers(self) -> dict[str, str]:
+        self._refill()
+        out: dict[str, str] = {}
+        for k, rate in self.rates.items():
+            if rate:
+                level = max(0.0, self.levels[k])
+                out[f"x-ratelimit-limit-{k}"] = str(int(rate * 60))
+                out[f"x-ratelimit-remaining-{k}"] = str(int(level))
+                out[f"x-ratelimit-reset-{k}"] = format_duration((rate - level) / rate)
+        return out
 
 
 def default_reply(messages: list[dict[str, str]], body: dict[str, Any]) -> str:
     last = messages[-1]["content"] if messages else ""
     turn = sum(1 for m in messages if m["role"] == "user")
     return f"[{body.get('model')}] turn {turn}: reply to '{last[:60]}'"
+
+
+def _prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    return sum(len((m.get("content") or "").split()) for m in messages)
+
+
+def _body_key(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -38,6 +111,13 @@ class FakeOpenAIServer:
     reply_fn: Callable[[list[dict[str, str]], dict[str, Any]], str] = default_reply
     seed: int = 0
     host: str = "127.0.0.1"
+    # a provider's rate limits (0 = none); see ServerLimits
+    requests_per_s: float = 0.0
+    tokens_per_s: float = 0.0
+    # the Batch API: seconds each batch spends validating and in progress, and the share of lines that fail
+    batch_step_s: float = 0.0
+    batch_line_fail_rate: float = 0.0
+    batch_api: bool = True  # False: answer 404 on the batch endpoints, like a server that has none
     # filled at run time
     port: int = 0
     requests: int = 0
@@ -45,7 +125,15 @@ class FakeOpenAIServer:
     faults_served: list[str] = field(default_factory=list)
     max_in_flight: int = 0
     _in_flight: int = 0
+    rate_limited: int = 0  # requests refused by the rate limits
+    files: dict[str, bytes] = field(default_factory=dict)
+    batches: dict[str, dict[str, Any]] = field(default_factory=dict)
+    batches_created: int = 0
+    batch_lines: int = 0
+    duplicate_batch_lines: int = 0  # lines whose request was already completed or is still in a live batch
     _script: list[str | None] = field(default_factory=list)
+    _batch_script: list[str] = field(default_factory=list)
+    _batch_bodies: dict[str, str] = field(default_factory=dict)  # request hash -> "live" | "done"
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -56,6 +144,12 @@ class FakeOpenAIServer:
         """The next len(faults) chat requests get these faults in order (None = answer normally)."""
         with self._lock:
             self._script.extend(faults)
+
+    def script_batches(self, outcomes: list[str]) -> None:
+        """The next len(outcomes) batches end this way ("completed", "expired" or "failed")."""
+        assert all(o in BATCH_OUTCOMES for o in outcomes), outcomes
+        with self._lock:
+            self._batch_script.extend(outcomes)
 
     def _next_fault(self) -> str | None:
         with self._lock:
@@ -91,6 +185,17 @@ class FakeOpenAIServer:
         body = await request.json()
         if body.get("model") not in self.models:
             return web.json_response({"error": {"message": f"model {body.get('model')} not found"}}, status=404)
+        charged = 0
+        if self._limits.active:
+            charged = _prompt_tokens(body.get("messages", [])) + int(body.get("max_tokens") or 0)
+            with self._lock:
+                wait = self._limits.admit(charged)
+                if wait is not None:
+                    self.rate_limited += 1
+            if wait is not None:
+                return web.json_response({"error": {"message": "rate limited", "type": "requests"}}, status=429,
+                                         headers={"Retry-After": f"{wait:.3f}", "retry-after-ms": str(int(wait * 1000) + 1),
+                                                  **self._limits.headers()})
         fault = self._next_fault()
         if fault:
             with self._lock:
@@ -108,6 +213,17 @@ class FakeOpenAIServer:
             return web.Response(status=500)
         if fault == "slow":
             await asyncio.sleep(self.slow_s)
+        reply = self._completion(body, fault)
+        headers: dict[str, str] = {}
+        if self._limits.active:
+            used = reply["usage"]["total_tokens"]
+            with self._lock:
+                self._limits.refund(charged - used)
+                headers = self._limits.headers()
+        return web.json_response(reply, headers=headers)
+
+    def _completion(self, body: dict[str, Any], fault: str | None = None) -> dict[str, Any]:
+        """The chat-completions reply to one request body (live, or one line of a batch)."""
         messages = body.get("messages", [])
         text = self.reply_fn(messages, body)
         finish = "stop"
@@ -123,19 +239,147 @@ class FakeOpenAIServer:
                 {"token": f"alt{i}", "logprob": -3.0 - i, "bytes": None} for i in range(k - 1)
             ]
             choice["logprobs"] = {"content": [{"token": first, "logprob": -0.1, "bytes": None, "top_logprobs": alts}]}
-        prompt_tokens = sum(len(m.get("content", "").split()) for m in messages)
+        prompt_tokens = _prompt_tokens(messages)
         with self._lock:
             self.completions += 1
-        return web.json_response({
+        return {
             "id": f"chatcmpl-{self.completions}", "object": "chat.completion", "created": int(time.time()),
             "model": body["model"], "choices": [choice],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()),
                       "total_tokens": prompt_tokens + len(text.split())},
-        })
+        }
+
+    # ------------------------------------------------------------------ the Batch API (files + batches)
+    async def _upload(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return web.json_response({"error": {"message": "bad key"}}, status=401)
+        form = await request.post()
+        upload = form.get("file")
+        if upload is None or not hasattr(upload, "file"):
+            return web.json_response({"error": {"message": "no file"}}, status=400)
+        data = upload.file.read()
+        with self._lock:
+            file_id = f"file-{len(self.files) + 1}"
+            self.files[file_id] = data
+        return web.json_response(self._file_object(file_id, getattr(upload, "filename", "upload.jsonl"),
+                                                   str(form.get("purpose", "batch"))))
+
+    def _file_object(self, file_id: str, filename: str, purpose: str) -> dict[str, Any]:
+        return {"id": file_id, "object": "file", "bytes": len(self.files[file_id]), "created_at": int(time.time()),
+                "filename": filename, "purpose": purpose, "status": "processed"}
+
+    async def _file_content(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return web.json_response({"error": {"message": "bad key"}}, status=401)
+        data = self.files.get(request.match_info["file_id"])
+        if data is None:
+            return web.json_response({"error": {"message": "no such file"}}, status=404)
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    async def _create_batch(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return web.json_response({"error": {"message": "bad key"}}, status=401)
+        body = await request.json()
+        data = self.files.get(body.get("input_file_id", ""))
+        if data is None:
+            return web.json_response({"error": {"message": "input file not found"}}, status=404)
+        if body.get("endpoint") != "/v1/chat/completions":
+            return web.json_response({"error": {"message": f"unsupported endpoint {body.get('endpoint')}"}}, status=400)
+        lines = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+        with self._lock:
+            self.batches_created += 1
+            batch_id = f"batch_{self.batches_created}"
+            outcome = self._batch_script.pop(0) if self._batch_script else "completed"
+            for line in lines:
+                key = _body_key(line.get("body", {}))
+                self.duplicate_batch_lines += key in self._batch_bodies
+                self._batch_bodies[key] = "live"
+            self.batch_lines += len(lines)
+            now = time.time()
+            self.batches[batch_id] = {
+                "id": batch_id, "object": "batch", "endpoint": body["endpoint"], "errors": None,
+                "input_file_id": body["input_file_id"], "completion_window": body.get("completion_window", "24h"),
+                "status": "validating", "output_file_id": None, "error_file_id": None, "created_at": int(now),
+                "in_progress_at": None, "expires_at": int(now) + 86400, "finalizing_at": None, "completed_at": None,
+                "failed_at": None, "expired_at": None, "cancelling_at": None, "cancelled_at": None,
+                "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
+                "metadata": body.get("metadata"), "_lines": lines, "_outcome": outcome, "_t0": time.monotonic(),
+            }
+        return web.json_response(self._batch_view(batch_id))
+
+    async def _retrieve_batch(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return web.json_response({"error": {"message": "bad key"}}, status=401)
+        batch_id = request.match_info["batch_id"]
+        if batch_id not in self.batches:
+            return web.json_response({"error": {"message": "no such batch"}}, status=404)
+        return web.json_response(self._batch_view(batch_id))
+
+    async def _list_batches(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return web.json_response({"error": {"message": "bad key"}}, status=401)
+        if not self.batch_api:
+            return web.json_response({"error": {"message": "not found"}}, status=404)
+        data = [self._batch_view(b) for b in reversed(list(self.batches))]
+        return web.json_response({"object": "list", "data": data, "has_more": False,
+                                  "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None})
+
+    def _batch_view(self, batch_id: str) -> dict[str, Any]:
+        """The batch as the API shows it, moving it along its life first."""
+        batch = self.batches[batch_id]  # handlers run one at a time on the server's loop: no race here
+        age = time.monotonic() - batch["_t0"]
+        if batch["status"] == "validating" and age >= self.batch_step_s:
+            batch["status"], batch["in_progress_at"] = "in_progress", int(time.time())
+        if batch["status"] == "in_progress" and age >= 2 * self.batch_step_s:
+            self._finish_batch(batch)
+        return {k: v for k, v in batch.items() if not k.startswith("_")}
+
+    def _finish_batch(self, batch: dict[str, Any]) -> None:
+        """Run the lines: outputs, failed lines, expiry."""
+        outcome, lines, now = batch["_outcome"], batch["_lines"], int(time.time())
+        if outcome == "failed":  # the whole input was rejected, nothing ran
+            batch.update(status="failed", failed_at=now, errors={"object": "list", "data": [
+                {"code": "invalid_request", "message": "the input file was rejected", "param": None, "line": None}]})
+            for line in lines:
+                self._batch_bodies.pop(_body_key(line.get("body", {})), None)
+            return
+        outputs, errors = [], []
+        ran = lines if outcome == "completed" else lines[: len(lines) // 2]  # an expired batch ran only some
+        for n, line in enumerate(lines):
+            body, key = line.get("body", {}), _body_key(line.get("body", {}))
+            base = {"id": f"batch_req_{batch['id']}_{n}", "custom_id": line.get("custom_id")}
+            if n >= len(ran):
+                errors.append({**base, "response": None, "error": {
+                    "code": "batch_expired", "message": "not executed before the completion window expired"}})
+                self._batch_bodies.pop(key, None)
+            elif body.get("model") not in self.models:
+                errors.append({**base, "error": None, "response": {"status_code": 404, "request_id": base["id"], "body": {
+                    "error": {"message": f"model {body.get('model')} not found", "type": "invalid_request_error"}}}})
+                self._batch_bodies.pop(key, None)
+            elif self.batch_line_fail_rate and self._rng.random() < self.batch_line_fail_rate:
+                errors.append({**base, "error": None, "response": {"status_code": 500, "request_id": base["id"], "body": {
+                    "error": {"message": "server error", "type": "server_error"}}}})
+                self._batch_bodies.pop(key, None)
+            else:
+                reply = self._completion(body)
+                outputs.append({**base, "error": None, "response": {"status_code": 200, "request_id": base["id"],
+                                                                     "body": reply}})
+                self._batch_bodies[key] = "done"
+        for name, rows in (("output_file_id", outputs), ("error_file_id", errors)):
+            if rows:
+                file_id = f"file-{len(self.files) + 1}"
+                self.files[file_id] = "".join(json.dumps(r) + "\n" for r in rows).encode("utf-8")
+                batch[name] = file_id
+        batch["request_counts"] = {"total": len(lines), "completed": len(outputs), "failed": len(errors)}
+        if outcome == "expired":
+            batch.update(status="expired", expired_at=now)
+        else:
+            batch.update(status="completed", finalizing_at=now, completed_at=now)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "FakeOpenAIServer":
         self._rng = random.Random(self.seed)
+        self._limits = ServerLimits(self.requests_per_s, self.tokens_per_s)
         ready = threading.Event()
 
         def serve() -> None:
@@ -145,6 +389,11 @@ class FakeOpenAIServer:
             app = web.Application()
             app.router.add_get("/v1/models", self._models)
             app.router.add_post("/v1/chat/completions", self._chat)
+            app.router.add_post("/v1/files", self._upload)
+            app.router.add_get("/v1/files/{file_id}/content", self._file_content)
+            app.router.add_post("/v1/batches", self._create_batch)
+            app.router.add_get("/v1/batches", self._list_batches)
+            app.router.add_get("/v1/batches/{batch_id}", self._retrieve_batch)
             self._runner = web.AppRunner(app, access_log=None)
             loop.run_until_complete(self._runner.setup())
             site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
@@ -180,8 +429,13 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8001)
     ap.add_argument("--latency", type=float, default=0.0)
     ap.add_argument("--model", action="append", default=None)
+    ap.add_argument("--requests-per-s", type=float, default=0.0, help="a provider's request limit (0 = none)")
+    ap.add_argument("--tokens-per-s", type=float, default=0.0, help="a provider's token limit (0 = none)")
+    ap.add_argument("--batch-step", type=float, default=0.0, help="seconds a batch spends validating, then running")
     args = ap.parse_args()
-    server = FakeOpenAIServer(models=tuple(args.model or ["fake-model"]), latency_s=args.latency, port=args.port).start()
+    server = FakeOpenAIServer(models=tuple(args.model or ["fake-model"]), latency_s=args.latency, port=args.port,
+                              requests_per_s=args.requests_per_s, tokens_per_s=args.tokens_per_s,
+                              batch_step_s=args.batch_step).start()
     print(json.dumps({"base_url": server.base_url, "models": server.models}), flush=True)
     try:
         while True:

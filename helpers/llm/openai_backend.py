@@ -9,8 +9,10 @@ import asyncio
 import email.utils
 import time
 import weakref
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import httpx2  # the HTTP library of the pinned openai SDK: its raw responses carry the rate-limit headers
 import openai
 
 from .errors import PermanentError, TransientError, api_key_from_env
@@ -53,6 +55,8 @@ class OpenAIBackend:
                  timeout_s: float = 600.0) -> None:
         self.model, self.base_url, self.api_key_env, self.role = model, base_url.rstrip("/"), api_key_env, role
         self.timeout_s = timeout_s
+        # Called with the headers of every reply (a rate limiter reads x-ratelimit-*); None = not read.
+        self.header_observer: Callable[[Mapping[str, str]], None] | None = None
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
             weakref.WeakKeyDictionary()
         )
@@ -100,19 +104,28 @@ class OpenAIBackend:
             raise ParameterError(f"{self.role}_MODEL", f"{self.model!r} is not served by {self.base_url}",
                                  f"use one of: {shown} (prefer a dated snapshot id)")
 
-    async def complete(self, messages: list[Message], sampling: dict[str, Any]) -> ChatResult:
+    def request_body(self, messages: list[Message], sampling: dict[str, Any]) -> dict[str, Any]:
+        """The chat-completions JSON body for one request (also what a Batch API line carries)."""
         kwargs: dict[str, Any] = {k: v for k, v in sampling.items() if k in ("temperature", "top_p", "max_tokens", "stop", "seed")}
         if sampling.get("top_logprobs"):
             kwargs["logprobs"] = True
             kwargs["top_logprobs"] = int(sampling["top_logprobs"])
+        return {"model": self.model, "messages": messages, **kwargs}
+
+    async def complete(self, messages: list[Message], sampling: dict[str, Any]) -> ChatResult:
         try:
-            # `post` with a plain-JSON result skips the SDK's recursive request transformation and typed response
+            # `post` with a raw result skips the SDK's recursive request transformation and typed response
             # construction, which otherwise cost more CPU than the HTTP round trip when hundreds of requests per
             # second are in flight; the wire format is the same chat-completions JSON.
-            resp = await self._client().post(
-                "/chat/completions", body={"model": self.model, "messages": messages, **kwargs}, cast_to=object,
+            raw = await self._client().post(
+                "/chat/completions", body=self.request_body(messages, sampling), cast_to=httpx2.Response,
             )
+            if self.header_observer is not None:
+                self.header_observer(raw.headers)
+            resp = raw.json()
         except openai.RateLimitError as exc:
+            if self.header_observer is not None:
+                self.header_observer(exc.response.headers)
             raise TransientError("HTTP 429 rate limited", retry_after=_retry_after(exc)) from None
         except openai.InternalServerError as exc:
             raise TransientError(f"HTTP {exc.status_code} server error", retry_after=_retry_after(exc)) from None
@@ -124,19 +137,24 @@ class OpenAIBackend:
             if exc.status_code in (408, 409, 425):
                 raise TransientError(f"HTTP {exc.status_code}", retry_after=_retry_after(exc)) from None
             raise PermanentError(f"HTTP {exc.status_code}: {str(exc)[:300]}") from None
-        if not isinstance(resp, dict) or not resp.get("choices"):
-            raise TransientError("reply had no choices")
-        choice = resp["choices"][0]
-        text = (choice.get("message") or {}).get("content") or ""
-        if not text.strip():
-            raise TransientError("empty reply")
-        top = None
-        content_logprobs = (choice.get("logprobs") or {}).get("content") or []
-        if sampling.get("top_logprobs") and content_logprobs:
-            top = [{alt["token"]: alt["logprob"] for alt in tok.get("top_logprobs", [])} for tok in content_logprobs[:5]]
-        usage = resp.get("usage") or {}
-        return ChatResult(
-            text=text, finish_reason=choice.get("finish_reason"),
-            input_tokens=int(usage.get("prompt_tokens") or 0), output_tokens=int(usage.get("completion_tokens") or 0),
-            model=resp.get("model") or self.model, top_logprobs=top,
-        )
+        return result_from_reply(resp, sampling, self.model)
+
+
+def result_from_reply(resp: Any, sampling: dict[str, Any], model: str) -> ChatResult:
+    """A chat-completions reply (live, or one line of a batch's output file) as a ChatResult."""
+    if not isinstance(resp, dict) or not resp.get("choices"):
+        raise TransientError("reply had no choices")
+    choice = resp["choices"][0]
+    text = (choice.get("message") or {}).get("content") or ""
+    if not text.strip():
+        raise TransientError("empty reply")
+    top = None
+    content_logprobs = (choice.get("logprobs") or {}).get("content") or []
+    if sampling.get("top_logprobs") and content_logprobs:
+        top = [{alt["token"]: alt["logprob"] for alt in tok.get("top_logprobs", [])} for tok in content_logprobs[:5]]
+    usage = resp.get("usage") or {}
+    return ChatResult(
+        text=text, finish_reason=choice.get("finish_reason"),
+        input_tokens=int(usage.get("prompt_tokens") or 0), output_tokens=int(usage.get("completion_tokens") or 0),
+        model=resp.get("model") or model, top_logprobs=top,
+    )
