@@ -109,9 +109,10 @@ def read_skills_file(path: str | Path) -> list[str]:
 
 
 def read_query_types_file(path: str | Path) -> list[dict[str, Any]]:
-    """Query types ({name, definition, examples}) from `query_types.jsonl` or an official `queries.txt`."""
-    from ..skills.formats import load_query_types_file
+    """Query types ({name, definition, examples}, plus the official text when there is one) from
+    `query_types.jsonl` or an official `queries.txt`."""
+    from ..skills.formats import OFFICIAL_QUERY_FIELDS, load_query_types_file
 
     types, _report = load_query_types_file(path)
-    return [{"name": t["name"], "definition": t.get("definition") or "", "examples": list(t.get("examples") or [])}
-            for t in types]
+    return [{"name": t["name"], "definition": t.get("definition") or "", "examples": list(t.get("examples") or []),
+             **{k: t[k] for k in OFFICIAL_QUERY_FIELDS if t.get(k)}} for t in types]
