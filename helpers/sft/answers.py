@@ -34,9 +34,15 @@ def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
 
 
 def generate_answers(model: Any, tokenizer: Any, instructions: list[str], max_new_tokens: int = 256,
-                     batch_size: int = 8, desc: str = "answering") -> list[Answer]:
-    """Greedy answers to single-turn instructions, in the input order."""
+                     batch_size: int = 8, desc: str = "answering", temperature: float = 0.0, top_p: float = 1.0,
+                     seed: int = 0) -> list[Answer]:
+    """Answers to single-turn instructions, in the input order: greedy, or sampled (seeded) when temperature > 0."""
     import torch
+
+    decoding: dict[str, Any] = {"do_sample": False}
+    if temperature > 0:
+        torch.manual_seed(seed)
+        decoding = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
 
     stops = stop_token_ids(model, tokenizer)
     old_side = tokenizer.padding_side
@@ -49,7 +55,7 @@ def generate_answers(model: Any, tokenizer: Any, instructions: list[str], max_ne
             prompts = [render_prompt(tokenizer, [{"role": "user", "content": text}]) for text in batch]
             enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
             with torch.no_grad():
-                out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                out = model.generate(**enc, max_new_tokens=max_new_tokens, **decoding,
                                      eos_token_id=sorted(stops), pad_token_id=tokenizer.pad_token_id)
             for row in out[:, enc["input_ids"].shape[1]:].tolist():
                 kept, stopped = [], False
