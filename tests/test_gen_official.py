@@ -229,3 +229,17 @@ def test_missing_official_files_fail_before_any_call(tmp_path, clone):
     # a kit version name stands for the default official file
     cfg = GenerateConfig.from_params({**base, "PROMPT_VERSION": "paper"}).validate()
     assert load_flow(cfg).name == f"generate_{GPT}"
+
+
+def test_official_lists_by_name_give_the_official_plan(tmp_path, clone):
+    from helpers.generate.stage import input_files, load_stage1_inputs, make_plans
+
+    cfg = GenerateConfig.from_params({"RUN_DIR": str(tmp_path), "SEED": 42, "NUM_EXAMPLES": 40, "NUM_HELDOUT": 0,
+                                      "PROMPT_SOURCE": "official", "SKILLS_PATH": f"official:{GPT}",
+                                      "QUERY_TYPES_PATH": f"official:{GPT}",
+                                      "INSTRUCT_SKILLMIX_REPO": str(clone)}).validate()
+    skills, query_types = load_stage1_inputs(cfg)
+    train, _ = make_plans(cfg, skills, query_types)
+    assert [(p.skills_joined_str, p.query_type["official_text"]) for p in train] == [
+        (joined, q["query_type"]) for joined, q in official_plan(GPT, 42, 40)]
+    assert input_files(cfg)[2]["SKILLS_PATH"]["path"] == f"datasets/{GPT}/skills.txt"

@@ -12,6 +12,7 @@ from typing import Any
 from ..llm.models import EMBEDDED_TEACHER
 from .official_prompts import DEFAULT_OFFICIAL_VERSION, PROMPT_SOURCES
 from .prompt_versions import prompt_version_names
+from ..skills.official_lists import is_official, official_list_path
 from ..params import ParameterError, check_choice, check_env_var_name, check_existing_path, check_float, check_int
 
 
@@ -27,8 +28,8 @@ class GenerateConfig:
     teacher_base_url: str = _f("", "OpenAI-compatible base URL of the teacher; empty runs the model in-process.")
     teacher_api_key_env: str = _f("", "NAME of the environment variable holding the teacher's API key (never the key).")
     max_concurrency: int = _f(8, "Conversations in flight at once (requests to the endpoint, or the local batch size).")
-    skills_path: str = _f("", "Skills file (skills.jsonl or official skills.txt); empty = RUN_DIR/skills.jsonl.")
-    query_types_path: str = _f("", "Query types file (query_types.jsonl or official queries.txt); empty = RUN_DIR/query_types.jsonl.")
+    skills_path: str = _f("", "Skills file (skills.jsonl or official skills.txt), or 'official:<teacher>' (the paper's released list, every line); empty = RUN_DIR/skills.jsonl.")
+    query_types_path: str = _f("", "Query types file (query_types.jsonl or official queries.txt), or 'official:<teacher>'; empty = RUN_DIR/query_types.jsonl.")
     num_examples: int = _f(1000, "Training examples to plan (the paper: 1K-4K). Failed or filtered ones are not replaced.")
     num_heldout: int = _f(100, "Held-out examples (drawn with a different seed) used to pick the best SFT checkpoint.")
     k_skills: int = _f(2, "Skills combined in each example (the paper's k = 2).")
@@ -111,6 +112,9 @@ class GenerateConfig:
         self.shirker_fraction = check_float("SHIRKER_FRACTION", self.shirker_fraction, 0.0, 1.0)
         check_choice("SHIRKER_KIND", self.shirker_kind, shirker_kinds())
         for name, path in (("SKILLS_PATH", self.skills_file), ("QUERY_TYPES_PATH", self.query_types_file)):
+            if is_official(getattr(self, name.lower())):
+                official_list_path(name, getattr(self, name.lower()))  # fetched when the stage starts
+                continue
             if not path.exists():
                 where = f"{name}={str(path)!r}" if getattr(self, name.lower()) else f"{path} (from RUN_DIR)"
                 raise ParameterError(name, f"{where} does not exist",

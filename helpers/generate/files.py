@@ -100,11 +100,12 @@ def _for_arrow(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------- stage 1 inputs
-def read_skills_file(path: str | Path) -> list[str]:
-    """Skills from stage 1's `skills.jsonl` or an official `skills.txt` (read by stage 1's own reader)."""
+def read_skills_file(path: str | Path, topic_headers: str = "auto") -> list[str]:
+    """Skills from stage 1's `skills.jsonl` or an official `skills.txt` (read by stage 1's own reader;
+    `topic_headers="none"` keeps every line, as the official code reads the file)."""
     from ..skills.formats import load_skills_file
 
-    records, _report = load_skills_file(path)
+    records, _report = load_skills_file(path, topic_headers)
     return [r["skill"] for r in records]
 
 

@@ -27,6 +27,7 @@ from .official_flow import OfficialFlow, clean_shirker_reply, draw_official_plan
 from .parse import parse_final_pair
 from .prompt_versions import PromptVersion, build_turns, get_version, sent_turn_specs, version_fingerprint
 from .sampling import ExamplePlan, derive_seed, draw_plan, pair_report, unique_skills
+from ..skills.official_lists import is_official, resolve_list
 from .shirkers import ShirkerStats, make_shirkers, shirker_count
 from ..llm.types import Conversation
 from ..params import ParameterError
@@ -50,12 +51,25 @@ def load_flow(config: GenerateConfig) -> Flow:
                               config.shirker_kind if config.shirker_fraction > 0 else None)
 
 
+def input_files(config: GenerateConfig) -> tuple[Path, Path, dict[str, Any]]:
+    """The skills and query-type files; 'official:<teacher>' values are fetched (and described for the manifest)."""
+    paths, described = [], {}
+    for name, path in (("SKILLS_PATH", config.skills_file), ("QUERY_TYPES_PATH", config.query_types_file)):
+        value = getattr(config, name.lower())
+        if is_official(value):
+            file = resolve_list(name, value, config.instruct_skillmix_repo)
+            path, described[name] = file.local_path, file.describe()
+        paths.append(path)
+    return paths[0], paths[1], described
+
+
 def load_stage1_inputs(config: GenerateConfig) -> tuple[list[str], list[dict[str, Any]]]:
     """Skills and query types. The official flow samples from every line as given (duplicates included, as the
-    official script does); the kit draws from the distinct skills."""
-    skills = read_skills_file(config.skills_file)
+    official script does); the kit draws from the distinct skills. An official skills.txt is read line by line."""
+    skills_file, query_types_file, _ = input_files(config)
+    skills = read_skills_file(skills_file, "none" if is_official(config.skills_path) else "auto")
     skills = [s for s in skills if s] if config.prompt_source == "official" else unique_skills(skills)
-    query_types = read_query_types_file(config.query_types_file)
+    query_types = read_query_types_file(query_types_file)
     if len(skills) < config.k_skills:
         raise ParameterError("K_SKILLS", f"{config.k_skills} skills per example but only {len(skills)} distinct skills "
                              f"in {config.skills_file}", "lower K_SKILLS or extract more skills in stage 1")
@@ -319,6 +333,7 @@ def run_generation(config: GenerateConfig, client: Any, data_dir: str | Path | N
     train_plans, heldout_plans = make_plans(config, skills, query_types)
     out = GenerationOutcome(config, train_plans, heldout_plans)
     out.prompts = version.describe() if isinstance(version, OfficialFlow) else prompt_provenance(version)
+    out.prompts["input_files"] = input_files(config)[2]
 
     results = generate_splits(client, {"train": (train_plans, data_dir / "progress_train.jsonl"),
                                        "heldout": (heldout_plans, data_dir / "progress_heldout.jsonl")},

@@ -52,7 +52,8 @@ class SkillExtractionConfig:
     num_topics: int = _help("direct route: how many topics to ask the teacher for.", 3)
     skills_per_topic: int = _help("direct route: how many skills to ask for per topic.", 5)
     num_query_types: int = _help("how many query types to ask the teacher for (the paper has 16).", 4)
-    temperature: float = _help("teacher sampling temperature for every extraction call.", 0.7)
+    temperature: float | None = _help("teacher sampling temperature for every extraction call; None = not sent "
+                                      "(the endpoint's default).", 0.7)
     max_tokens: int = _help("longest teacher reply per call, in tokens.", 200)
     seed: int = _help("sampling seed passed to the teacher and used to sample the seed dataset.", 0)
     dedup_method: str = _help("'embedding' (meaning, all-MiniLM-L6-v2), 'fuzzy' (spelling, rapidfuzz) or 'exact' "
@@ -99,7 +100,8 @@ class SkillExtractionConfig:
         self.num_topics = check_int("NUM_TOPICS", self.num_topics, 1, 1000)
         self.skills_per_topic = check_int("SKILLS_PER_TOPIC", self.skills_per_topic, 1, 500)
         self.num_query_types = check_int("NUM_QUERY_TYPES", self.num_query_types, 1, 200)
-        self.temperature = check_float("TEMPERATURE", self.temperature, 0.0, 2.0)
+        if self.temperature is not None:
+            self.temperature = check_float("TEMPERATURE", self.temperature, 0.0, 2.0)
         self.max_tokens = check_int("MAX_TOKENS", self.max_tokens, 16, 32768)
         self.seed = check_int("SEED", self.seed, 0)
         check_choice("DEDUP_METHOD", self.dedup_method, DEDUP_METHODS)
