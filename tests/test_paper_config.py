@@ -28,6 +28,10 @@ def test_every_setting_reaches_a_notebook():
     assert set(PAPER) == set().union(*(set(p) for p in routed.values()))
 
 
+def test_one_stage_can_run_with_the_whole_config():
+    assert set(split_parameters(PAPER, ["03_sft"])) == {"03_sft"}
+
+
 def test_every_setting_is_in_the_readme_table():
     named = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", "\n".join(_readme_rows())))
     assert set(PAPER) - NOT_PROCEDURE <= named
