@@ -33,6 +33,9 @@ def make_clone(root: Path) -> Path:
     fastchat = root / "FastChat" / "fastchat"
     fastchat.mkdir(parents=True)
     shutil.copy(ref / "code" / "FastChat_fastchat_conversation.py", fastchat / "conversation.py")
+    templates = root / "src" / "eval_configs" / "templates"
+    templates.mkdir(parents=True)
+    shutil.copy(ref / "alpaca_prompt_template.txt", templates / "prompt.txt")
     for teacher in (GPT, CLAUDE):
         (root / "datasets" / teacher).mkdir(parents=True)
         for name in ("skills.txt", "queries.txt"):

@@ -14,6 +14,7 @@ def test_paper_recipe_values():
     assert (cfg.weight_decay, cfg.max_grad_norm) == (0.01, 0.0)
     assert cfg.chat_template == "auto"
     assert (cfg.selection_temperature, cfg.selection_top_p, cfg.max_new_tokens) == (0.9, 1.0, 2048)
+    assert cfg.selection_prompt == "official"
     assert cfg.selection_judge == "alpaca_eval:weighted_alpaca_eval_gpt4_turbo"
     shipped = load_config(PROJECT_ROOT / "configs" / "sft" / "paper.yaml")
     assert (shipped.chat_template, shipped.weight_decay, shipped.max_grad_norm) == ("llama3_alpaca", 0.01, 0.0)
@@ -78,3 +79,41 @@ def test_selection_answers_are_sampled_as_asked(tiny_base):
     assert seen[0] == {"do_sample": True, "temperature": 0.9, "top_p": 1.0, "max_new_tokens": 4}
     assert seen[-1]["do_sample"] is False
     assert first == again  # seeded
+
+
+def test_official_selection_prompt_is_the_validation_prompt_file(tmp_path, tiny_base):
+    from helpers.sft.answers import generate_answers, load_for_generation
+    from helpers.sft.stage import selection_prompt
+    from official_clone import make_clone
+
+    clone = make_clone(tmp_path / "clone")
+    assert selection_prompt(make_config("demo")) is None  # the chat template
+    prompt = selection_prompt(make_config("paper", instruct_skillmix_repo=str(clone)))
+    reference = (clone / "src/eval_configs/templates/prompt.txt").read_text()
+    assert prompt("Say hello to Ada.") == reference.replace("{instruction}", "Say hello to Ada.")
+    assert prompt.source["path"] == "src/eval_configs/templates/prompt.txt" and prompt.source["matches_pin"]
+    model, tokenizer = load_for_generation(tiny_base)
+    seen = []
+    original = model.generate
+
+    def spy(**kwargs):
+        seen.append(kwargs["input_ids"][0].tolist())
+        return original(**kwargs)
+
+    model.generate = spy
+    generate_answers(model, tokenizer, ["Say hello to Ada."], 2, prompt_fn=prompt)
+    assert seen[0] == tokenizer(prompt("Say hello to Ada."))["input_ids"]  # raw text with the tokenizer's own BOS
+
+
+def test_missing_selection_prompt_fails_before_training(tmp_path, tiny_base):
+    from helpers.sft.stage import run_sft_stage
+
+    write_jsonl(tmp_path / "data" / "train.jsonl", EXAMPLES)
+    write_jsonl(tmp_path / "data" / "heldout.jsonl", EXAMPLES)
+    (tmp_path / "empty_clone").mkdir()
+    cfg = make_config("demo", run_dir=str(tmp_path), base_model=str(tiny_base), selection="judge",
+                      selection_prompt="official", instruct_skillmix_repo=str(tmp_path / "empty_clone"))
+    with pytest.raises(ParameterError) as err:
+        run_sft_stage(cfg)
+    assert err.value.name == "INSTRUCT_SKILLMIX_REPO"
+    assert not (tmp_path / "sft").exists()

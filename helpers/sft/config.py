@@ -16,6 +16,7 @@ from ..params import ParameterError, check_choice, check_env_var_name, check_flo
 from .templates import TEMPLATE_NAMES
 
 SELECTION_CRITERIA = ("heldout_loss", "judge", "last")
+SELECTION_PROMPTS = ("template", "official")
 SAVE_STRATEGIES = ("epoch", "steps")
 LONG_EXAMPLE_POLICIES = ("truncate", "drop")
 PAPER_EFFECTIVE_BATCH_RULE = "paper_rule"  # 64, or 128 from 4,000 training examples on (the paper's two settings)
@@ -78,6 +79,12 @@ class SFTStageConfig:
         "help": "Sampling temperature of the held-out answers that SELECTION='judge' compares; 0 = greedy "
                 "(the paper sampled at 0.9)."})
     selection_top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling of those answers (the paper: 1.0)."})
+    selection_prompt: str = field(default="template", metadata={
+        "help": "How those answers are prompted: 'template' (the chat template trained) or 'official' (the official "
+                "validation's plain Alpaca prompt file, read at run time, as raw text after BOS)."})
+    instruct_skillmix_repo: str = field(default="", metadata={
+        "help": "Root of a local clone of princeton-pli/Instruct-SkillMix for SELECTION_PROMPT='official'; empty = "
+                "download the pinned file into the cache."})
     selection_judge: str = field(default="alpaca_eval_pairwise", metadata={
         "help": "Judge of SELECTION='judge': a judge of helpers/judge/configs (the kit's pairwise judge by default) "
                 "or a name the judge loader knows, e.g. 'alpaca_eval:weighted_alpaca_eval_gpt4_turbo' (the paper's)."})
@@ -132,6 +139,7 @@ class SFTStageConfig:
         check_int("NUM_EXAMPLES", self.num_examples, 0)
         check_float("SELECTION_TEMPERATURE", self.selection_temperature, 0.0, 2.0)
         check_float("SELECTION_TOP_P", self.selection_top_p, 0.0, 1.0)
+        check_choice("SELECTION_PROMPT", self.selection_prompt, SELECTION_PROMPTS)
         if self.selection_top_p == 0.0:
             raise ParameterError("SELECTION_TOP_P", "0 keeps no token", "use a value in (0, 1], e.g. 1.0")
         if not str(self.selection_judge).strip():
@@ -174,10 +182,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "save_strategy": "epoch",
         "selection": "judge", "selection_examples": 100, "max_new_tokens": 2048, "packing": False,
         # torchtune's recipe as the official runs used it: AdamW's default weight decay, no gradient clipping, the
-        # Llama-3 Alpaca template; selection answers sampled as the official eval config (0.9 / 1.0 / 2,048 tokens)
-        # and judged by AlpacaEval's weighted judge.
+        # Llama-3 Alpaca template; selection answers prompted and sampled as the official validation (its plain
+        # Alpaca prompt file, 0.9 / 1.0 / 2,048 tokens) and judged by AlpacaEval's weighted judge.
         "weight_decay": 0.01, "max_grad_norm": 0.0, "chat_template": "auto",
-        "selection_temperature": 0.9, "selection_top_p": 1.0,
+        "selection_temperature": 0.9, "selection_top_p": 1.0, "selection_prompt": "official",
         "selection_judge": "alpaca_eval:weighted_alpaca_eval_gpt4_turbo",
     },
     "demo": {
