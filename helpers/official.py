@@ -56,6 +56,9 @@ PINNED_SHA256: dict[tuple[str, str], str] = {
         "406d5724736ae75674fa681a262bae9bb035d1e28bf1b807a121a01a9b37380f",
     ("instruct_skillmix", "datasets/claude-3-5-sonnet-20240620/queries.txt"):
         "c440cb353f4209e071ef3c97430e8ef6ac85590ab1b2862b2d272b024f2a6bee",
+    # The FastChat copy the official generation ran with: the system message of each teacher's template.
+    ("instruct_skillmix", "FastChat/fastchat/conversation.py"):
+        "4e0fd2cdff98d509ac68209e3271fcb7f30ede587758d8b4cf627b8b749b1d0c",
     ("instruct_skillmix", "src/eval_configs/templates/prompt.txt"):
         "35101bc36d10997c7d926d8f21f7d173aec6523f3a57d78821b944a89925cdca",
     ("fastchat", "fastchat/llm_judge/data/judge_prompts.jsonl"):

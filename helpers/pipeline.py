@@ -54,14 +54,20 @@ def notebook_parameters(name: str | Path) -> dict[str, str]:
 
 
 def split_parameters(params: Mapping[str, Any], notebooks: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """Route each parameter to the notebooks that declare it; unknown names fail now, before any stage runs."""
+    """Route each parameter to the notebooks that declare it; unknown names fail now, before any stage runs.
+
+    When only some of the kit's stages run, a name of another stage is known, not an error, so one configuration for
+    all four stages (such as configs/paper.yaml) also serves `--only` runs."""
     notebooks = list(notebooks)
-    declared = {nb: notebook_parameters(nb) for nb in notebooks}
+    pool = notebooks
+    if set(notebooks) <= set(NOTEBOOKS):
+        pool = [*notebooks, *(n for n in NOTEBOOKS if n not in notebooks)]
+    declared = {nb: notebook_parameters(nb) for nb in pool}
     known = set().union(*declared.values()) if declared else set()
     unknown = sorted(set(params) - known - {"RUN_DIR"})
     if unknown:
         raise ParameterError(
-            unknown[0], f"is not a parameter of {', '.join(Path(str(n)).stem for n in notebooks)}",
+            unknown[0], f"is not a parameter of {', '.join(Path(str(n)).stem for n in pool)}",
             f"check the spelling; known parameters: {', '.join(sorted(known))}",
         )
     return {nb: {k: v for k, v in params.items() if k in declared[nb]} for nb in notebooks}

@@ -123,6 +123,7 @@ def test_pins_match_the_reference_copies():
         "src/data_generation/prompts/": "instruct-skillmix/prompts/",
         "datasets/": "instruct-skillmix/",
         "src/eval_configs/templates/prompt.txt": "instruct-skillmix/alpaca_prompt_template.txt",
+        "FastChat/fastchat/conversation.py": "instruct-skillmix/code/FastChat_fastchat_conversation.py",
         "fastchat/llm_judge/data/": "fastchat/",
         "evaluation/": "wildbench/",
     }

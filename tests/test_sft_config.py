@@ -42,7 +42,13 @@ def test_shipped_config_files_load(name):
                                            (["SAVE_STRATEGY=steps", "SAVE_EVERY=0"], "SAVE_EVERY"),
                                            (["MAX_STEPS=0"], "MAX_STEPS"),
                                            (["NOT_A_PARAM=1"], "NOT_A_PARAM"),
-                                           (["JUDGE_API_KEY_ENV=sk-abcdefghijklmnopqrstuvwxyz123456"], "JUDGE_API_KEY_ENV")])
+                                           (["JUDGE_API_KEY_ENV=sk-abcdefghijklmnopqrstuvwxyz123456"], "JUDGE_API_KEY_ENV"),
+                                           (["WEIGHT_DECAY=-0.1"], "WEIGHT_DECAY"),
+                                           (["MAX_GRAD_NORM=-1"], "MAX_GRAD_NORM"),
+                                           (["NUM_EXAMPLES=-5"], "NUM_EXAMPLES"),
+                                           (["SELECTION_TEMPERATURE=3"], "SELECTION_TEMPERATURE"),
+                                           (["SELECTION_TOP_P=0"], "SELECTION_TOP_P"),
+                                           (["SELECTION_JUDGE="], "SELECTION_JUDGE")])
 def test_bad_parameters_fail_fast(override, name):
     with pytest.raises(ParameterError) as err:
         load_config(None, override)

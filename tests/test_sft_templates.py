@@ -100,3 +100,52 @@ def test_unknown_template_is_a_parameter_error():
     with pytest.raises(ParameterError) as err:
         build_template("vicuna", build_tokenizer())
     assert err.value.name == "CHAT_TEMPLATE"
+
+
+# ------------------------------------------------------------------ llama3_alpaca (the paper's Llama-3 runs)
+LLAMA3 = ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
+
+
+def _llama3_tokenizer():
+    tok = build_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": list(LLAMA3)})
+    return tok
+
+
+def test_llama3_alpaca_rendering_and_auto_choice():
+    tok = _llama3_tokenizer()
+    spec = build_template("auto", tok)
+    assert spec.name == "llama3_alpaca" and spec.end_of_turn == "<|eot_id|>" and spec.tokens_to_add == []
+    assert build_template("auto", build_tokenizer()).name == "alpaca"  # no Llama-3 vocabulary
+    install_template(spec, tok)
+    prompt = (f"<|start_header_id|>user<|end_header_id|>\n\n{ALPACA_PREAMBLE}\n\n### Instruction:\n"
+              "Name a colour of the sky.\n\n### Response:<|eot_id|>")
+    assert render_prompt(tok, CHAT[:1]) == prompt + "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    assert render_conversation(tok, CHAT) == prompt + "<|start_header_id|>assistant<|end_header_id|>\n\nBlue.<|eot_id|>"
+
+
+def test_llama3_alpaca_adds_missing_tokens():
+    spec = build_template("llama3_alpaca", build_tokenizer())
+    assert spec.tokens_to_add == list(LLAMA3)
+
+
+def test_llama3_alpaca_masks_as_torchtune():
+    """torchtune (Alpaca instruct template + Llama-3 tokenizer, train_on_input=False) masks the whole user message
+    (header, Alpaca prompt, <|eot_id|>) and trains the whole assistant message: header, response and <|eot_id|>."""
+    tok = _llama3_tokenizer()
+    spec = build_template("llama3_alpaca", tok)
+    install_template(spec, tok)
+    ex = tokenize_record(tok, EXAMPLES[0], end_of_turn=spec.end_of_turn, learn_header=spec.learns_assistant_header)
+
+    def enc(text: str) -> list[int]:
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    start, end, eot = (tok.convert_tokens_to_ids(t) for t in LLAMA3)
+    user = ([start] + enc("user") + [end] + enc("\n\n")
+            + enc(f"{ALPACA_PREAMBLE}\n\n### Instruction:\n{EXAMPLES[0]['instruction']}\n\n### Response:") + [eot])
+    assistant = [start] + enc("assistant") + [end] + enc("\n\n") + enc(EXAMPLES[0]["output"]) + [eot]
+    assert ex.input_ids == user + assistant
+    assert ex.labels == [IGNORE_INDEX] * len(user) + assistant
+    # generation starts from the prompt plus the assistant header, which the model has learned to follow
+    prompt_ids = enc(render_prompt(tok, record_to_messages(EXAMPLES[0])[:1]))
+    assert ex.input_ids[:len(prompt_ids)] == prompt_ids

@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from ..llm.models import EMBEDDED_TEACHER
+from .official_prompts import DEFAULT_OFFICIAL_VERSION, PROMPT_SOURCES
+from .prompt_versions import prompt_version_names
+from ..skills.official_lists import is_official, official_list_path
 from ..params import ParameterError, check_choice, check_env_var_name, check_existing_path, check_float, check_int
 
 
@@ -25,13 +28,16 @@ class GenerateConfig:
     teacher_base_url: str = _f("", "OpenAI-compatible base URL of the teacher; empty runs the model in-process.")
     teacher_api_key_env: str = _f("", "NAME of the environment variable holding the teacher's API key (never the key).")
     max_concurrency: int = _f(8, "Conversations in flight at once (requests to the endpoint, or the local batch size).")
-    skills_path: str = _f("", "Skills file (skills.jsonl or official skills.txt); empty = RUN_DIR/skills.jsonl.")
-    query_types_path: str = _f("", "Query types file (query_types.jsonl or official queries.txt); empty = RUN_DIR/query_types.jsonl.")
+    skills_path: str = _f("", "Skills file (skills.jsonl or official skills.txt), or 'official:<teacher>' (the paper's released list, every line); empty = RUN_DIR/skills.jsonl.")
+    query_types_path: str = _f("", "Query types file (query_types.jsonl or official queries.txt), or 'official:<teacher>'; empty = RUN_DIR/query_types.jsonl.")
     num_examples: int = _f(1000, "Training examples to plan (the paper: 1K-4K). Failed or filtered ones are not replaced.")
     num_heldout: int = _f(100, "Held-out examples (drawn with a different seed) used to pick the best SFT checkpoint.")
     k_skills: int = _f(2, "Skills combined in each example (the paper's k = 2).")
-    prompt_version: str = _f("paper", "Turn sequence from generate/prompts/versions.yaml: 'paper' = generate, critique, refine.")
-    temperature: float = _f(0.7, "Teacher sampling temperature.")
+    prompt_source: str = _f("kit", "'kit' (the kit's own prompts, for offline use) or 'official' (the paper's prompt files, read at run time from INSTRUCT_SKILLMIX_REPO or a pinned download, replayed as the official script does).")
+    prompt_version: str = _f("paper", "With PROMPT_SOURCE='kit': a turn sequence of generate/prompts/versions.yaml ('paper' = generate, critique, refine). With 'official': an official prompt file without '.json' (a kit name such as 'paper' means 'generate_gpt-4-turbo-2024-04-09').")
+    instruct_skillmix_repo: str = _f("", "Root of a local clone of princeton-pli/Instruct-SkillMix; empty = download the pinned official files into the cache.")
+    official_system_template: str = _f("auto", "With PROMPT_SOURCE='official': the system message sent first. 'auto' = the FastChat conversation template the official run used for this teacher (none for Claude), 'none', or a template name of the vendored conversation.py.")
+    temperature: float | None = _f(0.7, "Teacher sampling temperature; None = not sent (the endpoint's default, 1.0 on OpenAI; the official GPT-4-Turbo run sent none, its Claude engine 0.7).")
     max_tokens: int = _f(2048, "Longest teacher reply per turn, in tokens; replies cut here count as truncated.")
     max_attempts: int = _f(3, "Conversations tried per example before it is recorded as failed (each retry is a fresh sample).")
     min_instruction_words: int = _f(5, "Drop examples whose instruction has fewer words.")
@@ -50,6 +56,13 @@ class GenerateConfig:
 
     def to_params(self) -> dict[str, Any]:
         return {f.name.upper(): getattr(self, f.name) for f in fields(self)}
+
+    @property
+    def official_prompt_version(self) -> str:
+        """The official prompt file to replay (a kit version name stands for the default official file)."""
+        if not self.prompt_version or self.prompt_version in prompt_version_names():
+            return DEFAULT_OFFICIAL_VERSION
+        return self.prompt_version
 
     @property
     def skills_file(self) -> Path:
@@ -73,8 +86,18 @@ class GenerateConfig:
         self.num_examples = check_int("NUM_EXAMPLES", self.num_examples, 1)
         self.num_heldout = check_int("NUM_HELDOUT", self.num_heldout, 0)
         self.k_skills = check_int("K_SKILLS", self.k_skills, 1, 10)
-        get_version(self.prompt_version)
-        self.temperature = check_float("TEMPERATURE", self.temperature, 0.0, 2.0)
+        check_choice("PROMPT_SOURCE", self.prompt_source, PROMPT_SOURCES)
+        if self.prompt_source == "kit":
+            get_version(self.prompt_version)
+        elif "/" in self.official_prompt_version or self.official_prompt_version.endswith(".json"):
+            raise ParameterError("PROMPT_VERSION", f"{self.prompt_version!r} is not an official prompt file name",
+                                 f"name a file of the official prompts folder without '.json', e.g. {DEFAULT_OFFICIAL_VERSION!r}")
+        if self.instruct_skillmix_repo:
+            check_existing_path("INSTRUCT_SKILLMIX_REPO", self.instruct_skillmix_repo, "folder")
+        if not self.official_system_template:
+            raise ParameterError("OFFICIAL_SYSTEM_TEMPLATE", "is empty", "use 'auto', 'none' or a FastChat template name")
+        if self.temperature is not None:
+            self.temperature = check_float("TEMPERATURE", self.temperature, 0.0, 2.0)
         self.max_tokens = check_int("MAX_TOKENS", self.max_tokens, 16, 128_000)
         self.max_attempts = check_int("MAX_ATTEMPTS", self.max_attempts, 1, 20)
         self.min_instruction_words = check_int("MIN_INSTRUCTION_WORDS", self.min_instruction_words, 0)
@@ -89,6 +112,9 @@ class GenerateConfig:
         self.shirker_fraction = check_float("SHIRKER_FRACTION", self.shirker_fraction, 0.0, 1.0)
         check_choice("SHIRKER_KIND", self.shirker_kind, shirker_kinds())
         for name, path in (("SKILLS_PATH", self.skills_file), ("QUERY_TYPES_PATH", self.query_types_file)):
+            if is_official(getattr(self, name.lower())):
+                official_list_path(name, getattr(self, name.lower()))  # fetched when the stage starts
+                continue
             if not path.exists():
                 where = f"{name}={str(path)!r}" if getattr(self, name.lower()) else f"{path} (from RUN_DIR)"
                 raise ParameterError(name, f"{where} does not exist",

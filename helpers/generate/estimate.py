@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..llm.accounting import estimate_cost
+from .official_flow import OfficialFlow
 from .prompt_versions import PromptVersion, build_turns, read_prompt
 from .sampling import ExamplePlan
 from .shirkers import shirker_count
@@ -21,13 +22,25 @@ def approx_tokens(text: str) -> int:
     return max(1, round(len(text) / CHARS_PER_TOKEN))
 
 
-def _conversation_tokens(plan: ExamplePlan, version: PromptVersion, reply_tokens: int) -> tuple[int, int, int]:
+def _user_texts(plan: ExamplePlan, version: PromptVersion | OfficialFlow) -> list[str]:
+    if isinstance(version, OfficialFlow):
+        return version.user_turns(plan)
+    return [turn if isinstance(turn, str) else read_prompt(spec.file)
+            for spec, turn in zip(version.turns, build_turns(plan, version))]
+
+
+def _shirker_prompt(version: PromptVersion | OfficialFlow) -> str:
+    if isinstance(version, OfficialFlow) and version.shirker_prompts is not None:
+        return version.shirker_prompts.turns[0]
+    return read_prompt("shirker_junk.txt")
+
+
+def _conversation_tokens(plan: ExamplePlan, version: PromptVersion | OfficialFlow, reply_tokens: int
+                         ) -> tuple[int, int, int]:
     """(calls, input tokens, output tokens) of one conversation if every reply has `reply_tokens` tokens."""
-    prompts = []
-    for spec, turn in zip(version.turns, build_turns(plan, version)):
-        prompts.append(turn if isinstance(turn, str) else read_prompt(spec.file))
+    prompts = _user_texts(plan, version)
     calls = inp = out = 0
-    context = 0
+    context = approx_tokens(version.system.text) if isinstance(version, OfficialFlow) else 0
     for text in prompts:
         context += approx_tokens(text)
         inp += context
@@ -37,12 +50,14 @@ def _conversation_tokens(plan: ExamplePlan, version: PromptVersion, reply_tokens
     return calls, inp, out
 
 
-def estimate_generation(plans: list[ExamplePlan], version: PromptVersion, *, model: str, max_tokens: int,
+def estimate_generation(plans: list[ExamplePlan], version: PromptVersion | OfficialFlow, *, model: str,
+                        max_tokens: int,
                         shirker_fraction: float = 0.0, num_train: int | None = None) -> dict[str, Any]:
     """Calls, tokens and cost for a 'typical' run and an upper bound (every reply uses MAX_TOKENS)."""
     num_train = len([p for p in plans if p.split == "train"]) if num_train is None else num_train
     n_shirk = shirker_count(num_train, shirker_fraction)
-    out: dict[str, Any] = {"model": model, "conversations": len(plans), "turns_per_conversation": len(version.turns),
+    turns = len(version.prompts.turns) if isinstance(version, OfficialFlow) else len(version.turns)
+    out: dict[str, Any] = {"model": model, "conversations": len(plans), "turns_per_conversation": turns,
                            "shirker_calls": n_shirk}
     for label, reply in (("typical", min(max_tokens, TYPICAL_REPLY_TOKENS)), ("upper_bound", max_tokens)):
         calls = inp = outp = 0
@@ -50,7 +65,7 @@ def estimate_generation(plans: list[ExamplePlan], version: PromptVersion, *, mod
             c, i, o = _conversation_tokens(plan, version, reply)
             calls, inp, outp = calls + c, inp + i, outp + o
         avg_instruction = 60  # words; shirker prompts carry only the instruction
-        inp += n_shirk * (approx_tokens(read_prompt("shirker_junk.txt")) + avg_instruction * 4 // 3)
+        inp += n_shirk * (approx_tokens(_shirker_prompt(version)) + avg_instruction * 4 // 3)
         outp += n_shirk * reply
         calls += n_shirk
         cost = estimate_cost(model, inp, outp)

@@ -100,18 +100,20 @@ def _for_arrow(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------- stage 1 inputs
-def read_skills_file(path: str | Path) -> list[str]:
-    """Skills from stage 1's `skills.jsonl` or an official `skills.txt` (read by stage 1's own reader)."""
+def read_skills_file(path: str | Path, topic_headers: str = "auto") -> list[str]:
+    """Skills from stage 1's `skills.jsonl` or an official `skills.txt` (read by stage 1's own reader;
+    `topic_headers="none"` keeps every line, as the official code reads the file)."""
     from ..skills.formats import load_skills_file
 
-    records, _report = load_skills_file(path)
+    records, _report = load_skills_file(path, topic_headers)
     return [r["skill"] for r in records]
 
 
 def read_query_types_file(path: str | Path) -> list[dict[str, Any]]:
-    """Query types ({name, definition, examples}) from `query_types.jsonl` or an official `queries.txt`."""
-    from ..skills.formats import load_query_types_file
+    """Query types ({name, definition, examples}, plus the official text when there is one) from
+    `query_types.jsonl` or an official `queries.txt`."""
+    from ..skills.formats import OFFICIAL_QUERY_FIELDS, load_query_types_file
 
     types, _report = load_query_types_file(path)
-    return [{"name": t["name"], "definition": t.get("definition") or "", "examples": list(t.get("examples") or [])}
-            for t in types]
+    return [{"name": t["name"], "definition": t.get("definition") or "", "examples": list(t.get("examples") or []),
+             **{k: t[k] for k in OFFICIAL_QUERY_FIELDS if t.get(k)}} for t in types]

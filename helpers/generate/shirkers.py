@@ -8,11 +8,13 @@ the good answers stay in the call cache, so a sweep over fractions pays only for
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .parse import strip_wrapping
 from .prompt_versions import shirker_messages
+from ..llm.types import Message
 
 
 def shirker_rank(example_id: str, seed: int) -> str:
@@ -41,25 +43,32 @@ class ShirkerStats:
 
 
 def make_shirkers(client: Any, examples: list[dict[str, Any]], *, fraction: float, kind: str, seed: int,
-                  max_attempts: int = 3, **sampling: Any) -> tuple[list[dict[str, Any]], ShirkerStats]:
+                  max_attempts: int = 3, chosen_ids: list[str] | None = None,
+                  messages_fn: Callable[[str], list[Message]] | None = None,
+                  clean_fn: Callable[[str], str] = strip_wrapping,
+                  **sampling: Any) -> tuple[list[dict[str, Any]], ShirkerStats]:
     """Return the examples with the chosen ones' `output` replaced (and `shirker` set to the kind).
 
-    A poor answer that fails or comes back empty is asked again with a new salt, up to `max_attempts`; if it
-    still fails the example keeps its good answer and is listed in `stats.failed`.
+    `chosen_ids`, `messages_fn(instruction)` and `clean_fn(reply)` replace the kit's choice (seeded hash), request
+    and clean-up (e.g. by the official rules). A poor answer that fails or comes back empty is asked again with a
+    new salt, up to `max_attempts`; if it still fails the example keeps its good answer and is listed in
+    `stats.failed`.
     """
-    chosen = set(choose_shirkers([ex["example_id"] for ex in examples], fraction, seed))
+    chosen = set(chosen_ids if chosen_ids is not None
+                 else choose_shirkers([ex["example_id"] for ex in examples], fraction, seed))
+    ask = messages_fn or (lambda instruction: shirker_messages(instruction, kind))
     stats = ShirkerStats(requested=len(chosen))
     out = [dict(ex, shirker=None) for ex in examples]
     todo = [i for i, ex in enumerate(out) if ex["example_id"] in chosen]
     for attempt in range(1, max_attempts + 1):
         if not todo:
             break
-        requests = [shirker_messages(out[i]["instruction"], kind) for i in todo]
+        requests = [ask(out[i]["instruction"]) for i in todo]
         salts = [f"shirker-attempt-{attempt}" if attempt > 1 else "" for _ in todo]
         results = client.chat_many(requests, desc=f"{kind} answers", salts=salts, **sampling)
         retry = []
         for i, res in zip(todo, results):
-            text = strip_wrapping(res.text) if res.ok else ""
+            text = clean_fn(res.text) if res.ok else ""
             if not text:
                 retry.append(i)
                 continue

@@ -23,10 +23,12 @@ from .config import GenerateConfig
 from .filters import FILTER_REASONS, FilterOutcome, filter_examples
 from .files import read_query_types_file, read_skills_file, save_hf_dataset, save_official_json
 from ..jsonl import append_jsonl, read_jsonl, write_jsonl
+from .official_flow import OfficialFlow, clean_shirker_reply, draw_official_plan, load_official_flow
 from .parse import parse_final_pair
 from .prompt_versions import PromptVersion, build_turns, get_version, sent_turn_specs, version_fingerprint
 from .sampling import ExamplePlan, derive_seed, draw_plan, pair_report, unique_skills
-from .shirkers import ShirkerStats, make_shirkers
+from ..skills.official_lists import is_official, resolve_list
+from .shirkers import ShirkerStats, make_shirkers, shirker_count
 from ..llm.types import Conversation
 from ..params import ParameterError
 
@@ -36,9 +38,38 @@ class GenerationError(RuntimeError):
 
 
 # ---------------------------------------------------------------- inputs and plan
+Flow = PromptVersion | OfficialFlow  # the kit's turn sequence, or an official prompt file replayed
+
+
+def load_flow(config: GenerateConfig) -> Flow:
+    """The turns stage 2 sends: a kit version, or (PROMPT_SOURCE='official') the official files resolved now,
+    before any model call."""
+    if config.prompt_source != "official":
+        return get_version(config.prompt_version)
+    return load_official_flow(config.official_prompt_version, config.teacher_model, config.instruct_skillmix_repo,
+                              config.official_system_template,
+                              config.shirker_kind if config.shirker_fraction > 0 else None)
+
+
+def input_files(config: GenerateConfig) -> tuple[Path, Path, dict[str, Any]]:
+    """The skills and query-type files; 'official:<teacher>' values are fetched (and described for the manifest)."""
+    paths, described = [], {}
+    for name, path in (("SKILLS_PATH", config.skills_file), ("QUERY_TYPES_PATH", config.query_types_file)):
+        value = getattr(config, name.lower())
+        if is_official(value):
+            file = resolve_list(name, value, config.instruct_skillmix_repo)
+            path, described[name] = file.local_path, file.describe()
+        paths.append(path)
+    return paths[0], paths[1], described
+
+
 def load_stage1_inputs(config: GenerateConfig) -> tuple[list[str], list[dict[str, Any]]]:
-    skills = unique_skills(read_skills_file(config.skills_file))
-    query_types = read_query_types_file(config.query_types_file)
+    """Skills and query types. The official flow samples from every line as given (duplicates included, as the
+    official script does); the kit draws from the distinct skills. An official skills.txt is read line by line."""
+    skills_file, query_types_file, _ = input_files(config)
+    skills = read_skills_file(skills_file, "none" if is_official(config.skills_path) else "auto")
+    skills = [s for s in skills if s] if config.prompt_source == "official" else unique_skills(skills)
+    query_types = read_query_types_file(query_types_file)
     if len(skills) < config.k_skills:
         raise ParameterError("K_SKILLS", f"{config.k_skills} skills per example but only {len(skills)} distinct skills "
                              f"in {config.skills_file}", "lower K_SKILLS or extract more skills in stage 1")
@@ -54,23 +85,63 @@ def heldout_seed(seed: int) -> int:
 
 def make_plans(config: GenerateConfig, skills: list[str], query_types: list[dict[str, Any]]
                ) -> tuple[list[ExamplePlan], list[ExamplePlan]]:
-    train = draw_plan(skills, query_types, config.num_examples, config.k_skills, config.seed, "train")
-    heldout = draw_plan(skills, query_types, config.num_heldout, config.k_skills, heldout_seed(config.seed), "heldout")
+    draw = draw_official_plan if config.prompt_source == "official" else draw_plan
+    train = draw(skills, query_types, config.num_examples, config.k_skills, config.seed, "train")
+    heldout = draw(skills, query_types, config.num_heldout, config.k_skills, heldout_seed(config.seed), "heldout")
     return train, heldout
 
 
 # ---------------------------------------------------------------- one split
-def example_fingerprint(plan: ExamplePlan, config: GenerateConfig, version: PromptVersion, model: str) -> str:
+def example_fingerprint(plan: ExamplePlan, config: GenerateConfig, version: Flow, model: str) -> str:
+    prompts = version.fingerprint() if isinstance(version, OfficialFlow) else version_fingerprint(version)
     payload = json.dumps({
         "id": plan.example_id, "skills": plan.skills, "query_type": plan.query_type, "version": version.name,
-        "prompts": version_fingerprint(version), "model": model, "temperature": config.temperature,
+        "prompts": prompts, "model": model, "temperature": config.temperature,
         "max_tokens": config.max_tokens,
     }, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
-def _record(plan: ExamplePlan, conv: Conversation, version: PromptVersion, attempt: int, model: str,
+def sampling_for(config: GenerateConfig, version: Flow, client: Any) -> dict[str, Any]:
+    """The sampling sent with every generation request (TEMPERATURE None: not sent; see OfficialFlow.sampling)."""
+    if isinstance(version, OfficialFlow):
+        return version.sampling(config.temperature, config.max_tokens, getattr(client.backend, "kind", ""))
+    return {"temperature": config.temperature, "max_tokens": config.max_tokens}
+
+
+def prompt_provenance(version: Flow) -> dict[str, Any]:
+    """What each record and the manifest say about the prompts: source, file, commit and sha256."""
+    if isinstance(version, OfficialFlow):
+        info = version.describe()
+        file = info["prompt_file"]
+        return {"prompt_source": "official", "prompt_version": version.name, "prompt_repository": file["repository"],
+                "prompt_path": file["path"], "prompt_commit": file["commit"], "prompt_sha256": file["sha256"],
+                "system_template": version.system.template}
+    return {"prompt_source": "kit", "prompt_version": version.name, "prompt_fingerprint": version_fingerprint(version)}
+
+
+def _official_record(plan: ExamplePlan, conv: Conversation, flow: OfficialFlow, attempt: int, model: str,
+                     tokens: tuple[int, int]) -> dict[str, Any] | None:
+    pair = flow.extract(conv)
+    if pair.reason is not None:
+        return None
+    query_str = plan.query_type.get("official_name") or plan.query_type["name"]
+    return {
+        "example_id": plan.example_id, "split": plan.split,
+        "instruction": pair.instruction, "input": "", "output": pair.response,
+        "skills_joined_str": plan.skills_joined_str, "query_type": query_str, "query_str": query_str,
+        "generator": model, "skills": list(plan.skills), "k": len(plan.skills), "seed": plan.seed,
+        **prompt_provenance(flow), "shirker": None, "input_tokens": tokens[0], "output_tokens": tokens[1],
+        "attempt": attempt, "truncated": conv.results[pair.response_turn].truncated,
+        "instruction_from_turn": f"turn {pair.instruction_turn}", "response_from_turn": f"turn {pair.response_turn}",
+        "transcript": conv.messages,
+    }
+
+
+def _record(plan: ExamplePlan, conv: Conversation, version: Flow, attempt: int, model: str,
             tokens: tuple[int, int]) -> dict[str, Any] | None:
+    if isinstance(version, OfficialFlow):
+        return _official_record(plan, conv, version, attempt, model, tokens)
     specs = sent_turn_specs(version, conv.results)
     parsed = parse_final_pair(conv.assistant_texts, [s.yields for s in specs])
     if not parsed.ok:
@@ -79,7 +150,7 @@ def _record(plan: ExamplePlan, conv: Conversation, version: PromptVersion, attem
         "example_id": plan.example_id, "split": plan.split,
         "instruction": parsed.instruction, "input": "", "output": parsed.response,
         "skills_joined_str": plan.skills_joined_str, "query_type": plan.query_type["name"], "generator": model,
-        "skills": list(plan.skills), "k": len(plan.skills), "seed": plan.seed, "prompt_version": version.name,
+        "skills": list(plan.skills), "k": len(plan.skills), "seed": plan.seed, **prompt_provenance(version),
         "shirker": None, "input_tokens": tokens[0], "output_tokens": tokens[1], "attempt": attempt,
         "truncated": conv.results[parsed.response_turn].truncated,
         "instruction_from_turn": specs[parsed.instruction_turn].name,
@@ -88,23 +159,31 @@ def _record(plan: ExamplePlan, conv: Conversation, version: PromptVersion, attem
     }
 
 
-def _parse_failure_reason(conv: Conversation, version: PromptVersion) -> str:
+def _parse_failure_reason(conv: Conversation, version: Flow) -> str:
     if not conv.ok:
         return f"call failed: {conv.error}"
+    if isinstance(version, OfficialFlow):
+        return version.extract(conv).reason or "unknown"
     specs = sent_turn_specs(version, conv.results)
     return parse_final_pair(conv.assistant_texts, [s.yields for s in specs]).reason or "unknown"
 
 
-async def _generate_one(client: Any, plan: ExamplePlan, version: PromptVersion, config: GenerateConfig,
+async def _converse(client: Any, plan: ExamplePlan, version: Flow, attempt: int, sampling: dict[str, Any]
+                    ) -> Conversation:
+    if isinstance(version, OfficialFlow):
+        return await version.converse(client, plan, attempt, **sampling)
+    salt = "" if attempt == 1 else f"attempt-{attempt}"
+    return await client.aconverse(build_turns(plan, version), salt=salt, **sampling)
+
+
+async def _generate_one(client: Any, plan: ExamplePlan, version: Flow, config: GenerateConfig,
                         fingerprint: str, progress_path: Path) -> dict[str, Any]:
-    turns = build_turns(plan, version)
-    sampling = {"temperature": config.temperature, "max_tokens": config.max_tokens}
+    sampling = sampling_for(config, version, client)
     reasons: list[str] = []
     tokens_in = tokens_out = 0
     conv = Conversation()
     for attempt in range(1, config.max_attempts + 1):
-        salt = "" if attempt == 1 else f"attempt-{attempt}"
-        conv = await client.aconverse(turns, salt=salt, **sampling)
+        conv = await _converse(client, plan, version, attempt, sampling)
         tokens_in, tokens_out = tokens_in + conv.input_tokens, tokens_out + conv.output_tokens
         record = _record(plan, conv, version, attempt, client.model, (tokens_in, tokens_out)) if conv.ok else None
         if record is not None:
@@ -137,7 +216,7 @@ def resume_entries(progress_path: Path, fingerprints: dict[str, str], max_attemp
     return done
 
 
-def generate_splits(client: Any, splits: dict[str, tuple[list[ExamplePlan], Path]], version: PromptVersion,
+def generate_splits(client: Any, splits: dict[str, tuple[list[ExamplePlan], Path]], version: Flow,
                     config: GenerateConfig, desc: str = "examples"
                     ) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
     """Examples (in plan order) and failures per split. Every conversation of every split is in flight at once,
@@ -171,7 +250,7 @@ def generate_splits(client: Any, splits: dict[str, tuple[list[ExamplePlan], Path
     return out
 
 
-def generate_split(client: Any, plans: list[ExamplePlan], version: PromptVersion, config: GenerateConfig,
+def generate_split(client: Any, plans: list[ExamplePlan], version: Flow, config: GenerateConfig,
                    progress_path: str | Path, desc: str = "examples") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """One split: (examples, failures). See `generate_splits`."""
     return generate_splits(client, {"split": (plans, Path(progress_path))}, version, config, desc)["split"]
@@ -192,6 +271,7 @@ class GenerationOutcome:
     heldout_filter: FilterOutcome = field(default_factory=FilterOutcome)
     shirkers: ShirkerStats = field(default_factory=ShirkerStats)
     paths: dict[str, str] = field(default_factory=dict)
+    prompts: dict[str, Any] = field(default_factory=dict)  # where the prompts came from (source, file, commit)
 
     @property
     def filtered(self) -> dict[str, int]:
@@ -248,10 +328,12 @@ def run_generation(config: GenerateConfig, client: Any, data_dir: str | Path | N
     parsed: call `outcome.require_usable()` after recording the counts."""
     data_dir = Path(data_dir) if data_dir else Path(config.run_dir) / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    version = get_version(config.prompt_version)
+    version = load_flow(config)
     skills, query_types = load_stage1_inputs(config)
     train_plans, heldout_plans = make_plans(config, skills, query_types)
     out = GenerationOutcome(config, train_plans, heldout_plans)
+    out.prompts = version.describe() if isinstance(version, OfficialFlow) else prompt_provenance(version)
+    out.prompts["input_files"] = input_files(config)[2]
 
     results = generate_splits(client, {"train": (train_plans, data_dir / "progress_train.jsonl"),
                                        "heldout": (heldout_plans, data_dir / "progress_heldout.jsonl")},
@@ -265,11 +347,21 @@ def run_generation(config: GenerateConfig, client: Any, data_dir: str | Path | N
     out.heldout_filter = filter_examples(heldout, against=out.train_filter.kept, **filter_args)
     out.train, out.shirkers = make_shirkers(
         client, out.train_filter.kept, fraction=config.shirker_fraction, kind=config.shirker_kind, seed=config.seed,
-        max_attempts=config.max_attempts, temperature=config.temperature, max_tokens=config.max_tokens,
+        max_attempts=config.max_attempts, **_official_shirker_rules(version, out.train_filter.kept, config),
+        **sampling_for(config, version, client),
     ) if config.shirker_fraction > 0 else ([dict(ex, shirker=None) for ex in out.train_filter.kept], ShirkerStats())
     out.heldout = [dict(ex, shirker=None) for ex in out.heldout_filter.kept]
     out.paths = save_outputs(data_dir, out)
     return out
+
+
+def _official_shirker_rules(version: Flow, examples: list[dict[str, Any]], config: GenerateConfig
+                            ) -> dict[str, Any]:
+    """The official shirkers: the FIRST round(fraction x n) examples, the official prompt file, quotes removed."""
+    if not isinstance(version, OfficialFlow):
+        return {}
+    first = [ex["example_id"] for ex in examples[:shirker_count(len(examples), config.shirker_fraction)]]
+    return {"chosen_ids": first, "messages_fn": version.shirker_messages, "clean_fn": clean_shirker_reply}
 
 
 def save_outputs(data_dir: Path, out: GenerationOutcome) -> dict[str, str]:
@@ -294,6 +386,7 @@ def record_outcome(run: Any, outcome: GenerationOutcome) -> dict[str, Any]:
     for name, value in summary.items():
         run.record(name, value)
     run.set_stage_info("artifacts", outcome.paths)
+    run.set_stage_info("prompts", outcome.prompts)
     run.set_stage_info("heldout_seed", heldout_seed(outcome.config.seed))
     return summary
 

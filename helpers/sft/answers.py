@@ -8,6 +8,7 @@ greedy decoding), so a saved model answers the same way when stage 4 reaches it 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,19 @@ def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
 
 
 def generate_answers(model: Any, tokenizer: Any, instructions: list[str], max_new_tokens: int = 256,
-                     batch_size: int = 8, desc: str = "answering") -> list[Answer]:
-    """Greedy answers to single-turn instructions, in the input order."""
+                     batch_size: int = 8, desc: str = "answering", temperature: float = 0.0, top_p: float = 1.0,
+                     seed: int = 0, prompt_fn: Callable[[str], str] | None = None) -> list[Answer]:
+    """Answers to single-turn instructions, in the input order: greedy, or sampled (seeded) when temperature > 0.
+
+    `prompt_fn(instruction)` replaces the chat template with a plain-text prompt, tokenised with the tokenizer's
+    own special tokens (BOS), as a completion server such as vLLM tokenises a raw prompt.
+    """
     import torch
+
+    decoding: dict[str, Any] = {"do_sample": False}
+    if temperature > 0:
+        torch.manual_seed(seed)
+        decoding = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
 
     stops = stop_token_ids(model, tokenizer)
     old_side = tokenizer.padding_side
@@ -46,10 +57,14 @@ def generate_answers(model: Any, tokenizer: Any, instructions: list[str], max_ne
     try:
         for start in tqdm(range(0, len(instructions), batch_size), desc=desc, leave=False):
             batch = instructions[start:start + batch_size]
-            prompts = [render_prompt(tokenizer, [{"role": "user", "content": text}]) for text in batch]
-            enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            if prompt_fn is None:
+                prompts = [render_prompt(tokenizer, [{"role": "user", "content": text}]) for text in batch]
+            else:
+                prompts = [prompt_fn(text) for text in batch]
+            enc = tokenizer(prompts, return_tensors="pt", padding=True,
+                            add_special_tokens=prompt_fn is not None).to(model.device)
             with torch.no_grad():
-                out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                out = model.generate(**enc, max_new_tokens=max_new_tokens, **decoding,
                                      eos_token_id=sorted(stops), pad_token_id=tokenizer.pad_token_id)
             for row in out[:, enc["input_ids"].shape[1]:].tolist():
                 kept, stopped = [], False

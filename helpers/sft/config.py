@@ -16,6 +16,7 @@ from ..params import ParameterError, check_choice, check_env_var_name, check_flo
 from .templates import TEMPLATE_NAMES
 
 SELECTION_CRITERIA = ("heldout_loss", "judge", "last")
+SELECTION_PROMPTS = ("template", "official")
 SAVE_STRATEGIES = ("epoch", "steps")
 LONG_EXAMPLE_POLICIES = ("truncate", "drop")
 PAPER_EFFECTIVE_BATCH_RULE = "paper_rule"  # 64, or 128 from 4,000 training examples on (the paper's two settings)
@@ -34,13 +35,21 @@ class SFTStageConfig:
     heldout_data_path: str = field(default="", metadata={"help": "Held-out data; empty = RUN_DIR/data/heldout.jsonl."})
     max_train_examples: int = field(default=0, metadata={"help": "Use only the first N training examples (0 = all)."})
     max_heldout_examples: int = field(default=0, metadata={"help": "Use only the first N held-out examples (0 = all)."})
-    chat_template: str = field(default="alpaca", metadata={"help": "'alpaca' (the paper's format) or 'chatml'."})
+    chat_template: str = field(default="alpaca", metadata={
+        "help": "'alpaca' (the Alpaca text, EOS ends the answer), 'llama3_alpaca' (the paper's Llama-3 runs: the "
+                "Alpaca text inside Llama-3 header tokens, <|eot_id|> learned), 'auto' (llama3_alpaca for a Llama-3 "
+                "vocabulary, else alpaca) or 'chatml'."})
     num_epochs: float = field(default=15.0, metadata={"help": "Epochs over the training set (ignored if MAX_STEPS > 0)."})
     max_steps: int = field(default=-1, metadata={"help": "Optimizer steps; -1 = run NUM_EPOCHS epochs."})
     learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate."})
     lr_scheduler: str = field(default="cosine", metadata={"help": "Learning-rate schedule (transformers name)."})
     warmup_ratio: float = field(default=0.03, metadata={"help": "Fraction of steps spent warming up."})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (the paper's torchtune runs: AdamW's default 0.01)."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm; 0 = no clipping (the paper's torchtune runs clip nothing)."})
+    num_examples: int = field(default=0, metadata={
+        "help": "Training examples stage 2 planned (its NUM_EXAMPLES): the 'paper_rule' batch size reads this, not "
+                "the count left after filtering. 0 = stage 2's planned count recorded in RUN_DIR, else the training "
+                "examples loaded."})
     per_device_batch_size: int = field(default=4, metadata={"help": "Sequences per device per forward pass."})
     grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps (ignored if EFFECTIVE_BATCH_SIZE set)."})
     effective_batch_size: Any = field(
@@ -66,6 +75,19 @@ class SFTStageConfig:
                                              "'heldout_loss' (lowest held-out loss) or 'last'."})
     selection_examples: int = field(default=100, metadata={"help": "Held-out instructions answered per checkpoint."})
     max_new_tokens: int = field(default=512, metadata={"help": "Longest generated answer (selection and previews)."})
+    selection_temperature: float = field(default=0.0, metadata={
+        "help": "Sampling temperature of the held-out answers that SELECTION='judge' compares; 0 = greedy "
+                "(the paper sampled at 0.9)."})
+    selection_top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling of those answers (the paper: 1.0)."})
+    selection_prompt: str = field(default="template", metadata={
+        "help": "How those answers are prompted: 'template' (the chat template trained) or 'official' (the official "
+                "validation's plain Alpaca prompt file, read at run time, as raw text after BOS)."})
+    instruct_skillmix_repo: str = field(default="", metadata={
+        "help": "Root of a local clone of princeton-pli/Instruct-SkillMix for SELECTION_PROMPT='official'; empty = "
+                "download the pinned file into the cache."})
+    selection_judge: str = field(default="alpaca_eval_pairwise", metadata={
+        "help": "Judge of SELECTION='judge': a judge of helpers/judge/configs (the kit's pairwise judge by default) "
+                "or a name the judge loader knows, e.g. 'alpaca_eval:weighted_alpaca_eval_gpt4_turbo' (the paper's)."})
     generation_batch_size: int = field(default=8, metadata={"help": "Prompts per generate() call."})
     judge_model: str = field(default=EMBEDDED_TEACHER, metadata={"help": "Judge for SELECTION='judge'."})
     judge_base_url: str = field(default="", metadata={"help": "Judge endpoint; empty = embedded local model."})
@@ -88,8 +110,10 @@ class SFTStageConfig:
         return max(1, round(target / per_step))
 
     def target_effective_batch(self, num_train_examples: int) -> int:
+        """The paper's rule reads the PLANNED size (NUM_EXAMPLES) when known: a 4K run that lost a few examples to
+        filtering still trains at 128."""
         if self.effective_batch_size == PAPER_EFFECTIVE_BATCH_RULE:
-            return 128 if num_train_examples >= 4000 else 64
+            return 128 if (self.num_examples or num_train_examples) >= 4000 else 64
         return int(self.effective_batch_size or 0)
 
     def to_params(self) -> dict[str, Any]:
@@ -110,6 +134,16 @@ class SFTStageConfig:
             raise ParameterError("MAX_STEPS", "no training would happen", "set MAX_STEPS > 0 or NUM_EPOCHS > 0")
         check_float("LEARNING_RATE", self.learning_rate, 0.0, 1.0)
         check_float("WARMUP_RATIO", self.warmup_ratio, 0.0, 1.0)
+        check_float("WEIGHT_DECAY", self.weight_decay, 0.0, 1.0)
+        check_float("MAX_GRAD_NORM", self.max_grad_norm, 0.0)
+        check_int("NUM_EXAMPLES", self.num_examples, 0)
+        check_float("SELECTION_TEMPERATURE", self.selection_temperature, 0.0, 2.0)
+        check_float("SELECTION_TOP_P", self.selection_top_p, 0.0, 1.0)
+        check_choice("SELECTION_PROMPT", self.selection_prompt, SELECTION_PROMPTS)
+        if self.selection_top_p == 0.0:
+            raise ParameterError("SELECTION_TOP_P", "0 keeps no token", "use a value in (0, 1], e.g. 1.0")
+        if not str(self.selection_judge).strip():
+            raise ParameterError("SELECTION_JUDGE", "is empty", "use 'alpaca_eval_pairwise' or another judge name")
         check_int("PER_DEVICE_BATCH_SIZE", self.per_device_batch_size, 1)
         check_int("GRAD_ACCUM", self.grad_accum, 1)
         if self.effective_batch_size != PAPER_EFFECTIVE_BATCH_RULE:
@@ -146,7 +180,13 @@ PROFILES: dict[str, dict[str, Any]] = {
         "long_examples": "truncate", "use_lora": False, "bf16": True, "gradient_checkpointing": True,
         "resumable": True,
         "save_strategy": "epoch",
-        "selection": "judge", "selection_examples": 100, "max_new_tokens": 1024, "packing": False,
+        "selection": "judge", "selection_examples": 100, "max_new_tokens": 2048, "packing": False,
+        # torchtune's recipe as the official runs used it: AdamW's default weight decay, no gradient clipping, the
+        # Llama-3 Alpaca template; selection answers prompted and sampled as the official validation (its plain
+        # Alpaca prompt file, 0.9 / 1.0 / 2,048 tokens) and judged by AlpacaEval's weighted judge.
+        "weight_decay": 0.01, "max_grad_norm": 0.0, "chat_template": "auto",
+        "selection_temperature": 0.9, "selection_top_p": 1.0, "selection_prompt": "official",
+        "selection_judge": "alpaca_eval:weighted_alpaca_eval_gpt4_turbo",
     },
     "demo": {
         "num_epochs": 1.0, "max_steps": 6, "learning_rate": 2e-4, "lr_scheduler": "cosine", "warmup_ratio": 0.03,

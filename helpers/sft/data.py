@@ -33,8 +33,11 @@ class TokenizedExample:
 
 
 def tokenize_messages(tokenizer: Any, messages: list[dict[str, str]], max_length: int | None = None,
-                      end_of_turn: str | None = None) -> TokenizedExample:
+                      end_of_turn: str | None = None, learn_header: bool = False) -> TokenizedExample:
     """Prompt ids (masked) followed by response ids (learned); truncated at the end to `max_length`.
+
+    With `learn_header` the assistant turn's header is learned with the response (torchtune's Llama-3 masking): the
+    masked part then ends where the user turn ends, before the generation prompt.
 
     With `end_of_turn` given, the sequence ends right after the last end-of-turn token: the separator a template
     writes between turns is not trained, so the last learned token is the one that stops generation.
@@ -42,7 +45,8 @@ def tokenize_messages(tokenizer: Any, messages: list[dict[str, str]], max_length
     Truncation keeps the start (as TRL does): an over-long example loses the end of its response and therefore its
     end-of-turn token; `truncated` says so, and the notebook reports how many examples it hit.
     """
-    prompt_text = render_prompt(tokenizer, messages[:-1])
+    prompt_text = (render_conversation(tokenizer, messages[:-1]) if learn_header
+                   else render_prompt(tokenizer, messages[:-1]))
     full_text = render_conversation(tokenizer, messages)
     if not full_text.startswith(prompt_text):
         raise ValueError("the chat template renders the prompt differently from the full conversation")
@@ -60,16 +64,16 @@ def tokenize_messages(tokenizer: Any, messages: list[dict[str, str]], max_length
 
 
 def tokenize_record(tokenizer: Any, record: dict[str, Any], max_length: int | None = None,
-                    end_of_turn: str | None = None) -> TokenizedExample:
-    return tokenize_messages(tokenizer, record_to_messages(record), max_length, end_of_turn)
+                    end_of_turn: str | None = None, learn_header: bool = False) -> TokenizedExample:
+    return tokenize_messages(tokenizer, record_to_messages(record), max_length, end_of_turn, learn_header)
 
 
 def tokenize_dataset(dataset: Any, tokenizer: Any, max_length: int | None, end_of_turn: str | None = None,
-                     desc: str = "tokenising") -> Any:
+                     desc: str = "tokenising", learn_header: bool = False) -> Any:
     """A `datasets.Dataset` with `input_ids`, `labels`, `prompt_length`, `truncated` (other columns dropped)."""
 
     def _one(record: dict[str, Any]) -> dict[str, Any]:
-        ex = tokenize_record(tokenizer, record, max_length, end_of_turn)
+        ex = tokenize_record(tokenizer, record, max_length, end_of_turn, learn_header)
         return {"input_ids": ex.input_ids, "labels": ex.labels, "prompt_length": ex.prompt_length,
                 "truncated": ex.truncated}
 

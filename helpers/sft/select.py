@@ -50,10 +50,12 @@ def select_by_heldout_loss(checkpoints: list[Path], log_history: list[dict[str, 
 
 def select_by_judge(checkpoints: list[Path], answer_fn: Callable[[Path, list[str]], list[str]], judge_client: Any,
                     instructions: list[str], references: list[str], seed: int,
-                    tie_break: dict[str, float] | None = None) -> tuple[Path, dict[str, dict[str, Any]]]:
+                    tie_break: dict[str, float] | None = None,
+                    judge: Any = "alpaca_eval_pairwise") -> tuple[Path, dict[str, dict[str, Any]]]:
     """Win rate of each checkpoint's answers against the held-out references; the highest wins.
 
-    `answer_fn(checkpoint, instructions) -> answers` keeps generation out of this function (tests pass a stub).
+    `answer_fn(checkpoint, instructions) -> answers` keeps generation out of this function (tests pass a stub);
+    `judge` is SELECTION_JUDGE (a name for the judge loader, or a loaded judge).
     """
     from ..judge.judging import pairwise_win_rate
 
@@ -63,7 +65,7 @@ def select_by_judge(checkpoints: list[Path], answer_fn: Callable[[Path, list[str
     results: dict[str, dict[str, Any]] = {}
     for checkpoint in checkpoints:
         answers = answer_fn(checkpoint, instructions)
-        stats = pairwise_win_rate(judge_client, instructions, answers, references, seed)
+        stats = pairwise_win_rate(judge_client, instructions, answers, references, seed, judge=judge)
         results[checkpoint.name] = {k: stats.get(k) for k in ("win_rate", "win_rate_se", "lc_win_rate", "n_scored",
                                                              "n_unparsed")}
 

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..judge.judging import load_judge
 from ..llm.models import resolve_model_path
+from ..official import resolve
 from ..params import ParameterError
 from ..runs import Run
 from .config import SFTStageConfig, load_config
@@ -29,6 +31,8 @@ from .select import Selection, select_by_heldout_loss, select_by_judge, write_se
 from .train import TrainOutcome, load_merged, materialise_checkpoint, prepare_model, train_sft
 
 STAGE = "sft"
+OFFICIAL_EVAL_PROMPT = "src/eval_configs/templates/prompt.txt"  # the plain Alpaca prompt of the official validation
+GENERATE_STAGE = "generate"  # stage 2's name in the run folder's results
 
 
 @dataclass
@@ -86,10 +90,29 @@ def connect_judge(cfg: SFTStageConfig) -> Any:
                    max_concurrency=cfg.max_concurrency, stage=STAGE, role="JUDGE")
 
 
-def _answer_with_checkpoint(cfg: SFTStageConfig, base_model_path: str):
+@dataclass(frozen=True)
+class SelectionPrompt:
+    """SELECTION_PROMPT='official': the official validation's prompt file, filled per instruction."""
+
+    template: str
+    source: dict[str, Any]
+
+    def __call__(self, instruction: str) -> str:
+        return self.template.format(instruction=instruction)
+
+
+def selection_prompt(cfg: SFTStageConfig) -> SelectionPrompt | None:
+    """Fetched before training, so a missing file stops the stage before any model is loaded."""
+    if cfg.selection_prompt != "official":
+        return None
+    file = resolve("instruct_skillmix", OFFICIAL_EVAL_PROMPT, cfg.instruct_skillmix_repo)
+    return SelectionPrompt(file.read_text(), file.describe())
+
+
+def _answer_with_checkpoint(cfg: SFTStageConfig, base_model_path: str, prompt: SelectionPrompt | None = None):
     def answer(checkpoint: Path, instructions: list[str]) -> list[str]:
         answers = _answers(_load_checkpoint(checkpoint, base_model_path), instructions, cfg,
-                           f"answering with {checkpoint.name}")
+                           f"answering with {checkpoint.name}", {**selection_sampling(cfg), "prompt_fn": prompt})
         return [a.text for a in answers]
 
     return answer
@@ -113,9 +136,12 @@ def run_sft_stage(cfg: SFTStageConfig, run: Run | None = None, judge_client: Any
         print(f"NOTE: {data.selection_note}")
         cfg = replace(cfg, selection="last")
     resolve_model_path(cfg.base_model, "BASE_MODEL")  # a bad BASE_MODEL fails here, before anything heavy
+    judge = load_judge(cfg.selection_judge, "SELECTION_JUDGE") if cfg.selection == "judge" else None
+    prompt = selection_prompt(cfg) if cfg.selection == "judge" else None
     if cfg.selection == "judge" and judge_client is None:
         judge_client = connect_judge(cfg)
     run = run or Run(cfg.run_dir)
+    cfg = with_planned_examples(cfg, run)
     main = _is_main_process()
     if main:
         run.begin_stage(STAGE, cfg.to_params(), seeds={"seed": cfg.seed})
@@ -135,7 +161,7 @@ def run_sft_stage(cfg: SFTStageConfig, run: Run | None = None, judge_client: Any
     if not main:
         return None
 
-    selection = _select(cfg, outcome, judge_client, instructions, references, base_path)
+    selection = _select(cfg, outcome, judge_client, instructions, references, base_path, judge, prompt)
     best_dir = Path(selection.best_checkpoint)
     tuned = _answers(load_for_generation(best_dir), instructions, cfg, "fine-tuned answers")
     # The base model answers after training (not before), so a multi-GPU run never holds two copies at once.
@@ -168,7 +194,8 @@ def preview_example(cfg: SFTStageConfig, record: dict[str, Any]) -> tuple[Any, A
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(cfg.base_model, "BASE_MODEL"))
     spec = build_template(cfg.chat_template, tokenizer)
     install_template(spec, tokenizer)
-    return spec, tokenize_record(tokenizer, record, cfg.max_length, spec.end_of_turn), tokenizer
+    return spec, tokenize_record(tokenizer, record, cfg.max_length, spec.end_of_turn,
+                                 spec.learns_assistant_header), tokenizer
 
 
 def launch_command(cfg: SFTStageConfig, accelerate_config: str = "fsdp") -> str:
@@ -183,14 +210,20 @@ def launch_command(cfg: SFTStageConfig, accelerate_config: str = "fsdp") -> str:
             f"--config configs/sft/{cfg.profile}.yaml" + (f" --set {sets}" if sets else ""))
 
 
+def selection_sampling(cfg: SFTStageConfig) -> dict[str, Any]:
+    """How the answers judged for checkpoint selection are decoded (greedy when SELECTION_TEMPERATURE is 0)."""
+    return {"temperature": cfg.selection_temperature, "top_p": cfg.selection_top_p, "seed": cfg.seed}
+
+
 def _answers(model_and_tokenizer: tuple[Any, Any], instructions: list[str], cfg: SFTStageConfig,
-             desc: str) -> list[Answer]:
+             desc: str, sampling: dict[str, Any] | None = None) -> list[Answer]:
     """Generate on the GPU when there is one, then free the model."""
     model, tokenizer = model_and_tokenizer
     if not instructions:
         return []
     model = _to_accelerator(model)
-    answers = generate_answers(model, tokenizer, instructions, cfg.max_new_tokens, cfg.generation_batch_size, desc)
+    answers = generate_answers(model, tokenizer, instructions, cfg.max_new_tokens, cfg.generation_batch_size, desc,
+                               **(sampling or {}))
     del model
     gc.collect()
     return answers
@@ -208,8 +241,21 @@ def _instructions(held: Any, n: int) -> list[str]:
     return [record_to_messages(dict(r))[0]["content"] for r in held.select(range(n))] if n else []
 
 
+def planned_examples(run: Run) -> int:
+    """Stage 2's planned training examples (its NUM_EXAMPLES) as recorded in the run folder; 0 when unknown."""
+    return int(run.results().get(GENERATE_STAGE, {}).get("num_planned") or 0)
+
+
+def with_planned_examples(cfg: SFTStageConfig, run: Run | None = None) -> SFTStageConfig:
+    """NUM_EXAMPLES=0 on the run's own data: take stage 2's planned count, so the batch rule sees the plan."""
+    if cfg.num_examples or cfg.train_data_path:
+        return cfg
+    return replace(cfg, num_examples=planned_examples(run or Run(cfg.run_dir)))
+
+
 def _select(cfg: SFTStageConfig, outcome: TrainOutcome, judge_client: Any, instructions: list[str],
-            references: list[str], base_path: str) -> Selection:
+            references: list[str], base_path: str, judge: Any = None,
+            prompt: SelectionPrompt | None = None) -> Selection:
     """Apply SELECTION; the chosen checkpoint is returned as a standalone model folder."""
     from .select import heldout_losses
 
@@ -222,15 +268,20 @@ def _select(cfg: SFTStageConfig, outcome: TrainOutcome, judge_client: Any, instr
         best, _ = select_by_heldout_loss(checkpoints, outcome.log_history)
     elif cfg.selection == "judge":
         tie = {k: v for k, v in losses.items() if v is not None}
-        best, judged = select_by_judge(checkpoints, _answer_with_checkpoint(cfg, base_path), judge_client,
-                                       instructions, references, cfg.seed, tie_break=tie)
+        best, judged = select_by_judge(checkpoints, _answer_with_checkpoint(cfg, base_path, prompt), judge_client,
+                                       instructions, references, cfg.seed, tie_break=tie,
+                                       judge=judge or cfg.selection_judge)
         for name, stats in judged.items():
             scores[name].update(stats)
     else:
         best = checkpoints[-1]
     best_dir = materialise_checkpoint(best, base_path)
-    return Selection(str(best_dir), cfg.selection, scores, outcome.template.name,
-                     {"checkpoint": best.name, "base_model": cfg.base_model, "use_lora": cfg.use_lora})
+    details = {"checkpoint": best.name, "base_model": cfg.base_model, "use_lora": cfg.use_lora}
+    if cfg.selection == "judge":
+        details["selection_decoding"] = {**selection_sampling(cfg), "max_new_tokens": cfg.max_new_tokens,
+                                         "prompt": prompt.source if prompt else "chat template",
+                                         "judge": cfg.selection_judge}
+    return Selection(str(best_dir), cfg.selection, scores, outcome.template.name, details)
 
 
 def _remove_other_checkpoints(checkpoints: list[Path], keep: Path) -> None:

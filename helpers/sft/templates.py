@@ -12,7 +12,14 @@ same format. Two templates are offered:
   ``<|im_start|>`` / ``<|im_end|>`` are added as special tokens and the embedding matrix is resized; their new rows are
   then learned during SFT (full fine-tune; with LoRA the embedding rows are trained too, see ``sft_train``).
 
-In both templates the end-of-turn token sits *inside* the assistant's ``{% generation %}`` block, so it is part of the
+- ``llama3_alpaca``: what the paper's Llama-3 runs trained on (torchtune's Alpaca instruct template with its Llama-3
+  tokenizer): the Alpaca prompt, ending ``### Response:``, is the user turn inside Llama-3 header tokens
+  (``<|start_header_id|>user<|end_header_id|>`` ... ``<|eot_id|>``); the response is the assistant turn, and the loss
+  covers the assistant header, the response and its ``<|eot_id|>`` (torchtune masks whole messages, header included).
+  A vocabulary without these tokens gets them added. ``auto`` picks it when the base model's vocabulary has the
+  Llama-3 tokens, ``alpaca`` otherwise.
+
+In every template the end-of-turn token sits *inside* the assistant's ``{% generation %}`` block, so it is part of the
 loss. The template is set on the tokenizer and saved with the model, and the end-of-turn id is put into the model's
 generation config, so any later ``generate`` (or ``helpers.llm.client.connect(model=<folder>)``) stops on it.
 """
@@ -23,7 +30,11 @@ from typing import Any
 
 from ..params import check_choice
 
-TEMPLATE_NAMES = ("alpaca", "chatml")
+TEMPLATE_NAMES = ("alpaca", "chatml", "llama3_alpaca", "auto")
+# Llama-3's header and end-of-turn tokens, as its tokenizer (and torchtune's) writes them.
+LLAMA3_TOKENS = ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
+# Templates whose loss includes the assistant's header (torchtune masks by message, header included).
+HEADER_IN_LOSS = ("llama3_alpaca",)
 
 # The fixed first line of the Alpaca format (used when a conversation brings no system message of its own).
 ALPACA_PREAMBLE = (
@@ -48,6 +59,11 @@ class TemplateSpec:
     tokens_to_add: list[str] = field(default_factory=list,
                                      metadata={"help": "Special tokens missing from the vocabulary (embeddings resized)."})
     adds_bos: bool = field(default=False, metadata={"help": "Whether the template starts with the BOS token."})
+
+    @property
+    def learns_assistant_header(self) -> bool:
+        """Whether the assistant turn's header is trained too (it is then not part of the masked prompt)."""
+        return self.name in HEADER_IN_LOSS
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "end_of_turn": self.end_of_turn, "tokens_to_add": list(self.tokens_to_add),
@@ -106,6 +122,31 @@ def _chatml_jinja(start: str, end: str, assistant_role: str, bos: bool) -> str:
     )
 
 
+def _llama3_alpaca_jinja(bos: bool) -> str:
+    start, end, eot = LLAMA3_TOKENS
+    preamble = ALPACA_PREAMBLE.replace("'", "\\'")
+    header = "'" + start + "' + role + '" + end + "\\n\\n'"
+    return (
+        ("{{- bos_token -}}" if bos else "")
+        + "{%- for message in messages -%}"
+        "{%- set role = message['role'] -%}"
+        "{%- if role == 'assistant' -%}"
+        "{%- generation -%}{{- " + header + " + message['content'] + '" + eot + "' -}}{%- endgeneration -%}"
+        "{%- elif role == 'user' -%}"
+        "{{- " + header + " + '" + preamble + "\\n\\n### Instruction:\\n' + message['content'] "
+        "+ '\\n\\n### Response:" + eot + "' -}}"
+        "{%- else -%}"
+        "{{- " + header + " + message['content'] + '" + eot + "' -}}"
+        "{%- endif -%}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{- '" + start + "assistant" + end + "\\n\\n' -}}{%- endif -%}"
+    )
+
+
+def has_llama3_tokens(tokenizer: Any) -> bool:
+    return all(_in_vocab(tokenizer, t) for t in LLAMA3_TOKENS)
+
+
 def _in_vocab(tokenizer: Any, token: str) -> bool:
     token_id = tokenizer.convert_tokens_to_ids(token)
     return token_id is not None and token_id != getattr(tokenizer, "unk_token_id", None)
@@ -115,6 +156,11 @@ def build_template(name: str, tokenizer: Any) -> TemplateSpec:
     """Decide the template for this tokenizer (pure: nothing is changed; see `install_template`)."""
     check_choice("CHAT_TEMPLATE", name, TEMPLATE_NAMES)
     bos = tokenizer_adds_bos(tokenizer)
+    if name == "auto":
+        name = "llama3_alpaca" if has_llama3_tokens(tokenizer) else "alpaca"
+    if name == "llama3_alpaca":
+        missing = [t for t in LLAMA3_TOKENS if not _in_vocab(tokenizer, t)]
+        return TemplateSpec("llama3_alpaca", _llama3_alpaca_jinja(bos), LLAMA3_TOKENS[2], missing, bos)
     if name == "alpaca":
         if not getattr(tokenizer, "eos_token", None):
             return TemplateSpec("alpaca", _alpaca_jinja(bos), "</s>", ["</s>"], bos)

@@ -105,7 +105,7 @@ def trl_config(cfg: SFTStageConfig, output_dir: Path, num_train: int, has_eval: 
         output_dir=str(output_dir), seed=cfg.seed, data_seed=cfg.seed,
         num_train_epochs=cfg.num_epochs, max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio,
-        weight_decay=cfg.weight_decay,
+        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
         per_device_train_batch_size=cfg.per_device_batch_size, per_device_eval_batch_size=cfg.per_device_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation(num_train, world_size),
         max_length=cfg.max_length, packing=cfg.packing, packing_strategy="bfd",
@@ -156,9 +156,11 @@ def train_sft(cfg: SFTStageConfig, train_records: Any, heldout_records: Any | No
 
     output_dir = Path(output_dir)
     model, tokenizer, spec, base_path = model_tokenizer or prepare_model(cfg)
-    train_tok = tokenize_dataset(train_records, tokenizer, cfg.max_length, spec.end_of_turn, "tokenising train")
+    train_tok = tokenize_dataset(train_records, tokenizer, cfg.max_length, spec.end_of_turn, "tokenising train",
+                                 spec.learns_assistant_header)
     heldout_tok = (tokenize_dataset(heldout_records, tokenizer, cfg.max_length, spec.end_of_turn,
-                                    "tokenising held-out") if heldout_records is not None else None)
+                                    "tokenising held-out", spec.learns_assistant_header)
+                   if heldout_records is not None else None)
     num_truncated = int(sum(train_tok["truncated"]))
     num_dropped = 0
     if cfg.long_examples == "drop" and num_truncated:

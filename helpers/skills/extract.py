@@ -24,6 +24,7 @@ from typing import Any
 from ..params import ParameterError, check_choice, check_existing_path, check_float, check_int
 from .dedup import DEDUP_METHODS, DedupReport, dedup_skills
 from ..jsonl import read_jsonl, write_jsonl
+from .official_lists import is_official, official_list_path, resolve_list
 from .formats import (TOPIC_HEADER_RULES, load_query_types_file, load_skills_file, skill_record,
                              write_queries_txt, write_skills_txt)
 from .parse import (ParseReport, parse_clusters, parse_item_list, parse_label, parse_query_types,
@@ -51,7 +52,8 @@ class SkillExtractionConfig:
     num_topics: int = _help("direct route: how many topics to ask the teacher for.", 3)
     skills_per_topic: int = _help("direct route: how many skills to ask for per topic.", 5)
     num_query_types: int = _help("how many query types to ask the teacher for (the paper has 16).", 4)
-    temperature: float = _help("teacher sampling temperature for every extraction call.", 0.7)
+    temperature: float | None = _help("teacher sampling temperature for every extraction call; None = not sent "
+                                      "(the endpoint's default).", 0.7)
     max_tokens: int = _help("longest teacher reply per call, in tokens.", 200)
     seed: int = _help("sampling seed passed to the teacher and used to sample the seed dataset.", 0)
     dedup_method: str = _help("'embedding' (meaning, all-MiniLM-L6-v2), 'fuzzy' (spelling, rapidfuzz) or 'exact' "
@@ -60,10 +62,16 @@ class SkillExtractionConfig:
                                    "embedding method, 0.93 the fuzzy one.", 0.9)
     embedding_backend: str = _help("'auto' (MiniLM if installed, else TF-IDF character n-grams), 'minilm' or "
                                    "'tfidf'.", "auto")
-    skills_path: str = _help("a skills.txt (official format) or skills.jsonl to import; with 'direct'/'dataset' it "
-                             "replaces only the skill list.", "")
-    query_types_path: str = _help("a queries.txt (official format) or query_types.jsonl to import; with "
-                                  "'direct'/'dataset' it replaces only the query-type list.", "")
+    skills_path: str = _help("a skills.txt (official format) or skills.jsonl to import, or 'official:<teacher>' "
+                             "(the paper's released list, e.g. 'official:gpt-4-turbo-2024-04-09'); with "
+                             "'direct'/'dataset' it replaces only the skill list.", "")
+    query_types_path: str = _help("a queries.txt (official format) or query_types.jsonl to import, or "
+                                  "'official:<teacher>'; with 'direct'/'dataset' it replaces only the query-type "
+                                  "list.", "")
+    import_merge: bool = _help("merge exact and near duplicates of an imported skill list (False: keep every line "
+                               "in file order, as the official generation code samples them).", True)
+    instruct_skillmix_repo: str = _help("root of a local clone of princeton-pli/Instruct-SkillMix for 'official:' "
+                                        "lists; empty = download the pinned files into the cache.", "")
     topic_headers: str = _help("how to treat topic-header lines in an imported skills.txt: 'auto', 'blocks' "
                                "(always look for them) or 'none' (every line is a skill, like the official code).",
                                "auto")
@@ -92,7 +100,8 @@ class SkillExtractionConfig:
         self.num_topics = check_int("NUM_TOPICS", self.num_topics, 1, 1000)
         self.skills_per_topic = check_int("SKILLS_PER_TOPIC", self.skills_per_topic, 1, 500)
         self.num_query_types = check_int("NUM_QUERY_TYPES", self.num_query_types, 1, 200)
-        self.temperature = check_float("TEMPERATURE", self.temperature, 0.0, 2.0)
+        if self.temperature is not None:
+            self.temperature = check_float("TEMPERATURE", self.temperature, 0.0, 2.0)
         self.max_tokens = check_int("MAX_TOKENS", self.max_tokens, 16, 32768)
         self.seed = check_int("SEED", self.seed, 0)
         check_choice("DEDUP_METHOD", self.dedup_method, DEDUP_METHODS)
@@ -105,8 +114,15 @@ class SkillExtractionConfig:
         self.min_skills = check_int("MIN_SKILLS", self.min_skills, 0)
         self.min_query_types = check_int("MIN_QUERY_TYPES", self.min_query_types, 0)
         check_choice("FALLBACK", self.fallback, FALLBACKS)
+        if not isinstance(self.import_merge, bool):
+            raise ParameterError("IMPORT_MERGE", f"expected True or False, got {self.import_merge!r}",
+                                 "use True or False")
+        if self.instruct_skillmix_repo:
+            check_existing_path("INSTRUCT_SKILLMIX_REPO", self.instruct_skillmix_repo, "folder")
         for name, value in (("SKILLS_PATH", self.skills_path), ("QUERY_TYPES_PATH", self.query_types_path)):
-            if value:
+            if is_official(value):
+                official_list_path(name, value)
+            elif value:
                 path = check_existing_path(name, value)
                 if path.suffix not in (".txt", ".jsonl", ".json"):
                     raise ParameterError(name, f"{path.name!r} is neither .txt, .jsonl nor .json",
@@ -172,6 +188,7 @@ class SkillExtraction:
     coverage: dict[str, int] = field(default_factory=dict)  # dataset route: instructions per cluster
     num_seed_instructions: int = 0  # dataset route: instructions sent for labelling
     notes: list[str] = field(default_factory=list)  # everything a reader must be told (fallbacks, shortfalls)
+    official_files: dict[str, dict[str, Any]] = field(default_factory=dict)  # 'official:' lists: source, sha256
     num_fallback_topics: int = 0
     num_fallback_skills: int = 0
     num_fallback_query_types: int = 0
@@ -445,6 +462,25 @@ def load_seed_for(cfg: SkillExtractionConfig) -> list[dict[str, Any]] | None:
                                   cfg.seed_dataset_split)
 
 
+def resolve_import_paths(cfg: SkillExtractionConfig, extraction: SkillExtraction) -> tuple[str, str]:
+    """Local paths of the lists to import; 'official:<teacher>' values are fetched now and their source recorded."""
+    paths = []
+    for name, value in (("SKILLS_PATH", cfg.skills_path), ("QUERY_TYPES_PATH", cfg.query_types_path)):
+        if is_official(value):
+            file = resolve_list(name, value, cfg.instruct_skillmix_repo)
+            extraction.official_files[name] = file.describe()
+            paths.append(str(file.local_path))
+        else:
+            paths.append(value)
+    return paths[0], paths[1]
+
+
+def keep_every_line(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], DedupReport]:
+    """The imported list as it is: one skill per line, in order, nothing merged."""
+    kept = [dict(r, merged_count=1) for r in records]
+    return kept, DedupReport(method="none", threshold=1.0, num_raw=len(records), num_kept=len(kept))
+
+
 def extract_skills(cfg: SkillExtractionConfig, client: Any | None = None,
                    instructions: list[dict[str, Any]] | None = None) -> SkillExtraction:
     """Run stage 1 with an already connected teacher (`client` may be None when nothing needs a model)."""
@@ -453,9 +489,10 @@ def extract_skills(cfg: SkillExtractionConfig, client: Any | None = None,
     if cfg.needs_teacher and client is None:
         raise ParameterError("TEACHER_MODEL", f"SKILL_SOURCE={cfg.skill_source!r} needs a teacher but none was "
                              "connected", "connect one with helpers.llm.client.connect(...)")
-    if cfg.skills_path:
+    skills_path, query_types_path = resolve_import_paths(cfg, extraction)
+    if skills_path:
         extraction.raw_skills, extraction.import_reports["skills"] = load_skills_file(
-            cfg.skills_path, cfg.topic_headers, cfg.embedding_backend)
+            skills_path, cfg.topic_headers, cfg.embedding_backend)
         if cfg.skill_source != "import":
             extraction.notes.append(f"SKILLS_PATH given: the skill list is imported, not extracted by the "
                                     f"{cfg.skill_source!r} route")
@@ -466,16 +503,21 @@ def extract_skills(cfg: SkillExtractionConfig, client: Any | None = None,
         if instructions is None:
             instructions = load_seed_for(cfg)
         extract_from_dataset(client, cfg, extraction, instructions)
-    if cfg.query_types_path:
-        extraction.query_types, extraction.import_reports["query_types"] = load_query_types_file(cfg.query_types_path)
+    if query_types_path:
+        extraction.query_types, extraction.import_reports["query_types"] = load_query_types_file(query_types_path)
     elif cfg.skill_source == "import":
         extraction.query_types = [dict(q, source="shipped") for q in shipped_query_types()]
         extraction.notes.append(f"QUERY_TYPES_PATH is empty: using the kit's {len(extraction.query_types)} shipped "
                                 "query types (data/query_types.jsonl)")
     else:
         extraction.query_types = ask_query_types(client, cfg, extraction)
-    extraction.skills, extraction.dedup_report = dedup_skills(
-        extraction.raw_skills, cfg.dedup_method, cfg.dedup_threshold, cfg.embedding_backend)
+    if cfg.skills_path and not cfg.import_merge:
+        extraction.skills, extraction.dedup_report = keep_every_line(extraction.raw_skills)
+        extraction.notes.append(f"IMPORT_MERGE=False: all {len(extraction.skills)} imported lines kept "
+                                "(duplicates included), as the official generation code samples them")
+    else:
+        extraction.skills, extraction.dedup_report = dedup_skills(
+            extraction.raw_skills, cfg.dedup_method, cfg.dedup_threshold, cfg.embedding_backend)
     if cfg.skill_source == "dataset" and not cfg.skills_path:
         relabel_with_clusters(client, cfg, extraction)
     apply_fallbacks(extraction, cfg)
@@ -510,6 +552,7 @@ def save_extraction(run: Any, extraction: SkillExtraction) -> dict[str, Path]:
         "import_reports": extraction.import_reports,
         "coverage": extraction.coverage,
         "notes": extraction.notes,
+        "official_files": extraction.official_files,
         "prompt_version": prompt_version(),
     }
     path = run.artifact(STAGE, "report.json")
@@ -525,4 +568,6 @@ def record_extraction(run: Any, extraction: SkillExtraction) -> dict[str, Any]:
         run.record(name, value)
     run.set_stage_info("prompt_version", prompt_version())
     run.set_stage_info("notes", extraction.notes)
+    if extraction.official_files:
+        run.set_stage_info("official_files", extraction.official_files)
     return summary

@@ -21,6 +21,8 @@ from ..jsonl import read_jsonl
 from .parse import ParseReport, parse_query_types, to_snake_case
 
 TOPIC_HEADER_RULES = ("auto", "none", "blocks")
+# Fields a query type keeps when it came from an official queries.txt (the text the official prompts insert).
+OFFICIAL_QUERY_FIELDS = ("official_name", "official_text")
 
 
 # ---------------------------------------------------------------------- JSONL
@@ -184,11 +186,32 @@ def write_skills_txt(records: list[dict[str, Any]], path: str | Path, with_topic
 # ---------------------------------------------------------------------- queries.txt
 
 def read_queries_txt(path: str | Path) -> tuple[list[dict[str, Any]], ParseReport]:
-    """Both official styles: prose definition (GPT-4-Turbo) or a `**Definition:**` line (Claude-3.5)."""
-    types, report = parse_query_types(Path(path).read_text(encoding="utf-8"))
+    """Both official styles: prose definition (GPT-4-Turbo) or a `**Definition:**` line (Claude-3.5).
+
+    Each type also keeps `official_name` / `official_text`: the `{query_str}` / `{query_type}` values the official
+    generation script builds from the same block (see `official_query_types`), so stage 2 can replay the official
+    prompts byte for byte.
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    types, report = parse_query_types(text)
+    official = {q["query_str"]: q["query_type"] for q in official_query_types(text)}
     for qt in types:
         qt.setdefault("source", "import")
+        if qt["name"] in official:
+            qt["official_name"], qt["official_text"] = qt["name"], official[qt["name"]]
     return types, report
+
+
+def official_query_types(text: str) -> list[dict[str, str]]:
+    """A queries.txt read the way the official generation script reads it: blocks split on '###'; in each, the
+    pieces between '*' marks give the name (the second piece) and the definition (the third, example lines
+    included, so a `**Definition:**` line yields just 'Definition:'). Returns {query_str, query_type} per block."""
+    out = []
+    for block in text.split("###"):
+        pieces = [p.strip() for p in block.split("*") if p.strip()]
+        if len(pieces) >= 3:
+            out.append({"query_str": pieces[1], "query_type": f"{pieces[1]}: {pieces[2]}"})
+    return out
 
 
 def write_queries_txt(query_types: list[dict[str, Any]], path: str | Path, style: str = "gpt") -> Path:
@@ -240,7 +263,8 @@ def load_query_types_file(path: str | Path) -> tuple[list[dict[str, Any]], dict[
     if path.suffix in (".jsonl", ".json"):
         rows = read_jsonl(path) if path.suffix == ".jsonl" else json.loads(path.read_text(encoding="utf-8"))
         types = [{"name": r["name"], "definition": r.get("definition", ""), "examples": list(r.get("examples", [])),
-                  "source": "import"} for r in rows if r.get("name")]
+                  "source": "import", **{k: r[k] for k in OFFICIAL_QUERY_FIELDS if r.get(k)}}
+                 for r in rows if r.get("name")]
         return types, {"kept": len(types), "dropped": {}, "num_dropped": len(rows) - len(types), "empty_replies": 0}
     types, report = read_queries_txt(path)
     return types, report.as_dict()
