@@ -21,6 +21,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ..llm.models import resolve_model_path
 from ..params import ParameterError, check_choice, check_int
 from ..runs import PROJECT_ROOT, Run
@@ -197,8 +199,6 @@ def launch_command(cfg: SFTStageConfig, accelerate_config: str = "fsdp", num_pro
 def _override_value(value: Any) -> str:
     """`value` as `--set KEY=VALUE` reads it back with its type: empty stays empty, the rest is YAML (PyYAML reads
     `2e-05` as a string and `2.0e-05` as a float)."""
-    import yaml
-
     if value == "":
         return ""
     text = yaml.safe_dump(value, default_flow_style=True, width=10**6)
