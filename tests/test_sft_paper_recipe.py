@@ -39,9 +39,9 @@ def test_batch_rule_reads_the_planned_size(tmp_path):
     assert make_config("paper").target_effective_batch(left_after_filtering) == 64  # unknown plan: the count
     assert make_config("paper", num_examples=4000).gradient_accumulation(left_after_filtering, world_size=8) == 4
     run = Run(tmp_path)
-    assert planned_examples(run) == 0
+    assert planned_examples(tmp_path) == 0
     run.record("num_planned", 4000, stage="generate", display=False)
-    assert planned_examples(run) == 4000
+    assert planned_examples(tmp_path) == 4000
 
 
 def test_unknown_selection_judge_fails_before_training(tmp_path, tiny_base):

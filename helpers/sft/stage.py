@@ -1,8 +1,9 @@
 """Stage 3 end to end, and its script entry point.
 
     python -m helpers.sft --config configs/sft/demo.yaml --set RUN_DIR=runs/demo
-    accelerate launch --config_file configs/accelerate/fsdp.yaml -m helpers.sft \\
+    accelerate launch --config_file configs/accelerate/fsdp.yaml --num_processes 8 -m helpers.sft \\
         --config configs/sft/paper.yaml --set RUN_DIR=runs/paper BASE_MODEL=meta-llama/Meta-Llama-3-8B
+    python -m helpers.sft --config configs/sft/paper.yaml --launch-command fsdp    # prints the exact command
 
 The notebook and the script take the same UPPER_CASE parameters (see `helpers.sft.config`). Under
 `accelerate launch` every process trains; only the main process writes the run folder, selects the checkpoint and
@@ -13,20 +14,24 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import shlex
 import shutil
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ..judge.judging import load_judge
 from ..llm.models import resolve_model_path
 from ..official import resolve
-from ..params import ParameterError
-from ..runs import Run
+from ..params import ParameterError, check_choice, check_int
+from ..runs import PROJECT_ROOT, Run
 from .config import SFTStageConfig, load_config
 from .data import load_records, resolve_data_paths
 from .answers import Answer, eos_stop_rate, generate_answers, load_for_generation
+from .process_trace import process_rank, record_writes_under
 from .select import Selection, select_by_heldout_loss, select_by_judge, write_selection
 from .train import TrainOutcome, load_merged, materialise_checkpoint, prepare_model, train_sft
 
@@ -138,13 +143,14 @@ def run_sft_stage(cfg: SFTStageConfig, run: Run | None = None, judge_client: Any
     resolve_model_path(cfg.base_model, "BASE_MODEL")  # a bad BASE_MODEL fails here, before anything heavy
     judge = load_judge(cfg.selection_judge, "SELECTION_JUDGE") if cfg.selection == "judge" else None
     prompt = selection_prompt(cfg) if cfg.selection == "judge" else None
-    if cfg.selection == "judge" and judge_client is None:
+    cfg = with_planned_examples(cfg)  # on every process: the batch rule must give all ranks the same batch
+    main = process_rank() == 0
+    if cfg.selection == "judge" and judge_client is None and main:
         judge_client = connect_judge(cfg)
-    run = run or Run(cfg.run_dir)
-    cfg = with_planned_examples(cfg, run)
-    main = _is_main_process()
-    if main:
+    if main:  # other processes of a multi-process launch only train: they never touch the run folder
+        run = run or Run(cfg.run_dir)
         run.begin_stage(STAGE, cfg.to_params(), seeds={"seed": cfg.seed})
+    sft_dir = (run.path if run else Path(cfg.run_dir).expanduser().resolve()) / STAGE / "checkpoints"
 
     prepared = prepare_model(cfg)
     spec, base_path = prepared[2], prepared[3]
@@ -153,7 +159,6 @@ def run_sft_stage(cfg: SFTStageConfig, run: Run | None = None, judge_client: Any
     instructions = _instructions(held, n_answer)
     references = [str(r["output"]) for r in held.select(range(n_answer))] if n_answer else []
 
-    sft_dir = run.artifact(STAGE, "checkpoints", ".keep").parent
     outcome = train_sft(cfg, data.train, held, sft_dir, model_tokenizer=prepared)
     outcome.extra.pop("trainer", None)
     del prepared
@@ -198,16 +203,33 @@ def preview_example(cfg: SFTStageConfig, record: dict[str, Any]) -> tuple[Any, A
                                  spec.learns_assistant_header), tokenizer
 
 
-def launch_command(cfg: SFTStageConfig, accelerate_config: str = "fsdp") -> str:
-    """The shell command that runs this configuration as a script, on several GPUs with `accelerate launch`."""
-    from .config import make_config
+ACCELERATE_CONFIGS = ("ddp", "fsdp", "deepspeed_zero3")
 
-    defaults = make_config(cfg.profile)
-    changed = [f"{k}={v}" for k, v in cfg.to_params().items()
-               if v != defaults.to_params()[k] and v not in ("", None)]
-    sets = " ".join(f"'{c}'" if " " in c else c for c in changed)
-    return (f"accelerate launch --config_file configs/accelerate/{accelerate_config}.yaml -m helpers.sft "
-            f"--config configs/sft/{cfg.profile}.yaml" + (f" --set {sets}" if sets else ""))
+
+def launch_command(cfg: SFTStageConfig, accelerate_config: str = "fsdp", num_processes: int = 8) -> str:
+    """The exact shell command (run from the project root) that trains `cfg` on `num_processes` GPUs.
+
+    The `--set` overrides are the parameters that differ from the profile's YAML file, the file the script starts
+    from, written so that the script reads back exactly `cfg` (a float keeps a YAML-readable exponent, an empty
+    string stays empty).
+    """
+    check_choice("accelerate_config", accelerate_config, ACCELERATE_CONFIGS)
+    check_int("num_processes", num_processes, 1)
+    config_file = f"configs/sft/{cfg.profile}.yaml"
+    baseline = load_config(PROJECT_ROOT / config_file).to_params()
+    sets = [f"{k}={_override_value(v)}" for k, v in cfg.to_params().items() if v != baseline[k]]
+    return shlex.join(["accelerate", "launch", "--config_file", f"configs/accelerate/{accelerate_config}.yaml",
+                       "--num_processes", str(num_processes), "-m", "helpers.sft", "--config", config_file]
+                      + (["--set", *sets] if sets else []))
+
+
+def _override_value(value: Any) -> str:
+    """`value` as `--set KEY=VALUE` reads it back with its type: empty stays empty, the rest is YAML (PyYAML reads
+    `2e-05` as a string and `2.0e-05` as a float)."""
+    if value == "":
+        return ""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6)
+    return text.removesuffix("\n...\n").strip()
 
 
 def selection_sampling(cfg: SFTStageConfig) -> dict[str, Any]:
@@ -241,16 +263,22 @@ def _instructions(held: Any, n: int) -> list[str]:
     return [record_to_messages(dict(r))[0]["content"] for r in held.select(range(n))] if n else []
 
 
-def planned_examples(run: Run) -> int:
-    """Stage 2's planned training examples (its NUM_EXAMPLES) as recorded in the run folder; 0 when unknown."""
-    return int(run.results().get(GENERATE_STAGE, {}).get("num_planned") or 0)
+def planned_examples(run_dir: str | Path) -> int:
+    """Stage 2's planned training examples (its NUM_EXAMPLES) as recorded in the run folder; 0 when unknown.
+
+    Reads the results file without opening a `Run`, which would create folders: every process of a
+    multi-process launch calls this.
+    """
+    path = Path(run_dir).expanduser().resolve() / "results.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    return int(results.get(GENERATE_STAGE, {}).get("num_planned") or 0)
 
 
-def with_planned_examples(cfg: SFTStageConfig, run: Run | None = None) -> SFTStageConfig:
+def with_planned_examples(cfg: SFTStageConfig) -> SFTStageConfig:
     """NUM_EXAMPLES=0 on the run's own data: take stage 2's planned count, so the batch rule sees the plan."""
     if cfg.num_examples or cfg.train_data_path:
         return cfg
-    return replace(cfg, num_examples=planned_examples(run or Run(cfg.run_dir)))
+    return replace(cfg, num_examples=planned_examples(cfg.run_dir))
 
 
 def _select(cfg: SFTStageConfig, outcome: TrainOutcome, judge_client: Any, instructions: list[str],
@@ -318,19 +346,21 @@ def _record_all(run: Run, cfg: SFTStageConfig, outcome: TrainOutcome, selection:
     return values
 
 
-def _is_main_process() -> bool:
-    import os
-
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.sft", description="Stage 3: vanilla SFT with TRL.")
     parser.add_argument("--config", help="YAML file of UPPER_CASE parameters (configs/sft/*.yaml)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", action="extend",
                         help="override parameters, e.g. --set RUN_DIR=runs/x MAX_STEPS=10")
+    parser.add_argument("--launch-command", choices=ACCELERATE_CONFIGS, metavar="ACCELERATE_CONFIG",
+                        help="print the `accelerate launch` command for this configuration with "
+                             "configs/accelerate/<ACCELERATE_CONFIG>.yaml (ddp, fsdp, deepspeed_zero3) and exit")
+    parser.add_argument("--num-processes", type=int, default=8, help="GPUs for --launch-command (default 8)")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.set)
+    if args.launch_command:
+        print(launch_command(cfg, args.launch_command, args.num_processes))
+        return 0
+    record_writes_under(cfg.run_dir)
     result = run_sft_stage(cfg)
     if result is not None:
         print(json.dumps(result.records, indent=2))

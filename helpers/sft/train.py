@@ -22,6 +22,7 @@ from typing import Any
 from ..llm.models import load_tokenizer_and_model, resolve_model_path
 from .config import SFTStageConfig
 from .data import tokenize_dataset
+from .process_trace import record_training_rows
 from .templates import TemplateSpec, build_template, install_template
 
 TEMPLATE_FILE = "sft_template.json"
@@ -67,7 +68,14 @@ def peak_rss_gb() -> float:
 
 
 def prepare_model(cfg: SFTStageConfig, dtype: str = "float32") -> tuple[Any, Any, TemplateSpec, str]:
-    """Load the base model and its tokenizer, and give them the chosen chat template."""
+    """Load the base model and its tokenizer, and give them the chosen chat template.
+
+    Seeded first: a template token added to the vocabulary gets a randomly initialised embedding row, which must be
+    the same in every run with the same SEED (and in every process of a multi-process launch).
+    """
+    from transformers import set_seed
+
+    set_seed(cfg.seed)
     base_path = resolve_model_path(cfg.base_model, "BASE_MODEL")
     tokenizer, model = load_tokenizer_and_model(cfg.base_model, "BASE_MODEL", dtype=dtype)
     spec = build_template(cfg.chat_template, tokenizer)
@@ -173,24 +181,30 @@ def train_sft(cfg: SFTStageConfig, train_records: Any, heldout_records: Any | No
                                  "tokens and LONG_EXAMPLES='drop' removed them", "raise MAX_LENGTH, or set "
                                  "LONG_EXAMPLES='truncate' (cut examples then lose their end-of-turn token)")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    args = trl_config(cfg, output_dir, len(train_tok), heldout_tok is not None, world_size, **trl_overrides)
+    # Every process decides from the same folder contents, before the main process changes them (barrier below).
+    resume_from = resumable_checkpoint(output_dir, cfg)
+    # The held-out loss before any step is evaluated inside `train()` (`eval_on_start`), not by a `trainer.evaluate()`
+    # beforehand: that call prepares the model for evaluation only, and `train()` then never wraps it in
+    # DistributedDataParallel, so each process would silently train its own copy on its own share of the data.
+    # A resumed run has that evaluation in the checkpoint's history already.
+    eval_on_start = evaluate_first and heldout_tok is not None and resume_from is None
+    args = trl_config(cfg, output_dir, len(train_tok), heldout_tok is not None, world_size,
+                      **{"eval_on_start": eval_on_start, **trl_overrides})
     peft_config = lora_config(cfg, spec, tokenizer) if cfg.use_lora else None
     timer = _timing_callback()
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_tok, eval_dataset=heldout_tok,
                          processing_class=tokenizer, peft_config=peft_config, callbacks=[timer])
+    record_training_rows(trainer)
+    trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
-        output_dir.mkdir(parents=True, exist_ok=True)
+        if resume_from is None:
+            clear_output_dir(output_dir, cfg)
         (output_dir / TEMPLATE_FILE).write_text(json.dumps(
             {**spec.to_dict(), "base_model": cfg.base_model, "base_model_path": base_path, "use_lora": cfg.use_lora},
             indent=2))
-    resume_from = prepare_output_dir(output_dir, cfg, trainer.is_world_process_zero())
     trainer.accelerator.wait_for_everyone()
-    history_start: list[dict[str, Any]] = []
-    if evaluate_first and heldout_tok is not None:
-        metrics = trainer.evaluate()
-        history_start.append({**metrics, "step": 0})
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    log_history = history_start + list(trainer.state.log_history)
+    log_history = list(trainer.state.log_history)
     tokens = _trained_tokens(log_history, train_tok, result.global_step, args)
     checkpoints = list_checkpoints(output_dir)
     trainer.accelerator.wait_for_everyone()
@@ -211,25 +225,29 @@ def training_fingerprint(cfg: SFTStageConfig) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def prepare_output_dir(output_dir: Path, cfg: SFTStageConfig, main_process: bool = True) -> Path | None:
-    """The checkpoint to continue from, or None after clearing checkpoints a different training left behind.
+FINGERPRINT_FILE = "training_fingerprint.json"
 
-    Only a RESUMABLE run with an unchanged training fingerprint continues; otherwise old `checkpoint-N` folders
-    are removed so that selection never mixes checkpoints of two trainings.
+
+def resumable_checkpoint(output_dir: Path, cfg: SFTStageConfig) -> Path | None:
+    """The checkpoint to continue from: only a RESUMABLE run with an unchanged training fingerprint continues.
+
+    Reads only, so every process of a multi-process launch can ask before the main process clears the folder.
     """
-    stamp = output_dir / "training_fingerprint.json"
-    fingerprint = training_fingerprint(cfg)
-    same = stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint
+    stamp = output_dir / FINGERPRINT_FILE
+    same = stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == training_fingerprint(cfg)
     resumable = [c for c in list_checkpoints(output_dir) if (c / "trainer_state.json").exists()
                  and any(c.glob("optimizer*")) and (c / "scheduler.pt").exists()]
-    if cfg.resumable and same and resumable:
-        return resumable[-1]
-    if main_process:
-        for old in list_checkpoints(output_dir):
-            shutil.rmtree(old, ignore_errors=True)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(json.dumps({"fingerprint": fingerprint, "params": cfg.to_params()}, indent=2, default=str))
-    return None
+    return resumable[-1] if cfg.resumable and same and resumable else None
+
+
+def clear_output_dir(output_dir: Path, cfg: SFTStageConfig) -> None:
+    """Remove the checkpoints a different training left behind (so selection never mixes two trainings) and stamp
+    the folder with this training's fingerprint. Main process only."""
+    for old in list_checkpoints(output_dir):
+        shutil.rmtree(old, ignore_errors=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / FINGERPRINT_FILE).write_text(json.dumps(
+        {"fingerprint": training_fingerprint(cfg), "params": cfg.to_params()}, indent=2, default=str))
 
 
 def _trained_tokens(log_history: list[dict[str, Any]], train_tok: Any, steps: int, args: Any) -> int:
