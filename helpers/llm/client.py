@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .accounting import Usage
 from .cache import CallCache, cache_key
 from .types import ChatResult, Conversation, Message, Turn, normalise_sampling
-from ..params import ParameterError, check_env_var_name, check_int
+from ..params import ParameterError, check_base_url, check_env_var_name, check_int
 from .errors import PermanentError, TransientError, api_key_from_env  # noqa: F401  (re-exported)
 
 T = TypeVar("T")
@@ -253,6 +253,7 @@ def connect(
 
     check_int("MAX_CONCURRENCY", max_concurrency, 1, 4096)
     check_env_var_name(f"{role}_API_KEY_ENV", api_key_env)
+    check_base_url(f"{role}_BASE_URL", base_url)
     model = model or (EMBEDDED_TEACHER if not base_url else "")
     if base_url:
         if not model:

@@ -15,7 +15,7 @@ import openai
 
 from .errors import PermanentError, TransientError, api_key_from_env
 from .types import ChatResult, Message
-from ..params import ParameterError
+from ..params import ParameterError, redact_url
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:
@@ -58,7 +58,8 @@ class OpenAIBackend:
         )
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.kind, "model": self.model, "base_url": self.base_url, "api_key_env": self.api_key_env}
+        return {"backend": self.kind, "model": self.model, "base_url": redact_url(self.base_url),
+                "api_key_env": self.api_key_env}
 
     def _client(self) -> openai.AsyncOpenAI:
         """One SDK client per event loop (its connection pool is bound to the loop that created it)."""
