@@ -58,6 +58,22 @@ def check_existing_path(name: str, value: str | Path, kind: str = "file") -> Pat
     return path
 
 
+# ------------------------------------------------------------------------------------------------ requests
+# REQUEST_TIMEOUT / REQUEST_ATTEMPTS, shared by every notebook that reaches a model: one HTTP request may take this
+# long (a 2,048-token reply from a busy server fits) and is sent this many times at most, so a hung server shows up
+# within minutes (as calls waiting and retries in the progress bar), not after hours.
+DEFAULT_REQUEST_TIMEOUT = 300.0
+DEFAULT_REQUEST_ATTEMPTS = 4
+REQUEST_TIMEOUT_HELP = ("Seconds one request to an endpoint may take before it counts as failed and is sent again; "
+                        "a hung server shows as calls waiting and retries in the progress bar.")
+REQUEST_ATTEMPTS_HELP = ("How often one request is sent (time-outs, 429, 5xx, dropped connections) before it "
+                         "counts as failed.")
+
+
+def check_request_limits(timeout: Any, attempts: Any) -> tuple[float, int]:
+    return check_float("REQUEST_TIMEOUT", timeout, 0.001, 86_400), check_int("REQUEST_ATTEMPTS", attempts, 1, 100)
+
+
 # ------------------------------------------------------------------------------------------------ secrets
 # The rule for `*_API_KEY_ENV` values: a NAME matches ENV_NAME and does not look like a key. A key is recognised by a
 # known vendor prefix, by characters no name has (`-`, `.`, spaces...), by letters and digits that alternate like
@@ -78,7 +94,7 @@ def looks_random(part: str) -> bool:
 def _key_like_reason(value: str) -> str | None:
     """Why `value` reads as a pasted key rather than a variable name, or None."""
     if value.startswith(KEY_PREFIXES):
-        return "it starts like an API key"
+        return "it looks like an API key (a known key prefix)"
     if any(c.isspace() for c in value) or any(c in value for c in "-.:/+=~"):
         return "it has characters no variable name has (a key or a token, perhaps)"
     for part in value.split("_"):

@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 from .accounting import Usage
 from .cache import CallCache, cache_key
 from .types import ChatResult, Conversation, Message, Turn, normalise_sampling
-from ..params import ParameterError, check_base_url, check_env_var_name, check_int
+from ..params import (DEFAULT_REQUEST_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT, ParameterError, check_base_url,
+                      check_env_var_name, check_int, check_request_limits)
 from .errors import PermanentError, TransientError, api_key_from_env  # noqa: F401  (re-exported)
 
 T = TypeVar("T")
@@ -66,6 +67,7 @@ class ChatClient:
         backoff_base_s: float = 1.0,
         backoff_max_s: float = 60.0,
         show_progress: bool = True,
+        cache_scope: str | None = None,
     ) -> None:
         self.backend = backend
         self.stage, self.role = stage, role
@@ -74,6 +76,11 @@ class ChatClient:
         self.max_attempts = max_attempts
         self.backoff_base_s, self.backoff_max_s = backoff_base_s, backoff_max_s
         self.show_progress = show_progress
+        # Cache entries are keyed by the endpoint too; endpoints known to serve the same weights may share one scope.
+        self.cache_scope = cache_scope if cache_scope is not None else str(backend.describe().get("base_url") or "")
+        self.waiting = 0  # requests sent and not yet answered: shown in the progress bar
+        self.retries = 0
+        self.last_error = ""
         self.usage = Usage(model=backend.model)
         self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
@@ -103,7 +110,8 @@ class ChatClient:
     async def achat(self, messages: Sequence[Message], salt: str = "", **sampling: Any) -> ChatResult:
         sampling = normalise_sampling(sampling)
         messages = [dict(m) for m in messages]
-        key = cache_key(self.backend.kind, self.model, messages, sampling, salt) if self.cache is not None else ""
+        key = (cache_key(self.backend.kind, self.model, messages, sampling, salt, self.cache_scope)
+               if self.cache is not None else "")
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
@@ -114,10 +122,14 @@ class ChatClient:
         for attempt in range(1, self.max_attempts + 1):
             retry_after = None
             async with self._semaphore():
+                self.waiting += 1
                 try:
                     result = await self.backend.complete(messages, sampling)
+                except ParameterError:
+                    raise  # e.g. the endpoint rejected the key: every other call would fail the same way
                 except TransientError as exc:
                     error, retry_after = f"{exc.__class__.__name__}: {exc}", exc.retry_after
+                    self.last_error = str(exc)
                 except PermanentError as exc:
                     error = f"PermanentError: {exc}"
                     self.usage.add_failure(retries=attempt - 1)
@@ -135,7 +147,10 @@ class ChatClient:
                         self.cache.put(key, result)
                     self.usage.add_call(result.input_tokens, result.output_tokens, cached=False, retries=attempt - 1)
                     return result
+                finally:
+                    self.waiting -= 1
             if attempt < self.max_attempts:
+                self.retries += 1
                 await asyncio.sleep(self._backoff(attempt, retry_after))
         self.usage.add_failure(retries=self.max_attempts - 1)
         return ChatResult(error=f"gave up after {self.max_attempts} attempts: {error}", model=self.model,
@@ -158,6 +173,13 @@ class ChatClient:
             conv.messages.append({"role": "assistant", "content": result.text})
         return conv
 
+    def progress_note(self, desc: str = "") -> str:
+        """'desc · 3 waiting · 2 retries (last: request timed out)': what the progress bar says besides the count."""
+        note = f"{desc} · {self.waiting} waiting"
+        if self.retries:
+            note += f" · {self.retries} retries (last: {self.last_error[:60]})"
+        return note
+
     # ------------------------------------------------------------------ many at once
     async def agather(self, coros: Sequence[Awaitable[T]], desc: str = "calls",
                       on_done: Callable[[int, T, Any], None] | None = None, initial: int = 0) -> list[T]:
@@ -169,10 +191,16 @@ class ChatClient:
         async def indexed(i: int, coro: Awaitable[T]) -> tuple[int, T]:
             return i, await coro
 
+        async def show_waiting() -> None:  # a hung server shows as calls waiting and retries, not as silence
+            while True:
+                await asyncio.sleep(1.0)
+                bar.set_description_str(self.progress_note(desc), refresh=True)
+
         out: list[Any] = [None] * len(coros)
         tasks = [asyncio.ensure_future(indexed(i, c)) for i, c in enumerate(coros)]
         bar = tqdm(total=initial + len(tasks), initial=initial, desc=desc,
                    disable=not self.show_progress or not tasks, leave=False)
+        ticker = asyncio.ensure_future(show_waiting())
         start = time.perf_counter()
         try:
             for fut in asyncio.as_completed(tasks):
@@ -180,8 +208,10 @@ class ChatClient:
                 out[i] = value
                 if on_done is not None:
                     on_done(i, value, bar)
+                bar.set_description_str(self.progress_note(desc), refresh=False)
                 bar.update(1)
         finally:
+            ticker.cancel()
             bar.close()
             self.usage.add_wall(time.perf_counter() - start)
             for t in tasks:
@@ -239,16 +269,23 @@ def connect(
     use_cache: bool = True,
     chat_template: str | None = None,
     check: bool = True,
-    request_timeout_s: float = 600.0,
-    max_attempts: int = 5,
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT,
+    max_attempts: int = DEFAULT_REQUEST_ATTEMPTS,
     show_progress: bool = True,
+    cache_scope: str | None = None,
 ) -> ChatClient:
     """Build a client from the notebook parameters `{role}_MODEL`, `{role}_BASE_URL`, `{role}_API_KEY_ENV`.
 
     Empty `base_url` runs the model in-process (embedded name, checkpoint folder or hub id); otherwise `model` is
     the id served by the OpenAI-compatible endpoint. With `check`, a wrong endpoint, unknown model or missing key
     raises `ParameterError` now, before any work is queued.
+
+    `request_timeout_s` / `max_attempts` are the notebooks' REQUEST_TIMEOUT / REQUEST_ATTEMPTS: how long one HTTP
+    request may take and how often a failed one is sent. Cached answers are keyed by the endpoint (its base URL
+    without credentials); `cache_scope` replaces it by a name of your choice, so endpoints known to serve the same
+    weights (replicas of one vLLM deployment) can share their cache entries.
     """
+    request_timeout_s, max_attempts = check_request_limits(request_timeout_s, max_attempts)
     from .models import EMBEDDED_TEACHER
 
     check_int("MAX_CONCURRENCY", max_concurrency, 1, 4096)
@@ -274,7 +311,8 @@ def connect(
         backend.check()
     cache = CallCache(cache_path) if use_cache else None
     return ChatClient(backend, stage=stage, role=role, max_concurrency=max_concurrency, cache=cache,
-                      use_cache=use_cache, max_attempts=max_attempts, show_progress=show_progress)
+                      use_cache=use_cache, max_attempts=max_attempts, show_progress=show_progress,
+                      cache_scope=cache_scope)
 
 
 class FunctionBackend:
