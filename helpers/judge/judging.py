@@ -236,7 +236,23 @@ def pairwise_judgments(judge_client: Any, instructions: Sequence[str], outputs: 
         pref, source = read_pairwise(res, judge, cand_first)
         judgments.append(PairwiseJudgment(i, cand_first, pref, source, res.text, res.error,
                                           len(outputs[i]), len(reference_outputs[i])))
+    require_readable(judgments, judge, desc)
     return judgments
+
+
+class JudgeUnreadable(RuntimeError):
+    """Not one reply of a judging step could be read: the stage stops rather than record a win rate of nothing."""
+
+
+def require_readable(judgments: Sequence[PairwiseJudgment], judge: Judge, what: str) -> None:
+    if not judgments or any(j.preference is not None for j in judgments):
+        return
+    first = next((j.error for j in judgments if j.error), None) or repr(judgments[0].judge_text[:120])
+    raise JudgeUnreadable(
+        f"{what}: none of the {len(judgments)} replies of judge {judge.name!r} could be read (first: {first}). "
+        "Look at the judge's replies, check JUDGE_BASE_URL / JUDGE_API_KEY_ENV if the calls failed, or use a "
+        "stronger JUDGE_MODEL"
+    )
 
 
 def pairwise_win_rate(judge_client: Any, instructions: Sequence[str], outputs: Sequence[str],
