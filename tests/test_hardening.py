@@ -2,17 +2,25 @@
 lists, run folders that are the kit itself, JSONL line separators, one run folder written twice at once."""
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
 
 from helpers.__main__ import load_params, main
-from helpers.judge.judging import first_label_from_verdict, judge_messages, load_judge, parse_rating
+from helpers.evaluate.sets import load_eval_set, load_mt_bench
+from helpers.generate.config import GenerateConfig
+from helpers.judge.judging import (JudgeUnreadable, first_label_from_verdict, judge_messages, load_judge,
+                                   pairwise_win_rate, parse_rating)
 from helpers.jsonl import JSONLError, append_jsonl, read_jsonl, write_jsonl
+from helpers.llm.cache import CallCache
+from helpers.llm.client import connect, connect_function
+from helpers.llm.fake_openai import FakeOpenAIServer
 from helpers.llm.openai_backend import OpenAIBackend
 from helpers.params import ParameterError, check_env_var_name, redact_url
-from helpers.pipeline import exclusive
+from helpers.pipeline import exclusive, run_pipeline
 from helpers.runs import PROJECT_ROOT, Run, check_run_dir
 from helpers.skills.formats import load_query_types_file, load_skills_file
 
@@ -213,3 +221,126 @@ def test_broken_config_file_names_the_line(tmp_path):
     (tmp_path / "c.yaml").write_text("NUM_EXAMPLES: 3\nSEED: [1\n")
     with pytest.raises(ParameterError, match=r"--config.*not valid YAML.*line"):
         load_params(str(tmp_path / "c.yaml"), None)
+
+
+# ------------------------------------------------------------------------------------------ LLM layer
+MSG = [{"role": "user", "content": "hello there"}]
+
+
+def _client(srv, tmp_path, model="fake-model", **kw):
+    return connect(model, srv.base_url, kw.pop("api_key_env", ""), stage="test", cache_path=tmp_path / "c.sqlite",
+                   show_progress=False, **kw)
+
+
+def test_same_model_name_on_two_endpoints_shares_no_cache(tmp_path):
+    """7. The endpoint is part of the cache key; a cache_scope shared on purpose shares entries."""
+    with FakeOpenAIServer(models=("same",), reply_fn=lambda m, b: "from one") as one, \
+            FakeOpenAIServer(models=("same",), reply_fn=lambda m, b: "from two") as two:
+        assert _client(one, tmp_path, "same").chat(MSG).text == "from one"
+        second = _client(two, tmp_path, "same").chat(MSG)
+        assert second.text == "from two" and not second.cached and two.completions == 1
+        _client(one, tmp_path, "same", cache_scope="replicas").chat(MSG)
+        shared = _client(two, tmp_path, "same", cache_scope="replicas").chat(MSG)
+        assert shared.cached and shared.text == "from one" and two.completions == 1
+
+
+@pytest.mark.parametrize("server_kw, warning", [
+    ({"models_status": "500"}, "answered HTTP 500"),
+    ({"models_status": "html"}, "did not answer a model list"),
+    ({"listed_models": ("/models/fake-model@main",)}, "is not in the list"),
+])
+def test_a_server_with_a_poor_models_list_is_probed_and_accepted(tmp_path, server_kw, warning):
+    """10. /models failing or not listing the model: a one-token chat completion decides, with a warning."""
+    with FakeOpenAIServer(models=("fake-model",), **server_kw) as srv:
+        with pytest.warns(UserWarning, match=warning):
+            client = _client(srv, tmp_path)
+        assert srv.completions == 1 and client.chat(MSG).ok
+
+
+def test_a_probe_that_fails_names_the_parameter(tmp_path):
+    with FakeOpenAIServer(models=("fake-model",), models_status="html") as srv:
+        with pytest.raises(ParameterError, match="TEACHER_MODEL.*'other' is not served"):
+            _client(srv, tmp_path, "other")
+
+
+def test_a_hung_endpoint_fails_fast_and_shows_waiting_and_retries(tmp_path):
+    """11. REQUEST_TIMEOUT / REQUEST_ATTEMPTS bound a hung server; the progress note shows waiting calls and
+    retries while it hangs."""
+    with FakeOpenAIServer(models=("fake-model",), latency_s=30) as srv:
+        client = _client(srv, tmp_path, request_timeout_s=0.3, max_attempts=2)
+        client.backoff_base_s = 0.01
+        seen = []
+
+        async def watch():
+            task = asyncio.ensure_future(client.achat(MSG))
+            await asyncio.sleep(0.15)
+            seen.append(client.progress_note("calls"))
+            result = await task
+            await client.backend.release_loop()
+            return result
+
+        start = time.perf_counter()
+        result = asyncio.run(watch())
+        assert time.perf_counter() - start < 5
+        assert not result.ok and "timed out" in result.error and result.attempts == 2
+        assert seen == ["calls · 1 waiting"]
+        assert client.progress_note("calls") == "calls · 0 waiting · 1 retries (last: request timed out)"
+    with pytest.raises(ParameterError, match="REQUEST_TIMEOUT"):
+        connect("m", "http://127.0.0.1:9/v1", "", request_timeout_s=0, check=False, cache_path=tmp_path / "c.sqlite")
+    with pytest.raises(ParameterError, match="REQUEST_ATTEMPTS"):
+        GenerateConfig(request_attempts=0).validate()
+
+
+def test_a_rejected_key_on_the_chat_endpoint_is_an_auth_error(tmp_path, monkeypatch):
+    """12. A 401 from /chat/completions names {ROLE}_API_KEY_ENV instead of turning into parse failures."""
+    monkeypatch.setenv("ISM_TEST_KEY", "wrong")
+    with FakeOpenAIServer(api_key="right") as srv:
+        client = _client(srv, tmp_path, api_key_env="ISM_TEST_KEY", check=False, role="JUDGE")
+        with pytest.raises(ParameterError, match=r"JUDGE_API_KEY_ENV.*rejected the key in \$ISM_TEST_KEY"):
+            client.chat(MSG)
+
+
+def test_a_corrupt_cache_names_the_file_and_the_recovery(tmp_path):
+    path = tmp_path / "llm_calls.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(ParameterError) as err:
+        CallCache(path)
+    assert str(path) in str(err.value) and "delete" in str(err.value) and "ISM_CACHE_DIR" in str(err.value)
+
+
+def test_an_unreachable_eval_set_names_the_parameters(monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'tatsu-lab/alpaca_eval' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(ParameterError) as err:
+        load_eval_set("alpaca_eval", "")
+    assert err.value.name == "EVAL_SOURCE" and "EVAL_SET" in str(err.value) and "ConnectionError" in str(err.value)
+    with pytest.raises(ParameterError, match="MT_BENCH_SOURCE"):
+        load_mt_bench("HuggingFaceH4/mt_bench_prompts")
+
+
+def test_a_judge_that_answers_nothing_readable_stops_the_stage(tmp_path):
+    client = connect_function(lambda m, s: "I would rather not say.", model="mute-judge", role="JUDGE",
+                              cache_path=tmp_path / "c.sqlite")
+    with pytest.raises(JudgeUnreadable, match="none of the 3 replies"):
+        pairwise_win_rate(client, ["q1", "q2", "q3"], ["a"] * 3, ["b"] * 3, seed=0)
+
+
+def test_driver_repeats_the_stage_notes(tmp_path):
+    """12. A fallback said inside a notebook (e.g. the shipped top-up) is said in the driver's output too."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("RUN_DIR = ''\n")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(
+        "from helpers.runs import Run\nrun = Run(RUN_DIR)\nrun.begin_stage('skills', {})\n"
+        "run.set_stage_info('notes', ['FALLBACK: added 3 skills from the shipped list'])")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(tmp_path / "01_x.ipynb"))
+    lines: list[str] = []
+    run_pipeline(tmp_path / "run", {}, [str(tmp_path / "01_x.ipynb")], log=lines.append, progress=False)
+    assert "  note: FALLBACK: added 3 skills from the shipped list" in lines
