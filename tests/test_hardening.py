@@ -206,6 +206,24 @@ def test_second_run_on_one_folder_is_refused(tmp_path):
         pass
 
 
+def test_cli_refuses_a_run_folder_another_process_is_writing(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    (tmp_path / "r").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from filelock import FileLock; "
+                               f"lock = FileLock({str(tmp_path / 'r' / '.pipeline.lock')!r}); lock.acquire(); "
+                               "print('held', flush=True); time.sleep(30)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["run", "--run-dir", str(tmp_path / "r"), "--only", "02"]) == 2
+        assert "another run is writing" in capsys.readouterr().err
+        assert not (tmp_path / "r" / "notebooks").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 # ------------------------------------------------------------------------------------------ 12. actionable errors
 @pytest.mark.parametrize("args, expected", [
     (["--config", "no/such.yaml"], "--config: no/such.yaml does not exist"),
