@@ -106,22 +106,28 @@ def run_pipeline(run_dir: str | Path, params: Mapping[str, Any] | None = None,
     with exclusive(run):
         for nb in notebooks:
             log(f"[{time.strftime('%H:%M:%S')}] running {nb} -> {run.path / 'notebooks'}")
-            notes_before = stage_notes(run)
+            starts_before = stage_starts(run)
             start = time.perf_counter()
             done.append(run_notebook(nb, run.path, routed[nb], log_output=log_output, progress=progress))
             seconds = round(time.perf_counter() - start, 1)
             run.set_stage_info(nb, {"seconds": seconds, "executed": str(done[-1])}, stage="_pipeline")
             log(f"[{time.strftime('%H:%M:%S')}] {nb} finished in {seconds} s")
-            for note in sorted(stage_notes(run) - notes_before):
+            for note in new_stage_notes(run, starts_before):
                 log(f"  note: {note}")
     return done
 
 
-def stage_notes(run: Run) -> set[str]:
-    """What the stages told the reader (fallbacks such as a top-up from the shipped lists, shortfalls): the driver
-    repeats new notes in its own output, so they are not seen only inside an executed notebook."""
+def stage_starts(run: Run) -> dict[str, Any]:
+    return {name: info.get("started") for name, info in run.manifest().get("stages", {}).items()
+            if isinstance(info, dict)}
+
+
+def new_stage_notes(run: Run, starts_before: dict[str, Any]) -> list[str]:
+    """What the stages begun since `starts_before` told the reader (fallbacks such as a top-up from the shipped
+    lists, retried or failed examples): the driver repeats them, so they are not seen only inside a notebook."""
     stages = run.manifest().get("stages", {})
-    return {str(n) for info in stages.values() if isinstance(info, dict) for n in info.get("notes") or []}
+    return [str(note) for name, started in stage_starts(run).items() if started != starts_before.get(name)
+            for note in stages[name].get("notes") or []]
 
 
 @contextmanager

@@ -27,7 +27,8 @@ TRACKED_PACKAGES = ("torch", "transformers", "trl", "openai", "datasets", "peft"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-KIT_FOLDERS = ("helpers", "notebooks", "data", "tests")
+KIT_FOLDERS = ("helpers", "data", "tests")  # no run folder inside these; `notebooks/` itself is refused, but
+# notebooks/runs/... is allowed: a kernel started from JupyterLab in notebooks/ resolves RUN_DIR='runs/demo' there.
 
 
 def _holds_kit(path: Path) -> bool:
@@ -52,7 +53,8 @@ def check_run_dir(run_dir: str | Path | None, parameter: str = "RUN_DIR") -> Pat
     path = Path(run_dir).expanduser().resolve()
     if path.exists() and not path.is_dir():
         raise ParameterError(parameter, f"{path} is a file, not a folder", "name a folder (it is created if missing)")
-    inside_kit_code = any(path.is_relative_to(PROJECT_ROOT / name) for name in KIT_FOLDERS)
+    inside_kit_code = path == PROJECT_ROOT / "notebooks" or any(path.is_relative_to(PROJECT_ROOT / name)
+                                                               for name in KIT_FOLDERS)
     if path == PROJECT_ROOT or PROJECT_ROOT.is_relative_to(path) or inside_kit_code or _holds_kit(path):
         raise ParameterError(parameter, f"{path} is (or holds) the kit's own files, which a run would overwrite",
                              "use a folder of its own, e.g. runs/demo")
