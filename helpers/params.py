@@ -128,7 +128,10 @@ def check_base_url(name: str, value: str) -> str:
     """A *_BASE_URL must not carry credentials (`user:password@host`, `?api_key=...`): those would be recorded."""
     if not value or not isinstance(value, str):
         return value
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        raise ParameterError(name, "is not a valid URL (it is not shown)", "use a URL such as http://localhost:8000/v1") from None
     secret_query = [k for k, _ in parse_qsl(parts.query, keep_blank_values=True) if k.lower() in SECRET_QUERY_KEYS]
     if parts.username or parts.password or "@" in parts.netloc or secret_query:
         raise ParameterError(
@@ -142,7 +145,10 @@ def redact_url(url: str) -> str:
     """The URL as it may be recorded: no `user:password@`, no secret query parameters."""
     if not url or not isinstance(url, str):
         return url
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(an unreadable URL, not recorded)"
     netloc = parts.netloc.rsplit("@", 1)[-1]
     query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
                        if k.lower() not in SECRET_QUERY_KEYS])

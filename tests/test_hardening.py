@@ -19,7 +19,7 @@ from helpers.llm.cache import CallCache
 from helpers.llm.client import connect, connect_function
 from helpers.llm.fake_openai import FakeOpenAIServer
 from helpers.llm.openai_backend import OpenAIBackend
-from helpers.params import ParameterError, check_env_var_name, redact_url
+from helpers.params import ParameterError, check_base_url, check_env_var_name, redact_url
 from helpers.pipeline import exclusive, run_pipeline
 from helpers.runs import PROJECT_ROOT, Run, check_run_dir
 from helpers.skills.formats import load_query_types_file, load_skills_file
@@ -60,6 +60,9 @@ def test_env_var_names_still_pass(name):
 
 def test_recorded_urls_carry_no_credentials(tmp_path):
     assert redact_url(f"https://me:{SENTINEL}@host:8000/v1?api_key={SENTINEL}&x=1") == "https://host:8000/v1?x=1"
+    assert SENTINEL not in redact_url(f"http://[{SENTINEL}")
+    with pytest.raises(ParameterError, match="not a valid URL"):
+        check_base_url("JUDGE_BASE_URL", f"http://[{SENTINEL}")
     backend = OpenAIBackend("m", f"https://me:{SENTINEL}@host/v1", "")
     assert SENTINEL not in json.dumps(backend.describe())
     run = Run(tmp_path / "r")
