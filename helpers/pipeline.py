@@ -108,12 +108,14 @@ def run_pipeline(run_dir: str | Path, params: Mapping[str, Any] | None = None,
             log(f"[{time.strftime('%H:%M:%S')}] running {nb} -> {run.path / 'notebooks'}")
             starts_before = stage_starts(run)
             start = time.perf_counter()
-            done.append(run_notebook(nb, run.path, routed[nb], log_output=log_output, progress=progress))
+            try:
+                done.append(run_notebook(nb, run.path, routed[nb], log_output=log_output, progress=progress))
+            finally:  # the notes matter most when the stage failed
+                for note in new_stage_notes(run, starts_before):
+                    log(f"  note: {note}")
             seconds = round(time.perf_counter() - start, 1)
             run.set_stage_info(nb, {"seconds": seconds, "executed": str(done[-1])}, stage="_pipeline")
             log(f"[{time.strftime('%H:%M:%S')}] {nb} finished in {seconds} s")
-            for note in new_stage_notes(run, starts_before):
-                log(f"  note: {note}")
     return done
 
 

@@ -20,7 +20,7 @@ from helpers.llm.client import connect, connect_function
 from helpers.llm.fake_openai import FakeOpenAIServer
 from helpers.llm.openai_backend import OpenAIBackend
 from helpers.params import ParameterError, check_base_url, check_env_var_name, redact_url
-from helpers.pipeline import exclusive, run_pipeline
+from helpers.pipeline import NotebookFailed, exclusive, run_pipeline
 from helpers.runs import PROJECT_ROOT, Run, check_run_dir
 from helpers.skills.formats import load_query_types_file, load_skills_file
 
@@ -360,10 +360,15 @@ def test_driver_repeats_the_stage_notes(tmp_path):
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell(
         "from helpers.runs import Run\nrun = Run(RUN_DIR)\nrun.begin_stage('skills', {})\n"
-        "run.set_stage_info('notes', ['FALLBACK: added 3 skills from the shipped list'])")]
+        "run.set_stage_info('notes', ['FALLBACK: added 3 skills from the shipped list'])\n"
+        "if RUN_DIR.endswith('failing'): raise RuntimeError('stage failed after its notes')")]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, str(tmp_path / "01_x.ipynb"))
-    for _ in range(2):  # said again by a re-run
+    for folder in ("run", "run", "failing"):  # said again by a re-run, and also when the stage then fails
         lines: list[str] = []
-        run_pipeline(tmp_path / "run", {}, [str(tmp_path / "01_x.ipynb")], log=lines.append, progress=False)
+        try:
+            run_pipeline(tmp_path / folder, {}, [str(tmp_path / "01_x.ipynb")], log=lines.append, progress=False)
+            assert folder == "run"
+        except NotebookFailed:
+            assert folder == "failing"
         assert "  note: FALLBACK: added 3 skills from the shipped list" in lines
