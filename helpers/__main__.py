@@ -20,21 +20,40 @@ from .params import ParameterError
 from .pipeline import NOTEBOOKS, NotebookFailed, export_html, notebook_parameters, run_pipeline
 
 
-def _parse_value(text: str) -> Any:
+def _parse_value(name: str, text: str) -> Any:
     """`-p NUM_EXAMPLES 8` gives an int, `-p TEACHER_BASE_URL ''` an empty string: YAML rules."""
-    value = yaml.safe_load(text)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:  # the value is not echoed: it may be a pasted secret
+        raise ParameterError(name, f"the value given with -p is not valid YAML ({_yaml_problem(exc)})",
+                             "quote text that starts with [ { : or contains ': ', e.g. -p NAME \"'text'\"") from None
     return "" if value is None else value
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    what = getattr(exc, "problem", None) or exc.__class__.__name__
+    return f"{what} at line {mark.line + 1}, column {mark.column + 1}" if mark else str(what)
 
 
 def load_params(config: str | None, pairs: list[list[str]] | None) -> dict[str, Any]:
     params: dict[str, Any] = {}
     if config:
-        data = yaml.safe_load(Path(config).read_text()) or {}
+        path = Path(config).expanduser()
+        if not path.is_file():
+            raise ParameterError("--config", f"{config} does not exist or is not a file",
+                                 "give a YAML file of NAME: value lines")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            problem = _yaml_problem(exc) if isinstance(exc, yaml.YAMLError) else "it is not UTF-8 text"
+            raise ParameterError("--config", f"{config} is not valid YAML ({problem})",
+                                 "write one `NAME: value` per line") from None
         if not isinstance(data, dict):
             raise ParameterError("--config", f"{config} is not a mapping of NAME: value", "write one `NAME: value` per line")
         params.update(data)
     for name, value in pairs or []:
-        params[name] = _parse_value(value)
+        params[name] = _parse_value(name, value)
     return params
 
 

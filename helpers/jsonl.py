@@ -1,34 +1,62 @@
 """JSON Lines, the one format every stage reads and writes.
 
-Two reading modes, because the files differ: a user's or the kit's own data file must be valid to the last line
-(a broken line is an error worth seeing), while a progress file appended to during a run may end in a line torn
-by a crash, which a re-run should skip rather than fail on.
+Lines end at "\n" only. (`str.splitlines()` also breaks at U+2028, U+2029 and U+0085, which are legal inside JSON
+strings, and would cut valid records in two; the writer also escapes them, so other tools' readers are safe too.)
+
+Two reading modes, because the files differ: a user's or the kit's own data file loads completely or fails with
+the file and the line (a UTF-8 BOM is accepted); only the kit's own progress files, appended to during a run, may
+end in a last line torn by a kill, which a re-run skips (and says so, with a warning) rather than fail on.
 """
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 
+class JSONLError(ValueError):
+    """A JSONL file that does not load completely; the message names the file and the line."""
+
+
 def read_jsonl(path: str | Path, tolerate_torn: bool = False) -> list[dict[str, Any]]:
-    """All records. With `tolerate_torn`, a missing file is empty and undecodable lines are skipped."""
+    """All records, or JSONLError naming the file and the line. `tolerate_torn` is for the kit's own progress
+    files only: a missing file is empty and an undecodable LAST line (a write cut by a kill) is skipped, with a
+    warning; a bad line anywhere else is still an error."""
     path = Path(path)
     if tolerate_torn and not path.exists():
         return []
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise JSONLError(f"{path}, line {line}: not UTF-8 text (save the file as UTF-8)") from None
+    lines = text.split("\n")
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
             records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if not tolerate_torn:
-                raise
+        except json.JSONDecodeError as exc:
+            if tolerate_torn and i == last:
+                warnings.warn(f"{path}: skipped its last line {i + 1}, cut off by an interrupted write; "
+                              "that entry is made again", stacklevel=2)
+                continue
+            raise JSONLError(f"{path}, line {i + 1}: not a JSON record ({exc.msg}, column {exc.colno}); "
+                             "fix or remove that line") from None
     return records
+
+
+def _line(record: dict[str, Any]) -> str:
+    """One JSON line; the line separators JSON allows unescaped are escaped, so any line splitter reads it back."""
+    text = json.dumps(record, ensure_ascii=False)
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").replace("\x85", "\\u0085") + "\n"
 
 
 def write_atomic(path: str | Path, text: str) -> Path:
@@ -44,7 +72,7 @@ def write_atomic(path: str | Path, text: str) -> Path:
 
 def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
     """One record per line, written atomically."""
-    return write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return write_atomic(path, "".join(_line(r) for r in records))
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
@@ -52,6 +80,6 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        f.write(_line(record))
         f.flush()
         os.fsync(f.fileno())

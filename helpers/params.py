@@ -5,9 +5,11 @@ not an hour of paid generation.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 
 class ParameterError(ValueError):
@@ -56,17 +58,109 @@ def check_existing_path(name: str, value: str | Path, kind: str = "file") -> Pat
     return path
 
 
+# ------------------------------------------------------------------------------------------------ requests
+# REQUEST_TIMEOUT / REQUEST_ATTEMPTS, shared by every notebook that reaches a model: one HTTP request may take this
+# long (a 2,048-token reply from a busy server fits) and is sent this many times at most, so a hung server shows up
+# within minutes (as calls waiting and retries in the progress bar), not after hours.
+DEFAULT_REQUEST_TIMEOUT = 300.0
+DEFAULT_REQUEST_ATTEMPTS = 4
+REQUEST_TIMEOUT_HELP = ("Seconds one request to an endpoint may take before it counts as failed and is sent again; "
+                        "a hung server shows as calls waiting and retries in the progress bar.")
+REQUEST_ATTEMPTS_HELP = ("How often one request is sent (time-outs, 429, 5xx, dropped connections) before it "
+                         "counts as failed.")
+
+
+def check_request_limits(timeout: Any, attempts: Any) -> tuple[float, int]:
+    return check_float("REQUEST_TIMEOUT", timeout, 0.001, 86_400), check_int("REQUEST_ATTEMPTS", attempts, 1, 100)
+
+
+# ------------------------------------------------------------------------------------------------ secrets
+# The rule for `*_API_KEY_ENV` values: a NAME matches ENV_NAME and does not look like a key. A key is recognised by a
+# known vendor prefix, by characters no name has (`-`, `.`, spaces...), by letters and digits that alternate like
+# random text (3+ switches in one `_`-separated part: `a1b2`, `x9Kq2Lm7`), by a part of 20+ characters (no word is
+# that long), or by lower-case letters with digits and no `_` (`hunter2`). Refused values are never echoed.
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+KEY_PREFIXES = ("sk-", "sk_", "pk-", "pk_", "rk_", "gsk_", "hf_", "xai-", "ghp_", "gho_", "github_pat_", "glpat-",
+                "AIza", "r8_", "nvapi-", "key-", "sess-", "Bearer", "bearer", "eyJ")  # case matters: HF_TOKEN is a name
+SECRET_QUERY_KEYS = ("key", "api_key", "apikey", "api-key", "token", "access_token", "secret", "sig", "signature",
+                     "password", "auth")
+
+
+def looks_random(part: str) -> bool:
+    """Letters and digits that switch back and forth 3+ times (`a1b2`, `x9Kq2Lm7`): random text, as keys are."""
+    return sum(a.isdigit() != b.isdigit() for a, b in zip(part, part[1:]) if a.isalnum() and b.isalnum()) >= 3
+
+
+def _key_like_reason(value: str) -> str | None:
+    """Why `value` reads as a pasted key rather than a variable name, or None."""
+    if value.startswith(KEY_PREFIXES):
+        return "it looks like an API key (a known key prefix)"
+    if any(c.isspace() for c in value) or any(c in value for c in "-.:/+=~"):
+        return "it has characters no variable name has (a key or a token, perhaps)"
+    for part in value.split("_"):
+        if looks_random(part) or len(part) >= 20:
+            return "it looks random, like a key"
+    if "_" not in value and not value.isupper() and any(c.isdigit() for c in value):
+        return "it mixes lower-case letters and digits without an _, like a short key or password"
+    return None
+
+
 def check_env_var_name(name: str, value: str) -> str:
-    """The *_API_KEY_ENV parameters hold the name of a variable, never the key itself."""
+    """The *_API_KEY_ENV parameters hold the name of a variable, never the key itself (rule above)."""
     if not value:
         return value
-    looks_like_secret = value.startswith(("sk-", "sk_")) or (len(value) > 30 and not value.isupper())
-    if looks_like_secret:
+    if not isinstance(value, str):
+        raise ParameterError(name, f"expected the name of an environment variable, got a {type(value).__name__}",
+                             "use a name like 'OPENAI_API_KEY'")
+    reason = _key_like_reason(value)
+    if reason is None and not ENV_NAME.match(value):
+        reason = "a variable name holds only letters, digits and _ and does not start with a digit"
+    if reason:
         raise ParameterError(
-            name,
-            "this looks like an API key, not the name of an environment variable",
-            f"export the key (e.g. `export OPENAI_API_KEY=...`) and set {name}='OPENAI_API_KEY'; keys never go into parameters",
+            name, f"this is not the name of an environment variable: {reason} (the value is not shown or stored)",
+            f"export the key in the shell (e.g. `export OPENAI_API_KEY=...`) and set {name}='OPENAI_API_KEY'; "
+            "keys never go into parameters",
         )
-    if not value.replace("_", "").isalnum():
-        raise ParameterError(name, f"{value!r} is not a valid environment variable name", "use a name like 'OPENAI_API_KEY'")
     return value
+
+
+def check_base_url(name: str, value: str) -> str:
+    """A *_BASE_URL must not carry credentials (`user:password@host`, `?api_key=...`): those would be recorded."""
+    if not value or not isinstance(value, str):
+        return value
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        raise ParameterError(name, "is not a valid URL (it is not shown)", "use a URL such as http://localhost:8000/v1") from None
+    secret_query = [k for k, _ in parse_qsl(parts.query, keep_blank_values=True) if k.lower() in SECRET_QUERY_KEYS]
+    if parts.username or parts.password or "@" in parts.netloc or secret_query:
+        raise ParameterError(
+            name, "the URL carries credentials (user:password@ or a key in the query); it is not shown or stored",
+            f"remove them from {name} and put the key in an environment variable named by the matching *_API_KEY_ENV",
+        )
+    return value
+
+
+def redact_url(url: str) -> str:
+    """The URL as it may be recorded: no `user:password@`, no secret query parameters."""
+    if not url or not isinstance(url, str):
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(an unreadable URL, not recorded)"
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                       if k.lower() not in SECRET_QUERY_KEYS])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def check_secret_parameters(params: Mapping[str, Any]) -> None:
+    """Every `*_API_KEY_ENV` is a variable name and every `*_BASE_URL` is free of credentials; run before anything
+    (a notebook, a manifest, a sweep's grid file) can store the values."""
+    for key, value in params.items():
+        upper = str(key).upper()
+        if upper.endswith("_API_KEY_ENV"):
+            check_env_var_name(str(key), value)
+        elif upper.endswith("_BASE_URL"):
+            check_base_url(str(key), value)

@@ -7,13 +7,16 @@ notebook stops the run with an error that names the notebook and the cell.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .params import ParameterError
-from .runs import PROJECT_ROOT, Run
+from filelock import FileLock, Timeout
+
+from .params import ParameterError, check_secret_parameters
+from .runs import PROJECT_ROOT, Run, check_run_dir
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 NOTEBOOKS = ("01_extract_skills", "02_generate", "03_sft", "04_eval_ablations")
@@ -94,20 +97,61 @@ def run_notebook(name: str | Path, run_dir: str | Path, params: Mapping[str, Any
 def run_pipeline(run_dir: str | Path, params: Mapping[str, Any] | None = None,
                  notebooks: Iterable[str] = NOTEBOOKS, *, log: Callable[[str], None] = print,
                  log_output: bool = False, progress: bool = True) -> list[Path]:
-    """Run the given notebooks in order into `run_dir`; stop at the first failure (raises NotebookFailed)."""
+    """Run the given notebooks in order into `run_dir`; stop at the first failure (raises NotebookFailed).
+
+    Before anything is written: a pasted key or a URL with credentials is refused (papermill would store it in the
+    executed notebook), and so is a run folder that is the kit itself. One run at a time per run folder.
+    """
     params = dict(params or {})
+    check_secret_parameters(params)
+    check_run_dir(run_dir, "--run-dir")
     notebooks = list(notebooks)
     routed = split_parameters(params, notebooks)
     run = Run(run_dir)
     done: list[Path] = []
-    for nb in notebooks:
-        log(f"[{time.strftime('%H:%M:%S')}] running {nb} -> {run.path / 'notebooks'}")
-        start = time.perf_counter()
-        done.append(run_notebook(nb, run.path, routed[nb], log_output=log_output, progress=progress))
-        seconds = round(time.perf_counter() - start, 1)
-        run.set_stage_info(nb, {"seconds": seconds, "executed": str(done[-1])}, stage="_pipeline")
-        log(f"[{time.strftime('%H:%M:%S')}] {nb} finished in {seconds} s")
+    with exclusive(run):
+        for nb in notebooks:
+            log(f"[{time.strftime('%H:%M:%S')}] running {nb} -> {run.path / 'notebooks'}")
+            starts_before = stage_starts(run)
+            start = time.perf_counter()
+            try:
+                done.append(run_notebook(nb, run.path, routed[nb], log_output=log_output, progress=progress))
+            finally:  # the notes matter most when the stage failed
+                for note in new_stage_notes(run, starts_before):
+                    log(f"  note: {note}")
+            seconds = round(time.perf_counter() - start, 1)
+            run.set_stage_info(nb, {"seconds": seconds, "executed": str(done[-1])}, stage="_pipeline")
+            log(f"[{time.strftime('%H:%M:%S')}] {nb} finished in {seconds} s")
     return done
+
+
+def stage_starts(run: Run) -> dict[str, Any]:
+    return {name: info.get("started") for name, info in run.manifest().get("stages", {}).items()
+            if isinstance(info, dict)}
+
+
+def new_stage_notes(run: Run, starts_before: dict[str, Any]) -> list[str]:
+    """What the stages begun since `starts_before` told the reader (fallbacks such as a top-up from the shipped
+    lists, retried or failed examples): the driver repeats them, so they are not seen only inside a notebook."""
+    stages = run.manifest().get("stages", {})
+    return [str(note) for name, started in stage_starts(run).items() if started != starts_before.get(name)
+            for note in stages[name].get("notes") or []]
+
+
+@contextmanager
+def exclusive(run: Run) -> Iterator[None]:
+    """Hold the run folder for one driver: two runs writing one folder at once would pay every call twice and mix
+    their artifacts. Refuses at once (no waiting) with a message that says what to do."""
+    lock = FileLock(str(run.path / ".pipeline.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ParameterError("--run-dir", f"another run is writing {run.path} right now",
+                             "wait for it to finish, or give this run another --run-dir") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def export_html(run_dir: str | Path) -> list[Path]:

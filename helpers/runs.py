@@ -20,9 +20,45 @@ from typing import Any
 
 from filelock import FileLock
 
+from .params import ParameterError, check_secret_parameters, redact_url
+
 RECORD_MIME = "application/vnd.instruct-skillmix.record+json"
 TRACKED_PACKAGES = ("torch", "transformers", "trl", "openai", "datasets", "peft", "accelerate", "papermill")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+KIT_FOLDERS = ("helpers", "data", "tests")  # no run folder inside these; `notebooks/` itself is refused, but
+# notebooks/runs/... is allowed: a kernel started from JupyterLab in notebooks/ resolves RUN_DIR='runs/demo' there.
+
+
+def _holds_kit(path: Path) -> bool:
+    """A checkout of the kit: its package, or stage notebooks that were never executed (run folders hold executed
+    copies only, which papermill tags in their metadata)."""
+    if (path / "helpers" / "__init__.py").exists():
+        return True
+    for nb in (path / "notebooks").glob("0*.ipynb"):
+        try:
+            if "papermill" not in json.loads(nb.read_text(encoding="utf-8")).get("metadata", {}):
+                return True
+        except (OSError, ValueError):
+            return True  # unreadable: do not write over it
+    return False
+
+
+def check_run_dir(run_dir: str | Path | None, parameter: str = "RUN_DIR") -> Path:
+    """The run folder, refused when writing there would overwrite the kit itself or cannot work (empty, a file)."""
+    if run_dir is None or not str(run_dir).strip():
+        raise ParameterError(parameter, "is empty, which would write into the current folder",
+                             "name a run folder such as runs/demo")
+    path = Path(run_dir).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise ParameterError(parameter, f"{path} is a file, not a folder", "name a folder (it is created if missing)")
+    inside_kit_code = path == PROJECT_ROOT / "notebooks" or any(path.is_relative_to(PROJECT_ROOT / name)
+                                                               for name in KIT_FOLDERS)
+    if path == PROJECT_ROOT or PROJECT_ROOT.is_relative_to(path) or inside_kit_code or _holds_kit(path):
+        raise ParameterError(parameter, f"{path} is (or holds) the kit's own files, which a run would overwrite",
+                             "use a folder of its own, e.g. runs/demo")
+    return path
 
 
 def package_versions() -> dict[str, str | None]:
@@ -75,7 +111,7 @@ class Run:
     """One run folder. Safe to open from several notebooks or processes: writes go through a file lock."""
 
     def __init__(self, run_dir: str | Path, stage: str | None = None) -> None:
-        self.path = Path(run_dir).expanduser().resolve()
+        self.path = check_run_dir(run_dir)
         self.path.mkdir(parents=True, exist_ok=True)
         self.figures = self.path / "figures"
         self.figures.mkdir(exist_ok=True)
@@ -120,9 +156,12 @@ class Run:
 
     # ---------------------------------------------------------------- manifest
     def begin_stage(self, stage: str, params: dict[str, Any], seeds: dict[str, int] | None = None) -> None:
-        """Record a stage's parameters (never secrets: parameters hold env-var *names* only) and environment."""
+        """Record a stage's parameters and environment. Never secrets: a pasted key is refused here too (the driver
+        refuses it before any notebook starts) and URLs are stored without credentials."""
         self.stage = stage
-        clean = {k: v for k, v in params.items() if not k.startswith("_")}
+        check_secret_parameters({k: v for k, v in params.items() if str(k).upper().endswith("_API_KEY_ENV")})
+        clean = {k: redact_url(v) if str(k).upper().endswith("_BASE_URL") else v
+                 for k, v in params.items() if not k.startswith("_")}
         with self._update(self.manifest_path) as m:
             m.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
             m["run_dir"] = str(self.path)

@@ -18,6 +18,7 @@ requests are free. `OUT/sweep.csv` holds one row per cell: its parameters, statu
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import re
@@ -33,7 +34,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from .params import ParameterError
+from .params import ParameterError, check_secret_parameters
 
 STAGE1_NOTEBOOK = "01_extract_skills"
 LATER_NOTEBOOKS = ("02_generate", "03_sft", "04_eval_ablations")
@@ -84,9 +85,17 @@ def expand_grid(spec: SweepSpec) -> list[dict[str, Any]]:
 
 
 def cell_name(params: dict[str, Any], keys: Iterable[str]) -> str:
-    """A folder name from the varied parameters, e.g. SHIRKER_FRACTION=0.2__SHIRKER_KIND=junk."""
-    parts = [f"{k}={params[k]}" for k in keys]
-    return re.sub(r"[^A-Za-z0-9_.=+-]", "-", "__".join(parts)) or "cell"
+    """A folder name from the varied parameters, e.g. SHIRKER_FRACTION=0.2__SHIRKER_KIND=junk.
+
+    Characters a folder name cannot hold safely become '-'; when that happens a short hash of the exact values is
+    appended, so values that differ only there (`a/b`, `a:b`, `a b`) still get folders (and rows) of their own.
+    """
+    raw = "__".join(f"{k}={params[k]}" for k in keys)
+    slug = re.sub(r"[^A-Za-z0-9_.=+-]", "-", raw)
+    if slug == raw and raw:
+        return raw
+    digest = hashlib.sha256(json.dumps([[k, params[k]] for k in keys], default=str).encode()).hexdigest()[:8]
+    return f"{slug[:80] or 'cell'}-{digest}"
 
 
 def _declared_by_pipeline(notebook: str) -> set[str]:
@@ -118,7 +127,12 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, parallel: int = 1, runner: C
     unknown = sorted({k for c in cells for k in c} - stage1_keys - later_keys - {"RUN_DIR"})
     if unknown:
         raise ParameterError(unknown[0], "is not a parameter of any stage notebook", "check the spelling in the grid file")
+    for cell in cells:  # before grid.json or any run folder can store a pasted key
+        check_secret_parameters(cell)
     varied = list(spec.grid)
+    names = [cell_name(c, varied) for c in cells]
+    if len(set(names)) < len(names):
+        raise ParameterError("--grid", "two cells have the same values", "list each value once per parameter")
     (out / "grid.json").write_text(json.dumps({"base": spec.base, "grid": spec.grid}, indent=2, default=str))
 
     # Stage 1 once per distinct stage-1 parameter set.

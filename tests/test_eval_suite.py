@@ -20,13 +20,13 @@ def _student(messages, sampling):
 
 def _judge(messages, sampling):
     prompt = messages[-1]["content"]
-    if "## Response A" in prompt:  # prefer the longer response
-        a = prompt.split("## Response A")[1].split("## Response B")[0]
-        b = prompt.split("## Response B")[1].split("## Your verdict")[0]
+    if "<<<BEGIN RESPONSE A>>>" in prompt:  # prefer the longer response
+        a = prompt.split("<<<BEGIN RESPONSE A>>>")[1].split("<<<END RESPONSE A>>>")[0]
+        b = prompt.split("<<<BEGIN RESPONSE B>>>")[1].split("<<<END RESPONSE B>>>")[0]
         return "A" if len(a) >= len(b) else "B"
     if "Checklist" in prompt:
         return '{"strengths": "ok", "weaknesses": "none", "score": "7"}'
-    return "Reasonable. Rating: [[6]]" if "reference solution" not in prompt else "Rating: [[3]]"
+    return "Reasonable. Rating: [[6]]" if "REFERENCE SOLUTION" not in prompt else "Rating: [[3]]"
 
 
 @pytest.fixture()

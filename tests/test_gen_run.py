@@ -250,3 +250,75 @@ def test_plots_and_renderings_build_from_an_outcome(run_dir):
     assert int(gen_plots.outcome_table(s).set_index("what").loc["kept: train", "examples"]) == len(out.train)
     assert "shirker: junk" in gen_plots.examples_markdown(sorted(out.train, key=lambda e: e["shirker"] is None), n=8)
     assert "no instruction" in gen_plots.failures_markdown(out.failed) or not out.failed
+
+
+def test_rerun_after_an_outage_retries_what_failed(run_dir, capsys):
+    """Stage 2 against a real HTTP endpoint that fails part of the calls, then comes back: the re-run pays only for
+    the failed examples, says how many it retried, and ends with none failed."""
+    from helpers.llm.client import connect
+    from helpers.llm.fake_openai import FakeOpenAIServer
+
+    cfg = config(run_dir, num_examples=6, num_heldout=2, max_attempts=1)
+    with FakeOpenAIServer(models=("teacher",), reply_fn=FakeTeacher()) as srv:
+        def teacher():
+            return connect("teacher", srv.base_url, "", max_concurrency=1, stage="generate",
+                           cache_path=run_dir / "c.sqlite", show_progress=False, max_attempts=1)
+
+        srv.script(["500"] * 4)  # the outage: the first 4 requests fail, one per example (one try each)
+        first = run_generation(cfg, teacher())
+        failed = first.summary()["num_failed"]
+        assert failed == 4 and len(first.train) + len(first.heldout) + failed == 8
+        paid = srv.completions
+        second = run_generation(cfg, teacher())
+        s = second.summary()
+        assert s["num_failed"] == 0 and s["num_retried_failed"] == failed and s["num_resumed"] == 8 - failed
+        assert srv.completions - paid == failed * 3  # three turns per failed example; successes were not re-paid
+        assert "Trying again 4 example(s)" in capsys.readouterr().out
+        third = run_generation(cfg, teacher())
+        assert third.summary()["num_retried_failed"] == 0 and srv.completions - paid == failed * 3
+
+
+def test_outputs_are_replaced_together(run_dir, monkeypatch):
+    """A failure while writing the new outputs (here: the held-out `datasets` copy) leaves the previous run's files
+    all in place, never a new heldout.jsonl beside an old heldout_hf."""
+    from helpers.generate import stage
+
+    cfg = config(run_dir, num_examples=4, num_heldout=2)
+    run_generation(cfg, client_for(FakeTeacher(), run_dir / "c.sqlite"))
+    data = run_dir / "data"
+    names = ("train.jsonl", "heldout.jsonl", "train_official.json", "heldout_official.json", "failed.jsonl")
+    before = {n: (data / n).read_bytes() for n in names}
+    hf_before = sorted(p.name for p in (data / "heldout_hf").iterdir())
+    real_save = stage.save_hf_dataset
+
+    def crash_on_heldout(path, records):
+        if "heldout" in str(path):
+            raise KeyboardInterrupt("killed while saving")
+        return real_save(path, records)
+
+    monkeypatch.setattr(stage, "save_hf_dataset", crash_on_heldout)
+    with pytest.raises(KeyboardInterrupt):
+        run_generation(config(run_dir, num_examples=6, num_heldout=3), client_for(FakeTeacher(), run_dir / "c.sqlite"))
+    assert {n: (data / n).read_bytes() for n in names} == before
+    assert sorted(p.name for p in (data / "heldout_hf").iterdir()) == hf_before
+    assert not [p for p in data.iterdir() if p.name.startswith((".staging", ".replaced", ".swap"))]
+    monkeypatch.setattr(stage, "save_hf_dataset", real_save)
+    out = run_generation(config(run_dir, num_examples=6, num_heldout=3), client_for(FakeTeacher(), run_dir / "c.sqlite"))
+    assert len(read_jsonl(data / "heldout.jsonl")) == len(out.heldout) == len(load_training_data(data / "heldout_hf"))
+
+
+def test_a_swap_cut_by_a_kill_is_completed_next_time(tmp_path):
+    from helpers.swap import JOURNAL, finish_interrupted_swap
+
+    folder = tmp_path / "data"
+    (folder / ".staging-1").mkdir(parents=True)
+    for name in ("a.jsonl", "b.jsonl"):
+        (folder / name).write_text("old")
+        (folder / ".staging-1" / name).write_text("new")
+    (folder / "a.jsonl").replace(tmp_path / "gone")  # the kill came after a.jsonl was moved aside ...
+    (folder / ".staging-1" / "a.jsonl").replace(folder / "a.jsonl")  # ... and the new one moved in
+    (folder / JOURNAL).write_text(json.dumps({"staging": ".staging-1", "trash": ".replaced-1",
+                                              "names": ["a.jsonl", "b.jsonl"]}))
+    assert finish_interrupted_swap(folder) == 1
+    assert (folder / "a.jsonl").read_text() == (folder / "b.jsonl").read_text() == "new"
+    assert sorted(p.name for p in folder.iterdir()) == ["a.jsonl", "b.jsonl"]

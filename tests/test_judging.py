@@ -71,7 +71,7 @@ def _fake_judge(mode: str):
             return "I refuse to choose."
         if "BROKEN" in prompt:
             raise PermanentError("judge endpoint rejected the request")
-        a = prompt.split("## Response A")[1].split("## Response B")[0]
+        a = prompt.split("<<<BEGIN RESPONSE A>>>")[1].split("<<<END RESPONSE A>>>")[0]
         winner = "A" if "GOOD" in a else "B"
         if mode == "logprobs":
             other = "B" if winner == "A" else "A"

@@ -64,7 +64,7 @@ def test_pacing_keeps_429s_under_one_percent():
             assert srv.rate_limited / srv.requests < 0.01, (srv.rate_limited, srv.requests)
             assert n / elapsed <= rate * 1.15  # paced, not bursting
             assert "/2400 req/min" in c.limiter.postfix()
-            u = live_client(unlimited_srv, Path(tmp), max_attempts=200)
+            u = live_client(unlimited_srv, Path(tmp), max_attempts=100)
             assert all(r.ok for r in u.chat_many([[{"role": "user", "content": f"q {i}"}] for i in range(n)]))
             assert unlimited_srv.rate_limited / unlimited_srv.requests > 0.05  # the difference is real
 
@@ -78,7 +78,7 @@ def test_token_limit_paces_by_estimated_tokens(tmp_path):
         c = live_client(srv, tmp_path, max_tokens_per_minute=1500 * 60)
         assert all(r.ok for r in c.chat_many(requests, max_tokens=50))
         assert srv.rate_limited / srv.requests < 0.01
-        u = live_client(unlimited_srv, tmp_path, max_attempts=200)
+        u = live_client(unlimited_srv, tmp_path, max_attempts=100)
         assert all(r.ok for r in u.chat_many(requests, max_tokens=50))
         assert unlimited_srv.rate_limited / unlimited_srv.requests > 0.05
 

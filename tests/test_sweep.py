@@ -98,3 +98,23 @@ def test_cli_collect_only(tmp_path, capsys):
     run_sweep(load_grid("k"), tmp_path / "sw", runner=runner, declared=DECLARED.__getitem__, log=lambda m: None)
     assert main(["--grid", "k", "--out", str(tmp_path / "sw"), "--collect-only"]) == 0
     assert "K_SKILLS" in capsys.readouterr().out
+
+
+def test_values_differing_only_in_unsafe_characters_get_their_own_cells(tmp_path):
+    runner = FakeRunner()
+    grid = tmp_path / "g.yaml"
+    grid.write_text('grid:\n  TEACHER_MODEL: ["org/model", "org:model", "org model", "org-model"]\n')
+    df = run_sweep(load_grid(grid), tmp_path / "sw", runner=runner, declared=DECLARED.__getitem__, log=lambda m: None)
+    later = [c for c in runner.calls if c[2] != ("01_extract_skills",)]
+    assert len({c[0] for c in later}) == 4 and len(df) == 4
+    assert sorted(df["TEACHER_MODEL"]) == sorted(["org/model", "org:model", "org model", "org-model"])
+    assert "TEACHER_MODEL=org-model" in set(df["cell"])  # a name that needed no change keeps its plain form
+
+
+def test_a_pasted_key_in_a_grid_is_refused_before_anything_is_written(tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text("base:\n  TEACHER_API_KEY_ENV: sk-proj-Zq7Sentinel9x\ngrid:\n  K_SKILLS: [1, 2]\n")
+    declared = {**DECLARED, "02_generate": DECLARED["02_generate"] | {"TEACHER_API_KEY_ENV"}}
+    with pytest.raises(ParameterError, match="TEACHER_API_KEY_ENV: this is not the name of an environment variable"):
+        run_sweep(load_grid(grid), tmp_path / "sw", runner=FakeRunner(), declared=declared.__getitem__)
+    assert not (tmp_path / "sw" / "grid.json").exists()

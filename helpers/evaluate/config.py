@@ -11,7 +11,8 @@ from .sets import EVAL_SETS
 from .suite import SHIRKER_KINDS
 from ..judge.judging import Judge, load_judge
 from ..judge.named import load_named_judge, owner_of
-from ..params import ParameterError, check_choice, check_env_var_name, check_float, check_int
+from ..params import (DEFAULT_REQUEST_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT, REQUEST_ATTEMPTS_HELP, REQUEST_TIMEOUT_HELP,
+                      ParameterError, check_choice, check_env_var_name, check_float, check_int, check_request_limits)
 
 REFERENCES = ("bundled", "teacher")
 
@@ -31,6 +32,8 @@ class EvalConfig:
     JUDGE_BASE_URL: str = field(default="", metadata={"help": "Judge endpoint; empty = in-process."})
     JUDGE_API_KEY_ENV: str = field(default="", metadata={"help": "Name of the env var holding the judge endpoint's key."})
     MAX_CONCURRENCY: int = field(default=8, metadata={"help": "Requests in flight per model."})
+    REQUEST_TIMEOUT: float = field(default=DEFAULT_REQUEST_TIMEOUT, metadata={"help": REQUEST_TIMEOUT_HELP})
+    REQUEST_ATTEMPTS: int = field(default=DEFAULT_REQUEST_ATTEMPTS, metadata={"help": REQUEST_ATTEMPTS_HELP})
     REFERENCE: str = field(default="bundled", metadata={"help": "bundled = the eval set's reference outputs; teacher = answers from TEACHER_*."})
     TEACHER_MODEL: str = field(default="smollm2-135m-instruct", metadata={"help": "Reference model when REFERENCE='teacher'."})
     TEACHER_BASE_URL: str = field(default="", metadata={"help": "Endpoint of the reference model."})
@@ -71,6 +74,7 @@ class EvalConfig:
     def validate(self) -> EvalConfig:
         check_int("SEED", self.SEED)
         check_int("MAX_CONCURRENCY", self.MAX_CONCURRENCY, 1, 4096)
+        self.REQUEST_TIMEOUT, self.REQUEST_ATTEMPTS = check_request_limits(self.REQUEST_TIMEOUT, self.REQUEST_ATTEMPTS)
         for name in ("STUDENT_API_KEY_ENV", "JUDGE_API_KEY_ENV", "TEACHER_API_KEY_ENV"):
             check_env_var_name(name, getattr(self, name))
         check_choice("REFERENCE", self.REFERENCE, REFERENCES)
@@ -113,6 +117,10 @@ class EvalConfig:
         judge = load_judge(name)
         return replace(judge, max_tokens=self.JUDGE_MAX_TOKENS) if self.JUDGE_MAX_TOKENS else judge
 
+    def request_limits(self) -> dict[str, Any]:
+        """REQUEST_TIMEOUT / REQUEST_ATTEMPTS as `connect()` keyword arguments."""
+        return {"request_timeout_s": self.REQUEST_TIMEOUT, "max_attempts": self.REQUEST_ATTEMPTS}
+
     def student_model(self) -> str:
         if self.CANDIDATE_OUTPUTS:
             return generator_name(self.CANDIDATE_OUTPUTS)
@@ -129,7 +137,7 @@ def connect_answerers(cfg: EvalConfig) -> dict[str, Any]:
 
     student_model = cfg.student_model()
     clients = {"student": connect(student_model, cfg.STUDENT_BASE_URL, cfg.STUDENT_API_KEY_ENV, cfg.MAX_CONCURRENCY,
-                                  stage="evaluate", role="STUDENT")}
+                                  stage="evaluate", role="STUDENT", **cfg.request_limits())}
     if cfg.COMPARE_BASE and cfg.BASE_MODEL:
         template = saved_chat_template(student_model) if not cfg.STUDENT_BASE_URL else None
         clients["base"] = connect(cfg.BASE_MODEL, "", "", cfg.MAX_CONCURRENCY, stage="evaluate", role="BASE",

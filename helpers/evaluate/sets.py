@@ -30,14 +30,21 @@ def _is_local(source: str) -> bool:
     return bool(source) and Path(source).expanduser().exists()
 
 
-def _load_records(source: str, hub_id: str, config: str | None, split: str) -> list[dict[str, Any]]:
+def _load_records(source: str, hub_id: str, config: str | None, split: str,
+                  parameter: str = "EVAL_SOURCE", chooser: str = "EVAL_SET") -> list[dict[str, Any]]:
     """Rows from a local JSON/JSONL file, or from the hub through `datasets` (needs network or a warm HF cache)."""
     import datasets
 
     if _is_local(source):
         ds = datasets.load_dataset("json", data_files=str(Path(source).expanduser()), split="train")
     else:
-        ds = datasets.load_dataset(source or hub_id, config, split=split)
+        try:
+            ds = datasets.load_dataset(source or hub_id, config, split=split)
+        except Exception as exc:  # offline, unknown id, gated: whatever `datasets` raises, say which parameter to change
+            reason = f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            raise ParameterError(parameter, f"cannot load {source or hub_id!r} from the Hugging Face hub ({reason})",
+                                 f"go online once (the hub cache keeps it), set {parameter} to a local JSON/JSONL "
+                                 f"copy, or set {chooser} to 'bundled' for the kit's own offline set") from None
     return [dict(row) for row in ds]
 
 
@@ -87,7 +94,7 @@ def load_mt_bench(source: str = "", limit: int | None = None) -> list[dict[str, 
     if source in ("", "bundled"):
         rows = read_jsonl(BUNDLED_MT_BENCH)
     else:
-        rows = _load_records(source, MT_BENCH_HUB, None, "train")
+        rows = _load_records(source, MT_BENCH_HUB, None, "train", "MT_BENCH_SOURCE", "MT_BENCH_SOURCE")
     return _limit([_normalise_mt_bench(r) for r in rows], limit)
 
 

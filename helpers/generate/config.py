@@ -13,7 +13,9 @@ from ..llm.models import EMBEDDED_TEACHER
 from .official_prompts import DEFAULT_OFFICIAL_VERSION, PROMPT_SOURCES
 from .prompt_versions import prompt_version_names
 from ..skills.official_lists import is_official, official_list_path
-from ..params import ParameterError, check_choice, check_env_var_name, check_existing_path, check_float, check_int
+from ..params import (DEFAULT_REQUEST_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT, REQUEST_ATTEMPTS_HELP, REQUEST_TIMEOUT_HELP,
+                      ParameterError, check_choice, check_env_var_name, check_existing_path, check_float, check_int,
+                      check_request_limits)
 
 
 def _f(default: Any, help: str) -> Any:
@@ -28,6 +30,8 @@ class GenerateConfig:
     teacher_base_url: str = _f("", "OpenAI-compatible base URL of the teacher; empty runs the model in-process.")
     teacher_api_key_env: str = _f("", "NAME of the environment variable holding the teacher's API key (never the key).")
     max_concurrency: int = _f(8, "Conversations in flight at once (requests to the endpoint, or the local batch size).")
+    request_timeout: float = _f(DEFAULT_REQUEST_TIMEOUT, REQUEST_TIMEOUT_HELP)
+    request_attempts: int = _f(DEFAULT_REQUEST_ATTEMPTS, REQUEST_ATTEMPTS_HELP)
     skills_path: str = _f("", "Skills file (skills.jsonl or official skills.txt), or 'official:<teacher>' (the paper's released list, every line); empty = RUN_DIR/skills.jsonl.")
     query_types_path: str = _f("", "Query types file (query_types.jsonl or official queries.txt), or 'official:<teacher>'; empty = RUN_DIR/query_types.jsonl.")
     num_examples: int = _f(1000, "Training examples to plan (the paper: 1K-4K). Failed or filtered ones are not replaced.")
@@ -81,6 +85,7 @@ class GenerateConfig:
         self.seed = check_int("SEED", self.seed, 0)
         self.max_concurrency = check_int("MAX_CONCURRENCY", self.max_concurrency, 1, 4096)
         check_env_var_name("TEACHER_API_KEY_ENV", self.teacher_api_key_env)
+        self.request_timeout, self.request_attempts = check_request_limits(self.request_timeout, self.request_attempts)
         if not self.teacher_model and not self.teacher_base_url:
             raise ParameterError("TEACHER_MODEL", "is empty", f"use {EMBEDDED_TEACHER!r} or the endpoint's model id")
         self.num_examples = check_int("NUM_EXAMPLES", self.num_examples, 1)

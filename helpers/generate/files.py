@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..jsonl import read_jsonl, write_atomic
+from ..jsonl import JSONLError, read_jsonl, write_atomic
 from ..params import ParameterError
 
 # The fields of the official release, in its order. `orig_instruction` equals `instruction` in the release.
@@ -71,7 +71,10 @@ def load_training_data(path: str | Path, parameter: str = "TRAIN_DATA"):
             ds = ds["train"]
     else:
         if p.suffix == ".jsonl":
-            records = read_jsonl(p, tolerate_torn=True)
+            try:
+                records = read_jsonl(p)  # user data loads completely or not at all
+            except JSONLError as exc:
+                raise ParameterError(parameter, str(exc), "fix the line, or point it at another file") from None
         else:
             try:
                 data = json.loads(p.read_text(encoding="utf-8"))

@@ -3,7 +3,8 @@
 Resumable twice over: every successful call is in the content-addressed cache, and every finished example is
 appended to `data/progress_<split>.jsonl` the moment it is done (tagged with a fingerprint of everything that
 determines it), so a killed run re-run with the same parameters skips finished examples and re-pays no completed
-call of unfinished ones.
+call of unfinished ones. Examples recorded as failed (an outage, a parse failure) are tried again by a re-run,
+which says how many.
 
 Retry policy: an example whose final pair cannot be parsed is asked again with the SAME skills and query type but a
 new cache salt (a fresh sample). Keeping the plan fixed means parse failures never bias which skill mixes end up in
@@ -30,6 +31,7 @@ from .sampling import ExamplePlan, derive_seed, draw_plan, pair_report, unique_s
 from ..skills.official_lists import is_official, resolve_list
 from .shirkers import ShirkerStats, make_shirkers, shirker_count
 from ..llm.types import Conversation
+from ..swap import replace_together
 from ..params import ParameterError
 
 
@@ -202,32 +204,46 @@ async def _generate_one(client: Any, plan: ExamplePlan, version: Flow, config: G
     return entry
 
 
-def resume_entries(progress_path: Path, fingerprints: dict[str, str], max_attempts: int) -> dict[str, dict[str, Any]]:
-    """Finished examples from an earlier (possibly killed) run with the same parameters."""
+def resume_entries(progress_path: Path, fingerprints: dict[str, str]) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    """Examples an earlier (possibly killed) run with the same parameters finished, and those it recorded as failed.
+
+    Failed examples are never taken as done: a re-run tries them again (after an outage that is the whole point),
+    and every call that succeeded before comes from the cache, so only what failed is paid again.
+    """
     done: dict[str, dict[str, Any]] = {}
+    failed: set[str] = set()
     for entry in read_jsonl(progress_path, tolerate_torn=True):
         rec = entry.get("record") or {}
         eid = rec.get("example_id")
         if eid not in fingerprints or entry.get("fingerprint") != fingerprints[eid]:
             continue
-        if entry.get("status") == "failed" and rec.get("attempts", 0) < max_attempts:
-            continue  # more attempts are allowed now: try again (earlier attempts come from the cache)
-        done[eid] = entry
-    return done
+        if entry.get("status") == "ok":
+            done[eid] = entry
+        else:
+            failed.add(eid)
+    return done, failed - set(done)
 
 
 def generate_splits(client: Any, splits: dict[str, tuple[list[ExamplePlan], Path]], version: Flow,
-                    config: GenerateConfig, desc: str = "examples"
-                    ) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+                    config: GenerateConfig, desc: str = "examples", resume: dict[str, int] | None = None,
+                    log: Any = print) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
     """Examples (in plan order) and failures per split. Every conversation of every split is in flight at once,
     bounded by the client's MAX_CONCURRENCY (a local teacher batches them); each finished example is appended to
-    its split's progress file immediately."""
+    its split's progress file immediately. `resume` (if given) receives how many examples came from an earlier run
+    and how many that failed there were tried again."""
     fps = {p.example_id: example_fingerprint(p, config, version, client.model)
            for plans, _ in splits.values() for p in plans}
     done: dict[str, dict[str, Any]] = {}
+    retried: set[str] = set()
     for plans, progress_path in splits.values():
-        done.update(resume_entries(Path(progress_path), {p.example_id: fps[p.example_id] for p in plans},
-                                   config.max_attempts))
+        finished, failed = resume_entries(Path(progress_path), {p.example_id: fps[p.example_id] for p in plans})
+        done.update(finished)
+        retried |= failed
+    if retried:
+        log(f"Trying again {len(retried)} example(s) that failed in an earlier run (calls that succeeded then come "
+            "from the cache).")
+    if resume is not None:
+        resume.update(resumed=len(done), retried=len(retried))
     todo = [(p, Path(path)) for plans, path in splits.values() for p in plans if p.example_id not in done]
     total = sum(len(plans) for plans, _ in splits.values())
 
@@ -272,6 +288,7 @@ class GenerationOutcome:
     shirkers: ShirkerStats = field(default_factory=ShirkerStats)
     paths: dict[str, str] = field(default_factory=dict)
     prompts: dict[str, Any] = field(default_factory=dict)  # where the prompts came from (source, file, commit)
+    resume: dict[str, int] = field(default_factory=dict)  # {"resumed": finished earlier, "retried": failed earlier}
 
     @property
     def filtered(self) -> dict[str, int]:
@@ -298,6 +315,8 @@ class GenerationOutcome:
             "num_examples": len(self.train),
             "num_heldout": len(self.heldout),
             "num_failed": len(self.failed),
+            "num_resumed": self.resume.get("resumed", 0),
+            "num_retried_failed": self.resume.get("retried", 0),
             "num_failed_train": sum(f["split"] == "train" for f in self.failed),
             "num_failed_heldout": sum(f["split"] == "heldout" for f in self.failed),
             "failure_reasons": self.failure_reasons(),
@@ -337,7 +356,7 @@ def run_generation(config: GenerateConfig, client: Any, data_dir: str | Path | N
 
     results = generate_splits(client, {"train": (train_plans, data_dir / "progress_train.jsonl"),
                                        "heldout": (heldout_plans, data_dir / "progress_heldout.jsonl")},
-                              version, config, desc="train + held-out examples")
+                              version, config, desc="train + held-out examples", resume=out.resume)
     (train, train_failed), (heldout, heldout_failed) = results["train"], results["heldout"]
     out.failed = train_failed + heldout_failed
     filter_args = dict(min_words=config.min_instruction_words, max_words=config.max_instruction_words,
@@ -365,19 +384,23 @@ def _official_shirker_rules(version: Flow, examples: list[dict[str, Any]], confi
 
 
 def save_outputs(data_dir: Path, out: GenerationOutcome) -> dict[str, str]:
-    """The run-folder contract: JSONL, official JSON lists, `datasets` folders, plus failures and filtered examples."""
-    paths = {
-        "train": write_jsonl(data_dir / "train.jsonl", out.train),
-        "heldout": write_jsonl(data_dir / "heldout.jsonl", out.heldout),
-        "train_official": save_official_json(data_dir / "train_official.json", out.train),
-        "heldout_official": save_official_json(data_dir / "heldout_official.json", out.heldout),
-        "train_hf": save_hf_dataset(data_dir / "train_hf", out.train),
-        "heldout_hf": save_hf_dataset(data_dir / "heldout_hf", out.heldout),
-        "failed": write_jsonl(data_dir / "failed.jsonl", out.failed),
-        "filtered": write_jsonl(data_dir / "filtered.jsonl", [ex for o in (out.train_filter, out.heldout_filter)
-                                                              for items in o.dropped.values() for ex in items]),
-    }
-    return {k: str(v) for k, v in paths.items()}
+    """The run-folder contract: JSONL, official JSON lists, `datasets` folders, plus failures and filtered examples.
+    They replace the previous run's together (see helpers/swap.py): never a new heldout.jsonl beside an old
+    heldout_hf."""
+    def write(staging: Path) -> dict[str, Path]:
+        return {
+            "train": write_jsonl(staging / "train.jsonl", out.train),
+            "heldout": write_jsonl(staging / "heldout.jsonl", out.heldout),
+            "train_official": save_official_json(staging / "train_official.json", out.train),
+            "heldout_official": save_official_json(staging / "heldout_official.json", out.heldout),
+            "train_hf": save_hf_dataset(staging / "train_hf", out.train),
+            "heldout_hf": save_hf_dataset(staging / "heldout_hf", out.heldout),
+            "failed": write_jsonl(staging / "failed.jsonl", out.failed),
+            "filtered": write_jsonl(staging / "filtered.jsonl", [ex for o in (out.train_filter, out.heldout_filter)
+                                                                 for items in o.dropped.values() for ex in items]),
+        }
+
+    return {k: str(v) for k, v in replace_together(data_dir, write).items()}
 
 
 def record_outcome(run: Any, outcome: GenerationOutcome) -> dict[str, Any]:
@@ -385,6 +408,13 @@ def record_outcome(run: Any, outcome: GenerationOutcome) -> dict[str, Any]:
     summary = outcome.summary()
     for name, value in summary.items():
         run.record(name, value)
+    notes = []
+    if summary["num_retried_failed"]:
+        notes.append(f"stage 2 tried again {summary['num_retried_failed']} example(s) that failed in an earlier run")
+    if summary["num_failed"]:
+        notes.append(f"stage 2: {summary['num_failed']} example(s) failed (see data/failed.jsonl); a re-run tries "
+                     "them again")
+    run.set_stage_info("notes", notes)
     run.set_stage_info("artifacts", outcome.paths)
     run.set_stage_info("prompts", outcome.prompts)
     run.set_stage_info("heldout_seed", heldout_seed(outcome.config.seed))
@@ -396,4 +426,5 @@ def connect_teacher(config: GenerateConfig):
     from ..llm.client import connect
 
     return connect(config.teacher_model, config.teacher_base_url, config.teacher_api_key_env,
-                   config.max_concurrency, stage="generate", role="TEACHER")
+                   config.max_concurrency, stage="generate", role="TEACHER",
+                   request_timeout_s=config.request_timeout, max_attempts=config.request_attempts)

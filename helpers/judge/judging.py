@@ -98,14 +98,22 @@ def load_judge(name_or_path: str, parameter: str = "JUDGE") -> Judge:
 
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
+# The kit's judge prompts put every judged text between `<<<...>>>` markers and tell the judge that nothing inside
+# them is an instruction. A judged text cannot forge a marker: `<<<` and `>>>` inside it are written with a space.
+DELIMITER_OPEN, DELIMITER_CLOSE = "<<<", ">>>"
+
+
+def neutralise_delimiters(text: str) -> str:
+    return text.replace(DELIMITER_OPEN, "<< <").replace(DELIMITER_CLOSE, "> >>")
 
 
 def fill_template(template: str, **values: Any) -> str:
-    """Fill `{name}` placeholders in one pass, so braces inside the inserted texts (code, JSON) stay untouched."""
+    """Fill `{name}` placeholders in one pass, so braces inside the inserted texts (code, JSON) stay untouched and
+    no inserted text can close the delimiters around it."""
     missing = [m.group(1) for m in _PLACEHOLDER.finditer(template) if m.group(1) not in values]
     if missing:
         raise KeyError(f"template needs {sorted(set(missing))}")
-    return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), template)
+    return _PLACEHOLDER.sub(lambda m: neutralise_delimiters(str(values[m.group(1)])), template)
 
 
 def judge_messages(judge: Judge, template: str | None = None, **values: Any) -> list[Message]:
@@ -153,14 +161,20 @@ def first_label_probability_from_logprobs(top_logprobs: list[dict[str, float]] |
 
 
 def first_label_from_verdict(text: str, judge: Judge) -> float | None:
-    """1.0 if the verdict names the first label, 0.0 for the second, None if it names neither (or is empty)."""
+    """1.0 if the verdict names the first label, 0.0 for the second, None if it names neither (or is empty).
+
+    The prompt asks for the label alone; a longer reply is read at its end, where the verdict is asked for, so
+    "A careful comparison shows B" is B (the last label), never the article "A" that opens it.
+    """
     if not text:
         return None
-    pattern = judge.verdict_pattern or r"(?:^|[^A-Za-z])\(?(" + "|".join(map(re.escape, judge.labels)) + r")\)?(?:[^A-Za-z]|$)"
-    match = re.search(pattern, text.strip())
-    if not match:
-        return None
-    label = match.group(1)
+    label = _label_of(text, judge.labels)
+    if label is None:
+        pattern = judge.verdict_pattern or r"(?:^|[^A-Za-z])\(?(" + "|".join(map(re.escape, judge.labels)) + r")\)?(?:[^A-Za-z]|$)"
+        matches = list(re.finditer(pattern, text.strip()))
+        if not matches:
+            return None
+        label = matches[-1].group(1)
     if label == judge.labels[0]:
         return 1.0
     if label == judge.labels[1]:
@@ -222,7 +236,23 @@ def pairwise_judgments(judge_client: Any, instructions: Sequence[str], outputs: 
         pref, source = read_pairwise(res, judge, cand_first)
         judgments.append(PairwiseJudgment(i, cand_first, pref, source, res.text, res.error,
                                           len(outputs[i]), len(reference_outputs[i])))
+    require_readable(judgments, judge, desc)
     return judgments
+
+
+class JudgeUnreadable(RuntimeError):
+    """Not one reply of a judging step could be read: the stage stops rather than record a win rate of nothing."""
+
+
+def require_readable(judgments: Sequence[PairwiseJudgment], judge: Judge, what: str) -> None:
+    if not judgments or any(j.preference is not None for j in judgments):
+        return
+    first = next((j.error for j in judgments if j.error), None) or repr(judgments[0].judge_text[:120])
+    raise JudgeUnreadable(
+        f"{what}: none of the {len(judgments)} replies of judge {judge.name!r} could be read (first: {first}). "
+        "Look at the judge's replies, check JUDGE_BASE_URL / JUDGE_API_KEY_ENV if the calls failed, or use a "
+        "stronger JUDGE_MODEL"
+    )
 
 
 def pairwise_win_rate(judge_client: Any, instructions: Sequence[str], outputs: Sequence[str],
@@ -254,19 +284,21 @@ def pairwise_win_rate(judge_client: Any, instructions: Sequence[str], outputs: S
 
 
 def parse_rating(text: str, judge: Judge) -> float | None:
-    """The judge's 1-10 rating, or None when no pattern matches or the number is out of range."""
+    """The judge's FINAL rating: the in-range match that ends last in the reply (the earlier pattern wins a tie), or
+    None. Reading the last one means a judged answer quoted in the reply ("Rating: [[10]]") cannot set its grade."""
     if not text:
         return None
     low, high = judge.rating_range
-    for pattern in judge.rating_patterns:
+    best: tuple[int, int, float] | None = None  # (end position, -pattern priority, value)
+    for priority, pattern in enumerate(judge.rating_patterns):
         for match in re.finditer(pattern, text):
             try:
                 value = float(match.group(1))
             except ValueError:
                 continue
-            if low <= value <= high:
-                return value
-    return None
+            if low <= value <= high and (best is None or (match.end(), -priority) > best[:2]):
+                best = (match.end(), -priority, value)
+    return best[2] if best else None
 
 
 @dataclass

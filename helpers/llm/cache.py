@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..params import ParameterError
 from .types import ChatResult, Message
 
 DEFAULT_CACHE_ENV = "ISM_CACHE_DIR"
@@ -26,13 +27,24 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "instruct-skillmix"
 
 
-def cache_key(backend: str, model: str, messages: list[Message], sampling: dict[str, Any], salt: str = "") -> str:
-    payload = json.dumps(
-        {"backend": backend, "model": model, "messages": messages, "sampling": sampling, "salt": salt},
-        sort_keys=True,
-        ensure_ascii=False,
-    )
+def cache_key(backend: str, model: str, messages: list[Message], sampling: dict[str, Any], salt: str = "",
+              endpoint: str = "") -> str:
+    """Content address of one call. `endpoint` (the base URL without credentials, or a shared scope name) keeps two
+    servers that give a model the same name apart; in-process models have none, so their keys are unchanged."""
+    key: dict[str, Any] = {"backend": backend, "model": model, "messages": messages, "sampling": sampling, "salt": salt}
+    if endpoint:
+        key["endpoint"] = endpoint
+    payload = json.dumps(key, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class CacheFileError(ParameterError):
+    """The cache file cannot be read as a database: says where it is and how to recover."""
+
+    def __init__(self, path: Path, exc: Exception) -> None:
+        super().__init__(DEFAULT_CACHE_ENV, f"the LLM call cache {path} cannot be read ({exc})",
+                         f"delete {path} (only saved answers are lost; they are asked again) or set "
+                         f"{DEFAULT_CACHE_ENV} to another folder")
 
 
 class CallCache:
@@ -43,10 +55,14 @@ class CallCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._local = threading.local()
-        with self._conn() as con:
-            con.execute(
-                "CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, model TEXT, result TEXT, created REAL)"
-            )
+        try:
+            with self._conn() as con:
+                con.execute(
+                    "CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, model TEXT, result TEXT, created REAL)"
+                )
+                con.execute("SELECT COUNT(*) FROM calls").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise CacheFileError(self.path, exc) from None
 
     def _conn(self) -> sqlite3.Connection:
         con = getattr(self._local, "con", None)
@@ -58,7 +74,10 @@ class CallCache:
         return con
 
     def get(self, key: str) -> ChatResult | None:
-        row = self._conn().execute("SELECT result FROM calls WHERE key = ?", (key,)).fetchone()
+        try:
+            row = self._conn().execute("SELECT result FROM calls WHERE key = ?", (key,)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise CacheFileError(self.path, exc) from None
         if row is None:
             return None
         data = json.loads(row[0])

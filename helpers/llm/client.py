@@ -22,7 +22,8 @@ from .accounting import Usage
 from .cache import CallCache, cache_key
 from .ratelimit import RateLimiter, estimate_tokens
 from .types import ChatResult, Conversation, Message, Turn, normalise_sampling
-from ..params import ParameterError, check_env_var_name, check_int
+from ..params import (DEFAULT_REQUEST_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT, ParameterError, check_base_url,
+                      check_env_var_name, check_int, check_request_limits)
 from .errors import PermanentError, TransientError, api_key_from_env  # noqa: F401  (re-exported)
 
 T = TypeVar("T")
@@ -68,6 +69,7 @@ class ChatClient:
         backoff_max_s: float = 60.0,
         show_progress: bool = True,
         limiter: RateLimiter | None = None,
+        cache_scope: str | None = None,
     ) -> None:
         self.backend = backend
         self.limiter = limiter if limiter is not None and limiter.active else None
@@ -79,6 +81,11 @@ class ChatClient:
         self.backoff_base_s, self.backoff_max_s = backoff_base_s, backoff_max_s
         self.show_progress = show_progress
         self.usage = Usage(model=backend.model, batch=bool(getattr(backend, "batch", False)))
+        # Cache entries are keyed by the endpoint too; endpoints known to serve the same weights may share one scope.
+        self.cache_scope = cache_scope if cache_scope is not None else str(backend.describe().get("base_url") or "")
+        self.waiting = 0  # requests sent and not yet answered: shown in the progress bar
+        self.retries = 0
+        self.last_error = ""
         self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
@@ -110,7 +117,8 @@ class ChatClient:
     async def achat(self, messages: Sequence[Message], salt: str = "", **sampling: Any) -> ChatResult:
         sampling = normalise_sampling(sampling)
         messages = [dict(m) for m in messages]
-        key = cache_key(self.backend.kind, self.model, messages, sampling, salt) if self.cache is not None else ""
+        key = (cache_key(self.backend.kind, self.model, messages, sampling, salt, self.cache_scope)
+               if self.cache is not None else "")
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
@@ -121,10 +129,14 @@ class ChatClient:
         for attempt in range(1, self.max_attempts + 1):
             retry_after = None
             async with self._semaphore():
+                self.waiting += 1
                 try:
                     result = await self._send(messages, sampling)
+                except ParameterError:
+                    raise  # e.g. the endpoint rejected the key: every other call would fail the same way
                 except TransientError as exc:
                     error, retry_after = f"{exc.__class__.__name__}: {exc}", exc.retry_after
+                    self.last_error = str(exc)
                 except PermanentError as exc:
                     error = f"PermanentError: {exc}"
                     self.usage.add_failure(retries=attempt - 1)
@@ -142,7 +154,10 @@ class ChatClient:
                         self.cache.put(key, result)
                     self.usage.add_call(result.input_tokens, result.output_tokens, cached=False, retries=attempt - 1)
                     return result
+                finally:
+                    self.waiting -= 1
             if attempt < self.max_attempts:
+                self.retries += 1
                 await asyncio.sleep(self._backoff(attempt, retry_after))
         self.usage.add_failure(retries=self.max_attempts - 1)
         return ChatResult(error=f"gave up after {self.max_attempts} attempts: {error}", model=self.model,
@@ -190,6 +205,13 @@ class ChatClient:
             conv.messages.append({"role": "assistant", "content": result.text})
         return conv
 
+    def progress_note(self, desc: str = "") -> str:
+        """'desc · 3 waiting · 2 retries (last: request timed out)': what the progress bar says besides the count."""
+        note = f"{desc} · {self.waiting} waiting"
+        if self.retries:
+            note += f" · {self.retries} retries (last: {self.last_error[:60]})"
+        return note
+
     # ------------------------------------------------------------------ many at once
     async def agather(self, coros: Sequence[Awaitable[T]], desc: str = "calls",
                       on_done: Callable[[int, T, Any], None] | None = None, initial: int = 0) -> list[T]:
@@ -204,6 +226,11 @@ class ChatClient:
         def finished(_: asyncio.Future) -> None:
             self.active_tasks -= 1
 
+        async def show_waiting() -> None:  # a hung server shows as calls waiting and retries, not as silence
+            while True:
+                await asyncio.sleep(1.0)
+                bar.set_description_str(self.progress_note(desc), refresh=True)
+
         out: list[Any] = [None] * len(coros)
         tasks = [asyncio.ensure_future(indexed(i, c)) for i, c in enumerate(coros)]
         self.active_tasks += len(tasks)
@@ -212,6 +239,7 @@ class ChatClient:
         rate_state: dict[str, str] = {}
         bar = tqdm(total=initial + len(tasks), initial=initial, desc=desc,
                    disable=not self.show_progress or not tasks, leave=False)
+        ticker = asyncio.ensure_future(show_waiting())
         start = time.perf_counter()
         try:
             for fut in asyncio.as_completed(tasks):
@@ -221,8 +249,10 @@ class ChatClient:
                     on_done(i, value, bar)
                 if self.limiter is not None:
                     self._show_rate(bar, rate_state)
+                bar.set_description_str(self.progress_note(desc), refresh=False)
                 bar.update(1)
         finally:
+            ticker.cancel()
             bar.close()
             self.usage.add_wall(time.perf_counter() - start)
             for t in tasks:
@@ -280,14 +310,15 @@ def connect(
     use_cache: bool = True,
     chat_template: str | None = None,
     check: bool = True,
-    request_timeout_s: float = 600.0,
-    max_attempts: int = 5,
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT,
+    max_attempts: int = DEFAULT_REQUEST_ATTEMPTS,
     show_progress: bool = True,
     max_requests_per_minute: float | int | str | None = None,
     max_tokens_per_minute: float | int | str | None = None,
     batch: bool = False,
     batch_dir: str | Path | None = None,
     batch_poll_s: float = 30.0,
+    cache_scope: str | None = None,
 ) -> ChatClient:
     """Build a client from the notebook parameters `{role}_MODEL`, `{role}_BASE_URL`, `{role}_API_KEY_ENV`.
 
@@ -299,11 +330,17 @@ def connect(
     or None = no limit) pace requests below a provider's limits (see `ratelimit.py`). `batch` (`{role}_BATCH`) sends
     the requests through the provider's Batch API instead, at batch prices; the batch ids are written under
     `batch_dir` (the run folder) so a killed run resumes polling instead of paying again (see `batch.py`).
+    `request_timeout_s` / `max_attempts` are the notebooks' REQUEST_TIMEOUT / REQUEST_ATTEMPTS: how long one HTTP
+    request may take and how often a failed one is sent. Cached answers are keyed by the endpoint (its base URL
+    without credentials); `cache_scope` replaces it by a name of your choice, so endpoints known to serve the same
+    weights (replicas of one vLLM deployment) can share their cache entries.
     """
+    request_timeout_s, max_attempts = check_request_limits(request_timeout_s, max_attempts)
     from .models import EMBEDDED_TEACHER
 
     check_int("MAX_CONCURRENCY", max_concurrency, 1, 4096)
     check_env_var_name(f"{role}_API_KEY_ENV", api_key_env)
+    check_base_url(f"{role}_BASE_URL", base_url)
     limiter = rate_limiter_from_params(role, max_requests_per_minute, max_tokens_per_minute)
     if batch and not base_url:
         raise ParameterError(f"{role}_BATCH", "is True but the model runs in-process (no endpoint)",
@@ -330,11 +367,13 @@ def connect(
     cache = CallCache(cache_path) if use_cache else None
     if batch:
         return batch_client(backend, batch_dir, stage=stage, role=role, cache=cache, use_cache=use_cache,
-                            max_attempts=max_attempts, show_progress=show_progress, poll_s=batch_poll_s, check=check)
+                            max_attempts=max_attempts, show_progress=show_progress, poll_s=batch_poll_s, check=check,
+                            cache_scope=cache_scope)
     if limiter is not None and hasattr(backend, "header_observer"):
         backend.header_observer = limiter.observe
     return ChatClient(backend, stage=stage, role=role, max_concurrency=max_concurrency, cache=cache,
-                      use_cache=use_cache, max_attempts=max_attempts, show_progress=show_progress, limiter=limiter)
+                      use_cache=use_cache, max_attempts=max_attempts, show_progress=show_progress, limiter=limiter,
+                      cache_scope=cache_scope)
 
 
 def rate_limiter_from_params(role: str, max_requests_per_minute: Any, max_tokens_per_minute: Any
@@ -357,7 +396,7 @@ def rate_limiter_from_params(role: str, max_requests_per_minute: Any, max_tokens
 
 def batch_client(backend: Backend, batch_dir: str | Path | None, *, stage: str, role: str,
                  cache: CallCache | None, use_cache: bool, max_attempts: int, show_progress: bool,
-                 poll_s: float, check: bool = True) -> ChatClient:
+                 poll_s: float, check: bool = True, cache_scope: str | None = None) -> ChatClient:
     """A client whose requests go out through the Batch API; same cache keys as live calls to `backend`."""
     from .batch import BATCH_MAX_REQUESTS, BatchBackend, default_batch_dir  # imports openai, like the backends
 
@@ -370,7 +409,10 @@ def batch_client(backend: Backend, batch_dir: str | Path | None, *, stage: str, 
     # Every request of a round must be able to wait at once: the batch, not the semaphore, bounds the work.
     client = ChatClient(router, stage=stage, role=role, max_concurrency=BATCH_MAX_REQUESTS, cache=cache,
                         use_cache=use_cache, max_attempts=max_attempts, backoff_base_s=0.01,
-                        show_progress=show_progress)
+                        show_progress=show_progress,
+                        # the live endpoint's scope, so batch results answer later live calls and back
+                        cache_scope=cache_scope if cache_scope is not None
+                        else str(backend.describe().get("base_url") or ""))
     return client
 
 

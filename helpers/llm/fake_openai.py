@@ -1,7 +1,9 @@
 """A local fake OpenAI-compatible server for tests and benchmarks (loopback only).
 
 It can be told to be slow, answer 429 (with Retry-After) or 500, drop connections, or return empty or truncated
-content, either as a scripted sequence of faults or at random with a seed. Replies are deterministic functions of
+content, either as a scripted sequence of faults or at random with a seed. Its `/models` can misbehave as real
+servers do (`models_status`: "500" or "html"; `listed_models`: names other than those it serves), and a large
+`latency_s` makes it a hung server. Replies are deterministic functions of
 the request, so caching and transcripts can be checked exactly.
 
 Like a real provider it can also enforce requests-per-second and tokens-per-second limits (429 with Retry-After and
@@ -108,6 +110,8 @@ class FakeOpenAIServer:
     random_faults: tuple[str, ...] = ("429", "500", "drop")
     retry_after_s: float = 0.05
     api_key: str | None = None
+    models_status: str = "ok"  # "ok" | "500" | "html"
+    listed_models: tuple[str, ...] | None = None  # what /models lists; None = `models`
     reply_fn: Callable[[list[dict[str, str]], dict[str, Any]], str] = default_reply
     seed: int = 0
     host: str = "127.0.0.1"
@@ -166,7 +170,12 @@ class FakeOpenAIServer:
     async def _models(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
             return web.json_response({"error": {"message": "bad key"}}, status=401)
-        return web.json_response({"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]})
+        if self.models_status == "500":
+            return web.json_response({"error": {"message": "cannot list models offline"}}, status=500)
+        if self.models_status == "html":
+            return web.Response(text="<!doctype html><html><body>Welcome</body></html>", content_type="text/html")
+        listed = self.models if self.listed_models is None else self.listed_models
+        return web.json_response({"object": "list", "data": [{"id": m, "object": "model"} for m in listed]})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         with self._lock:

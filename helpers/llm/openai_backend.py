@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -17,7 +18,7 @@ import openai
 
 from .errors import PermanentError, TransientError, api_key_from_env
 from .types import ChatResult, Message
-from ..params import ParameterError
+from ..params import ParameterError, redact_url
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:
@@ -37,6 +38,10 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
     except ValueError:
         parsed = email.utils.parsedate_to_datetime(value)
         return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def _shown(served: list[str]) -> str:
+    return ", ".join(sorted(served)[:15]) + (" ..." if len(served) > 15 else "")
 
 
 def _http_client(timeout_s: float):
@@ -62,7 +67,8 @@ class OpenAIBackend:
         )
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.kind, "model": self.model, "base_url": self.base_url, "api_key_env": self.api_key_env}
+        return {"backend": self.kind, "model": self.model, "base_url": redact_url(self.base_url),
+                "api_key_env": self.api_key_env}
 
     def _client(self) -> openai.AsyncOpenAI:
         """One SDK client per event loop (its connection pool is bound to the loop that created it)."""
@@ -81,28 +87,72 @@ class OpenAIBackend:
             await client.close()
 
     def check(self) -> None:
-        """Reach the endpoint and confirm it serves the model, before any work is queued."""
+        """Reach the endpoint and confirm it serves the model, before any work is queued.
+
+        `/models` is asked first. Real servers do not always answer it well (a 500 when they try to list a hub
+        offline, an HTML page, a list without the model's name as requested), so when it fails or does not list the
+        model, one chat completion of one token decides: if it works the run goes on (with a warning when the model
+        is not listed); if not, its error names the parameter to fix.
+        """
         key = api_key_from_env(self.api_key_env, self.role)
         client = openai.OpenAI(base_url=self.base_url, api_key=key, max_retries=1, timeout=15)
         try:
-            served = [m.id for m in client.models.list()]
+            served, problem = self._listed_models(client)
+            if problem is None and (not served or self.model in served):
+                return
+            self._probe(client, served)
+            if problem:
+                warnings.warn(f"{self.base_url}/models {problem}; a one-token chat completion with {self.model!r} "
+                              "worked, so the run goes on", stacklevel=3)
+            else:
+                warnings.warn(f"{self.model!r} is not in the list of {self.base_url}/models ({_shown(served)}), but a "
+                              "one-token chat completion with it worked, so the run goes on", stacklevel=3)
+        finally:
+            client.close()
+
+    def _listed_models(self, client: openai.OpenAI) -> tuple[list[str], str | None]:
+        """The ids `/models` lists, or why it could not tell; errors no probe can fix are raised here."""
+        try:
+            return [m.id for m in client.models.list()], None
         except openai.AuthenticationError as exc:
-            raise ParameterError(f"{self.role}_API_KEY_ENV", f"the endpoint rejected the key in ${self.api_key_env} ({exc.status_code})",
-                                 "export a valid key in that variable") from None
-        except openai.NotFoundError:
-            return  # some servers do not list models; the first call will tell
+            raise self._auth_error(exc.status_code) from None
         except (openai.APIConnectionError, openai.APITimeoutError) as exc:
             raise ParameterError(f"{self.role}_BASE_URL", f"cannot reach {self.base_url} ({exc.__class__.__name__})",
                                  "start the server or correct the URL (it usually ends in /v1)") from None
         except openai.APIStatusError as exc:
-            raise ParameterError(f"{self.role}_BASE_URL", f"{self.base_url}/models answered HTTP {exc.status_code}",
-                                 "check that this is an OpenAI-compatible endpoint (it usually ends in /v1)") from None
-        finally:
-            client.close()
-        if served and self.model not in served:
-            shown = ", ".join(sorted(served)[:15]) + (" ..." if len(served) > 15 else "")
+            return [], f"answered HTTP {exc.status_code}"
+        except Exception as exc:  # HTML or other non-JSON pages make the SDK fail in many ways (AttributeError, ...)
+            return [], f"did not answer a model list ({exc.__class__.__name__})"
+
+    def _probe(self, client: openai.OpenAI, served: list[str]) -> None:
+        try:
+            client.with_options(timeout=self.timeout_s).chat.completions.create(
+                model=self.model, messages=[{"role": "user", "content": "Say OK."}], max_tokens=1)
+        except openai.AuthenticationError as exc:
+            raise self._auth_error(exc.status_code) from None
+        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+            raise ParameterError(f"{self.role}_BASE_URL", f"cannot reach {self.base_url}/chat/completions "
+                                 f"({exc.__class__.__name__})", "start the server or correct the URL") from None
+        except openai.NotFoundError:
+            listed = f"use one of: {_shown(served)} (prefer a dated snapshot id)" if served else \
+                "use the model id the server was started with"
             raise ParameterError(f"{self.role}_MODEL", f"{self.model!r} is not served by {self.base_url}",
-                                 f"use one of: {shown} (prefer a dated snapshot id)")
+                                 listed) from None
+        except openai.APIStatusError as exc:
+            raise ParameterError(f"{self.role}_BASE_URL", f"a one-token chat completion at {self.base_url} answered "
+                                 f"HTTP {exc.status_code}", "check that this is an OpenAI-compatible endpoint "
+                                 f"(it usually ends in /v1) and that it serves {self.model!r}") from None
+        except Exception as exc:  # a reply the SDK cannot read (HTML, ...): not an OpenAI-compatible endpoint
+            raise ParameterError(f"{self.role}_BASE_URL", f"{self.base_url} did not answer a chat completion "
+                                 f"({exc.__class__.__name__})", "check that this is an OpenAI-compatible endpoint "
+                                 "(it usually ends in /v1)") from None
+
+    def _auth_error(self, status: int) -> ParameterError:
+        if not self.api_key_env:
+            return ParameterError(f"{self.role}_API_KEY_ENV", f"{self.base_url} asks for a key (HTTP {status})",
+                                  f"export the key in a variable and set {self.role}_API_KEY_ENV to its name")
+        return ParameterError(f"{self.role}_API_KEY_ENV", f"{self.base_url} rejected the key in "
+                              f"${self.api_key_env} (HTTP {status})", "export a valid key in that variable")
 
     def request_body(self, messages: list[Message], sampling: dict[str, Any]) -> dict[str, Any]:
         """The chat-completions JSON body for one request (also what a Batch API line carries)."""
@@ -123,6 +173,8 @@ class OpenAIBackend:
             if self.header_observer is not None:
                 self.header_observer(raw.headers)
             resp = raw.json()
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            raise self._auth_error(exc.status_code) from None  # not a bad reply: no retry, no "failed to parse"
         except openai.RateLimitError as exc:
             if self.header_observer is not None:
                 self.header_observer(exc.response.headers)

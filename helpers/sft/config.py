@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..llm.models import EMBEDDED_STUDENT, EMBEDDED_TEACHER
-from ..params import ParameterError, check_choice, check_env_var_name, check_float, check_int
+from ..params import (DEFAULT_REQUEST_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT, REQUEST_ATTEMPTS_HELP, REQUEST_TIMEOUT_HELP,
+                      ParameterError, check_choice, check_env_var_name, check_float, check_int, check_request_limits)
 from .templates import TEMPLATE_NAMES
 
 SELECTION_CRITERIA = ("heldout_loss", "judge", "last")
@@ -93,6 +94,8 @@ class SFTStageConfig:
     judge_base_url: str = field(default="", metadata={"help": "Judge endpoint; empty = embedded local model."})
     judge_api_key_env: str = field(default="", metadata={"help": "NAME of the env var holding the judge's API key."})
     max_concurrency: int = field(default=8, metadata={"help": "Concurrent judge requests."})
+    request_timeout: float = field(default=DEFAULT_REQUEST_TIMEOUT, metadata={"help": REQUEST_TIMEOUT_HELP})
+    request_attempts: int = field(default=DEFAULT_REQUEST_ATTEMPTS, metadata={"help": REQUEST_ATTEMPTS_HELP})
     compare_examples: int = field(default=3, metadata={"help": "Held-out instructions shown base vs fine-tuned."})
     keep_checkpoints: bool = field(default=True, metadata={"help": "Keep every checkpoint folder after selection."})
     resumable: bool = field(default=False, metadata={
@@ -163,6 +166,7 @@ class SFTStageConfig:
         check_int("MAX_CONCURRENCY", self.max_concurrency, 1)
         check_int("COMPARE_EXAMPLES", self.compare_examples, 0)
         check_env_var_name("JUDGE_API_KEY_ENV", self.judge_api_key_env)
+        self.request_timeout, self.request_attempts = check_request_limits(self.request_timeout, self.request_attempts)
         for name in ("PACKING", "USE_LORA", "BF16", "GRADIENT_CHECKPOINTING", "KEEP_CHECKPOINTS", "RESUMABLE"):
             if not isinstance(getattr(self, name.lower()), bool):
                 raise ParameterError(name, f"expected True or False, got {getattr(self, name.lower())!r}",

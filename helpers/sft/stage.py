@@ -92,7 +92,8 @@ def connect_judge(cfg: SFTStageConfig) -> Any:
     from ..llm.client import connect
 
     return connect(model=cfg.judge_model, base_url=cfg.judge_base_url, api_key_env=cfg.judge_api_key_env,
-                   max_concurrency=cfg.max_concurrency, stage=STAGE, role="JUDGE")
+                   max_concurrency=cfg.max_concurrency, stage=STAGE, role="JUDGE",
+                   request_timeout_s=cfg.request_timeout, max_attempts=cfg.request_attempts)
 
 
 @dataclass(frozen=True)

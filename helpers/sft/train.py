@@ -220,7 +220,7 @@ def training_fingerprint(cfg: SFTStageConfig) -> str:
     """What must match for a checkpoint to be continued: everything that shapes training, not previews."""
     ignored = {"RUN_DIR", "SELECTION", "SELECTION_EXAMPLES", "MAX_NEW_TOKENS", "GENERATION_BATCH_SIZE",
                "COMPARE_EXAMPLES", "KEEP_CHECKPOINTS", "JUDGE_MODEL", "JUDGE_BASE_URL", "JUDGE_API_KEY_ENV",
-               "MAX_CONCURRENCY"}
+               "MAX_CONCURRENCY", "REQUEST_TIMEOUT", "REQUEST_ATTEMPTS"}
     params = {k: v for k, v in cfg.to_params().items() if k not in ignored}
     return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
 

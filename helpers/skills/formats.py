@@ -18,11 +18,68 @@ from typing import Any
 import numpy as np
 
 from ..jsonl import read_jsonl
+from ..params import KEY_PREFIXES, ParameterError, looks_random
 from .parse import ParseReport, parse_query_types, to_snake_case
 
 TOPIC_HEADER_RULES = ("auto", "none", "blocks")
 # Fields a query type keeps when it came from an official queries.txt (the text the official prompts insert).
 OFFICIAL_QUERY_FIELDS = ("official_name", "official_text")
+
+
+# ---------------------------------------------------------------------- what a list file may hold
+# Every line of a skill list is sent to the teacher and written into the training data, so a file that is not a
+# skill list (a binary, a file of secrets, one 50 MB line) is refused, naming the file, the line and the rule.
+MAX_LIST_FILE_BYTES = 5_000_000  # the official lists are ~30-100 KB
+MAX_SKILL_LINE_CHARS = 200  # the longest official skill name has 53 characters
+MAX_RECORD_LINE_CHARS = 20_000  # JSONL records and queries.txt lines (definitions, example queries)
+SKILL_PUNCTUATION = " _-'&/(),.+#:"  # beyond letters and digits (any script): 'C++', 'Q&A', 'text-to-speech'
+
+
+def _refuse(path: Path, parameter: str, where: str, rule: str, fix: str) -> ParameterError:
+    return ParameterError(parameter, f"{path}{where} is not a skill or query-type list: {rule}", fix)
+
+
+def read_list_text(path: str | Path, parameter: str = "SKILLS_PATH",
+                   max_line_chars: int = MAX_RECORD_LINE_CHARS) -> str:
+    """The file's text, after the checks every list file must pass: a sane size, not binary, UTF-8 (a BOM is
+    dropped), no line longer than `max_line_chars`."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size > MAX_LIST_FILE_BYTES:
+        raise _refuse(path, parameter, "", f"it has {size:,} bytes, more than the {MAX_LIST_FILE_BYTES:,} a list "
+                      "may have", "point it at a skills.txt / queries.txt / JSONL list")
+    data = path.read_bytes()
+    if b"\x00" in data:
+        line = data[:data.index(b"\x00")].count(b"\n") + 1
+        raise _refuse(path, parameter, f", line {line}", "it is binary (a NUL byte)",
+                      "point it at a text file with one skill per line")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise _refuse(path, parameter, f", line {line}", f"it is not UTF-8 (byte 0x{data[exc.start]:02x})",
+                      "save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 in.txt > out.txt`") from None
+    for number, line in enumerate(text.split("\n"), start=1):
+        if len(line) > max_line_chars:
+            raise _refuse(path, parameter, f", line {number}", f"the line has {len(line):,} characters, more than "
+                          f"{max_line_chars:,}", "use one short skill name per line")
+    return text
+
+
+def check_skill_text(text: str, path: Path, where: str, parameter: str = "SKILLS_PATH") -> None:
+    """One skill name (`where`: 'line 3', 'record 3'): short, letters/digits/light punctuation only, nothing that
+    reads like a key or password."""
+    if len(text) > MAX_SKILL_LINE_CHARS:
+        raise _refuse(path, parameter, f", {where}", f"a skill name has {len(text)} characters, more than "
+                      f"{MAX_SKILL_LINE_CHARS}", "use one short skill name per line")
+    bad = sorted({c for c in text if not (c.isalnum() or c in SKILL_PUNCTUATION)})
+    if bad:
+        shown = " ".join(repr(c) for c in bad[:5])
+        raise _refuse(path, parameter, f", {where}", f"characters a skill name does not use ({shown})",
+                      f"skill names use letters, digits and {SKILL_PUNCTUATION.strip()!r} only")
+    if any(token.startswith(KEY_PREFIXES) or looks_random(token) for token in text.replace("_", " ").split()):
+        raise _refuse(path, parameter, f", {where}", "it looks like a key or a password, not a skill",
+                      "remove secrets from the file; keys never go into skill lists")
 
 
 # ---------------------------------------------------------------------- JSONL
@@ -115,8 +172,8 @@ def find_topic_headers(vectors: np.ndarray, window: int = 6, min_block: int = 12
     return sorted(set(headers))
 
 
-def read_skills_txt(path: str | Path, topic_headers: str = "auto",
-                    embedding_backend: str = "auto") -> tuple[list[dict[str, Any]], SkillsFileReport]:
+def read_skills_txt(path: str | Path, topic_headers: str = "auto", embedding_backend: str = "auto",
+                    parameter: str = "SKILLS_PATH") -> tuple[list[dict[str, Any]], SkillsFileReport]:
     """One record per skill line (duplicates kept, for the dedup step to merge and count), plus counts.
 
     `topic_headers`: "none" keeps every line as a skill (what the official generation code does); "blocks" finds
@@ -126,13 +183,14 @@ def read_skills_txt(path: str | Path, topic_headers: str = "auto",
     """
     if topic_headers not in TOPIC_HEADER_RULES:
         raise ValueError(f"topic_headers must be one of {TOPIC_HEADER_RULES}, got {topic_headers!r}")
-    text = Path(path).read_text(encoding="utf-8")
+    text = read_list_text(path, parameter, MAX_SKILL_LINE_CHARS)
     raw_lines = text.split("\n")
     if raw_lines and raw_lines[-1] == "":
         raw_lines = raw_lines[:-1]  # a final newline ends the last line; it is not a line of its own
     report = SkillsFileReport(lines=len(raw_lines))
     names = []
-    for line in raw_lines:
+    for number, line in enumerate(raw_lines, start=1):
+        check_skill_text(line.rstrip("\r"), Path(path), f"line {number}", parameter)
         key = to_snake_case(line)
         if key:
             names.append(key)
@@ -192,7 +250,7 @@ def read_queries_txt(path: str | Path) -> tuple[list[dict[str, Any]], ParseRepor
     generation script builds from the same block (see `official_query_types`), so stage 2 can replay the official
     prompts byte for byte.
     """
-    text = Path(path).read_text(encoding="utf-8")
+    text = read_list_text(path, "QUERY_TYPES_PATH")
     types, report = parse_query_types(text)
     official = {q["query_str"]: q["query_type"] for q in official_query_types(text)}
     for qt in types:
@@ -241,12 +299,18 @@ def query_type_string(qt: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------------- any supported file
 
-def load_skills_file(path: str | Path, topic_headers: str = "auto",
-                     embedding_backend: str = "auto") -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """skills.txt, or JSONL/JSON records with a `skill` field (e.g. another run's skills.jsonl)."""
+def load_skills_file(path: str | Path, topic_headers: str = "auto", embedding_backend: str = "auto",
+                     parameter: str = "SKILLS_PATH") -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """skills.txt, or JSONL/JSON records with a `skill` field (e.g. another run's skills.jsonl); any other file is
+    refused with the file, the line and the rule it breaks."""
     path = Path(path)
     if path.suffix in (".jsonl", ".json"):
-        rows = read_jsonl(path) if path.suffix == ".jsonl" else json.loads(path.read_text(encoding="utf-8"))
+        rows = _read_records(path, parameter)
+        for number, row in enumerate(rows, start=1):
+            if not isinstance(row, dict) or not isinstance(row.get("skill", ""), str):
+                raise _refuse(path, parameter, f", record {number}", "a record is not an object with a text "
+                              "'skill' field", "use records like {\"skill\": \"budget_forecasting\"}")
+            check_skill_text(row.get("skill", ""), path, f"record {number}", parameter)
         records = [skill_record(to_snake_case(r["skill"]), r.get("topic"), "import", r.get("merged_count", 1))
                    for r in rows if to_snake_case(str(r.get("skill", "")))]
         counts = Counter(r["skill"] for r in records)
@@ -257,11 +321,26 @@ def load_skills_file(path: str | Path, topic_headers: str = "auto",
     return records, report.as_dict()
 
 
+def _read_records(path: Path, parameter: str) -> list[Any]:
+    """A JSONL file or a JSON list, after the file checks; a broken line names the file and the line."""
+    text = read_list_text(path, parameter)
+    if path.suffix == ".jsonl":
+        return read_jsonl(path)
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _refuse(path, parameter, f", line {exc.lineno}", f"it is not valid JSON ({exc.msg})",
+                      "use a JSON list of records or a .jsonl file") from None
+    if not isinstance(rows, list):
+        raise _refuse(path, parameter, "", "the JSON is not a list of records", "use a JSON list of records")
+    return rows
+
+
 def load_query_types_file(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """queries.txt, or JSONL/JSON records with `name`, `definition`, `examples`."""
     path = Path(path)
     if path.suffix in (".jsonl", ".json"):
-        rows = read_jsonl(path) if path.suffix == ".jsonl" else json.loads(path.read_text(encoding="utf-8"))
+        rows = _read_records(path, "QUERY_TYPES_PATH")
         types = [{"name": r["name"], "definition": r.get("definition", ""), "examples": list(r.get("examples", [])),
                   "source": "import", **{k: r[k] for k in OFFICIAL_QUERY_FIELDS if r.get(k)}}
                  for r in rows if r.get("name")]
