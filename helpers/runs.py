@@ -20,9 +20,10 @@ from typing import Any
 
 from filelock import FileLock
 
+from .layout import FIGURES, MANIFEST_JSON, PROJECT_ROOT, RESULTS_JSON, figure_file
+
 RECORD_MIME = "application/vnd.instruct-skillmix.record+json"
 TRACKED_PACKAGES = ("torch", "transformers", "trl", "openai", "datasets", "peft", "accelerate", "papermill")
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def package_versions() -> dict[str, str | None]:
@@ -77,7 +78,7 @@ class Run:
     def __init__(self, run_dir: str | Path, stage: str | None = None) -> None:
         self.path = Path(run_dir).expanduser().resolve()
         self.path.mkdir(parents=True, exist_ok=True)
-        self.figures = self.path / "figures"
+        self.figures = self.path / FIGURES
         self.figures.mkdir(exist_ok=True)
         self.stage = stage
         self._lock = FileLock(str(self.path / ".run.lock"))
@@ -91,11 +92,11 @@ class Run:
 
     @property
     def manifest_path(self) -> Path:
-        return self.path / "manifest.json"
+        return self.path / MANIFEST_JSON
 
     @property
     def results_path(self) -> Path:
-        return self.path / "results.json"
+        return self.path / RESULTS_JSON
 
     def _read(self, path: Path) -> dict[str, Any]:
         return json.loads(path.read_text()) if path.exists() else {}
@@ -176,7 +177,7 @@ class Run:
 
     def save_figure(self, fig: Any, name: str, stage: str | None = None) -> Path:
         stage = stage or self._require_stage()
-        path = self.figures / f"{stage}_{name}.png"
+        path = self.path / figure_file(stage, name)
         fig.savefig(path, dpi=110, bbox_inches="tight")
         return path
 
