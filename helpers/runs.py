@@ -184,7 +184,7 @@ class Run:
 
 def _emit_record(stage: str, name: str, value: Any) -> None:
     """Show the record in a notebook's output so it can be read back from the executed .ipynb."""
-    try:
+    try:  # optional: IPython exists only where notebooks run
         from IPython import get_ipython
         from IPython.display import display
     except ImportError:

@@ -18,11 +18,14 @@ from typing import Any, Protocol, TypeVar
 
 from tqdm.auto import tqdm
 
+from ..params import ParameterError, check_env_var_name, check_int
 from .accounting import Usage
 from .cache import CallCache, cache_key
-from .types import ChatResult, Conversation, Message, Turn, normalise_sampling
-from ..params import ParameterError, check_env_var_name, check_int
 from .errors import PermanentError, TransientError, api_key_from_env  # noqa: F401  (re-exported)
+from .local_backend import LocalBackend
+from .models import EMBEDDED_TEACHER
+from .openai_backend import OpenAIBackend
+from .types import ChatResult, Conversation, Message, Turn, normalise_sampling
 
 T = TypeVar("T")
 
@@ -249,16 +252,12 @@ def connect(
     the id served by the OpenAI-compatible endpoint. With `check`, a wrong endpoint, unknown model or missing key
     raises `ParameterError` now, before any work is queued.
     """
-    from .models import EMBEDDED_TEACHER
-
     check_int("MAX_CONCURRENCY", max_concurrency, 1, 4096)
     check_env_var_name(f"{role}_API_KEY_ENV", api_key_env)
     model = model or (EMBEDDED_TEACHER if not base_url else "")
     if base_url:
         if not model:
             raise ParameterError(f"{role}_MODEL", "is empty", f"set the model id the endpoint at {base_url} serves")
-        from .openai_backend import OpenAIBackend
-
         backend: Backend = OpenAIBackend(model, base_url, api_key_env, role=role, timeout_s=request_timeout_s)
     else:
         if api_key_env:
@@ -266,8 +265,6 @@ def connect(
                 f"{role}_BASE_URL", "is empty (local model) but an API key variable was given",
                 f"set {role}_BASE_URL to the endpoint (e.g. https://api.openai.com/v1) or clear {role}_API_KEY_ENV",
             )
-        from .local_backend import LocalBackend
-
         backend = LocalBackend(model, role=role, chat_template=chat_template)
     if check:
         backend.check()
