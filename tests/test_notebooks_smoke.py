@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 TINY = {
     # stage 1: a few teacher calls
-    "NUM_TOPICS": 2, "SKILLS_PER_TOPIC": 3, "NUM_QUERY_TYPES": 2, "MAX_TOKENS": 96,
+    "NUM_TOPICS": 2, "SKILLS_PER_TOPIC": 3, "NUM_QUERY_TYPES": 2, "EXTRACT_MAX_TOKENS": 96,
     # stage 2: a handful of short single-draft conversations, two retries
     "NUM_EXAMPLES": 4, "NUM_HELDOUT": 2, "PROMPT_VERSION": "single_turn", "MAX_ATTEMPTS": 3,
     # stage 3: two optimizer steps, one checkpoint

@@ -1,113 +1,140 @@
-"""Stage 4's notebook parameters as one checked object, so a bad value fails before any model is loaded."""
+"""Stage 4's parameters as one checked object, so a bad value fails before any model is loaded.
+
+Defaults are the notebook's offline demo (few instructions, short answers, a CPU judge); the paper's values are in
+`configs/paper.yaml` and in the help strings.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .answers import DecodingConfig, read_selection
+from ..config import StageConfig, param, shared
+from ..judge.judging import Judge, load_judge
+from ..llm.client import ChatClient
+from ..llm.endpoint import Endpoint
+from ..params import ParameterError, check_choice, check_float, check_int
+from .answers import DecodingConfig, read_selection, saved_chat_template
 from .sets import EVAL_SETS
 from .suite import SHIRKER_KINDS
-from ..judge.judging import Judge, load_judge
-from ..params import ParameterError, check_choice, check_env_var_name, check_float, check_int
 
 REFERENCES = ("bundled", "teacher")
+STAGE = "evaluate"
+JUDGE_PARAMETERS = ("PAIRWISE_JUDGE", "MT_BENCH_JUDGE", "MT_BENCH_REFERENCE_JUDGE", "WILDBENCH_JUDGE")
 
 
 @dataclass
-class EvalConfig:
-    """Everything the evaluation stage needs to know (names match the notebook's parameters)."""
+class EvalConfig(StageConfig):
+    """Stage 4: who answers, who judges, on which sets, with which decoding, and which ablations are drawn."""
 
-    RUN_DIR: str = field(default="runs/demo", metadata={"help": "Run folder; the student is read from sft/selection.json."})
-    SEED: int = field(default=0, metadata={"help": "Seed for the pairwise presentation order and sampling."})
-    STUDENT_MODEL: str = field(default="", metadata={"help": "Empty: stage 3's best checkpoint. Else a model folder or endpoint id."})
-    STUDENT_BASE_URL: str = field(default="", metadata={"help": "OpenAI-compatible endpoint serving STUDENT_MODEL; empty = in-process."})
-    STUDENT_API_KEY_ENV: str = field(default="", metadata={"help": "Name of the env var holding the student endpoint's key."})
-    BASE_MODEL: str = field(default="gemma-3-270m", metadata={"help": "The untuned base model the student was trained from (the same parameter as in stage 3)."})
-    COMPARE_BASE: bool = field(default=True, metadata={"help": "Also score BASE_MODEL, asked with the student's template, as a baseline."})
-    JUDGE_MODEL: str = field(default="smollm2-135m-instruct", metadata={"help": "Judge model id (recorded with every number)."})
-    JUDGE_BASE_URL: str = field(default="", metadata={"help": "Judge endpoint; empty = in-process."})
-    JUDGE_API_KEY_ENV: str = field(default="", metadata={"help": "Name of the env var holding the judge endpoint's key."})
-    MAX_CONCURRENCY: int = field(default=8, metadata={"help": "Requests in flight per model."})
-    REFERENCE: str = field(default="bundled", metadata={"help": "bundled = the eval set's reference outputs; teacher = answers from TEACHER_*."})
-    TEACHER_MODEL: str = field(default="smollm2-135m-instruct", metadata={"help": "Reference model when REFERENCE='teacher'."})
-    TEACHER_BASE_URL: str = field(default="", metadata={"help": "Endpoint of the reference model."})
-    TEACHER_API_KEY_ENV: str = field(default="", metadata={"help": "Name of the env var with its key."})
-    EVAL_SET: str = field(default="bundled", metadata={"help": "bundled | alpaca_eval | wildbench (hub sets need network or a local file)."})
-    EVAL_SOURCE: str = field(default="", metadata={"help": "Local file in the hub set's schema, or a hub id; empty = default."})
-    N_EVAL: int = field(default=50, metadata={"help": "Instructions evaluated (0 = all)."})
-    MT_BENCH_SOURCE: str = field(default="bundled", metadata={"help": "bundled (8 demo questions), a question.jsonl, or a hub id."})
-    N_MT_BENCH: int = field(default=8, metadata={"help": "MT-Bench questions (0 = all; 0 questions skips MT-Bench with RUN_MT_BENCH)."})
-    RUN_MT_BENCH: bool = field(default=True, metadata={"help": "Run the MT-Bench-style two-turn grading."})
-    RUN_WILDBENCH: bool = field(default=True, metadata={"help": "Run the WildBench-style checklist grading."})
-    ANSWER_TEMPERATURE: float = field(default=0.9, metadata={"help": "Answer sampling temperature (paper: 0.9)."})
-    ANSWER_TOP_P: float = field(default=1.0, metadata={"help": "Answer nucleus mass (paper: 1.0)."})
-    ANSWER_MAX_TOKENS: int = field(default=128, metadata={"help": "Answer length cap (paper: 2048; small for CPU)."})
-    PAIRWISE_JUDGE: str = field(default="alpaca_eval_pairwise", metadata={"help": "Judge folder for pairwise comparisons."})
-    MT_BENCH_JUDGE: str = field(default="mt_bench_single", metadata={"help": "Judge folder for MT-Bench grading."})
-    MT_BENCH_REFERENCE_JUDGE: str = field(default="mt_bench_single_reference", metadata={"help": "Judge for math/reasoning/coding."})
-    WILDBENCH_JUDGE: str = field(default="wildbench_checklist", metadata={"help": "Judge folder for checklist scoring."})
-    JUDGE_MAX_TOKENS: int = field(default=64, metadata={"help": "Cap on rating judges' replies (0 = the judge's own setting)."})
-    SHIRKER_PROBE_FRACTIONS: list = field(default_factory=lambda: [0.0, 0.5], metadata={"help": "Fractions for the shirker probe."})
-    SHIRKER_PROBE_KINDS: list = field(default_factory=lambda: ["brevity", "junk"], metadata={"help": "Kinds for the shirker probe."})
-    SWEEP_CSV: str = field(default="", metadata={"help": "A sweep.csv from helpers.sweep to plot (ablation curves); empty = none."})
+    run_dir: str = shared("run_dir")
+    seed: int = shared("seed")
+    student_model: str = param("", "The model evaluated: empty = stage 3's best checkpoint (RUN_DIR/sft/selection.json); "
+                                   "else a model folder or an endpoint's model id.")
+    student_base_url: str = param("", "OpenAI-compatible base URL serving STUDENT_MODEL; empty = in-process.")
+    student_api_key_env: str = param("", "NAME of the environment variable holding the student endpoint's API key "
+                                         "(never the key itself).")
+    base_model: str = shared("base_model")
+    compare_base: bool = param(True, "Also score BASE_MODEL, asked with the student's chat template, as a baseline.")
+    judge_model: str = shared("judge_model")
+    judge_base_url: str = shared("judge_base_url")
+    judge_api_key_env: str = shared("judge_api_key_env")
+    max_concurrency: int = shared("max_concurrency")
+    reference: str = param("bundled", "'bundled' = the eval set's reference outputs; 'teacher' = answers from "
+                                      "TEACHER_*.")
+    teacher_model: str = shared("teacher_model")
+    teacher_base_url: str = shared("teacher_base_url")
+    teacher_api_key_env: str = shared("teacher_api_key_env")
+    eval_set: str = param("bundled", "'bundled' | 'alpaca_eval' | 'wildbench' (hub sets need network or a local "
+                                     "file).")
+    eval_source: str = param("", "A local file in the hub set's schema, or a hub id; empty = the set's default.")
+    n_eval: int = param(12, "Instructions evaluated (0 = all; the bundled set has 50).")
+    mt_bench_source: str = param("bundled", "'bundled' (8 demo questions), a question.jsonl, or a hub id.")
+    n_mt_bench: int = param(3, "MT-Bench questions (0 = all).")
+    run_mt_bench: bool = param(True, "Run the MT-Bench-style two-turn grading.")
+    run_wildbench: bool = param(True, "Run the WildBench-style checklist grading.")
+    answer_temperature: float = param(0.9, "Answer sampling temperature (the paper: 0.9).")
+    answer_top_p: float = param(1.0, "Answer nucleus mass (the paper: 1.0).")
+    answer_max_tokens: int = param(96, "Answer length cap in tokens (the paper: 2048; small for a CPU).")
+    pairwise_judge: str = param("alpaca_eval_pairwise", "Judge folder (helpers/judge/configs/) for pairwise "
+                                                        "comparisons.")
+    mt_bench_judge: str = param("mt_bench_single", "Judge folder for MT-Bench grading.")
+    mt_bench_reference_judge: str = param("mt_bench_single_reference", "Judge folder for MT-Bench's math, reasoning "
+                                                                       "and coding questions (graded against a "
+                                                                       "reference solution).")
+    wildbench_judge: str = param("wildbench_checklist", "Judge folder for checklist scoring.")
+    judge_max_tokens: int = param(48, "Cap on rating judges' replies in tokens, for a CPU (0 = the judge config's own "
+                                      "setting).")
+    shirker_probe_fractions: list = param(default_factory=lambda: [0.0, 0.5],
+                                          help="Fractions of student answers replaced by shirker stand-ins in the "
+                                               "probe.")
+    shirker_probe_kinds: list = param(default_factory=lambda: ["brevity", "junk"],
+                                      help="Shirker kinds of the probe: 'brevity' and/or 'junk'.")
+    sweep_csv: str = param("", "A sweep.csv from `python -m helpers.sweep` to draw the ablation curves; empty = none.")
 
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> EvalConfig:
-        known = {k: v for k, v in params.items() if k in cls.__dataclass_fields__}
-        return cls(**known).validate()
-
-    def validate(self) -> EvalConfig:
-        check_int("SEED", self.SEED)
-        check_int("MAX_CONCURRENCY", self.MAX_CONCURRENCY, 1, 4096)
-        for name in ("STUDENT_API_KEY_ENV", "JUDGE_API_KEY_ENV", "TEACHER_API_KEY_ENV"):
-            check_env_var_name(name, getattr(self, name))
-        check_choice("REFERENCE", self.REFERENCE, REFERENCES)
-        check_choice("EVAL_SET", self.EVAL_SET, EVAL_SETS)
-        check_int("N_EVAL", self.N_EVAL, 0)
-        check_int("N_MT_BENCH", self.N_MT_BENCH, 0)
-        check_int("JUDGE_MAX_TOKENS", self.JUDGE_MAX_TOKENS, 0, 32768)
+    def check_values(self) -> None:
+        self.seed = check_int("SEED", self.seed)
+        self.max_concurrency = check_int("MAX_CONCURRENCY", self.max_concurrency, 1, 4096)
+        for endpoint in (self.judge(), self.teacher(), Endpoint.from_params(self, "STUDENT")):
+            endpoint.validate()
+        check_choice("REFERENCE", self.reference, REFERENCES)
+        check_choice("EVAL_SET", self.eval_set, EVAL_SETS)
+        self.n_eval = check_int("N_EVAL", self.n_eval, 0)
+        self.n_mt_bench = check_int("N_MT_BENCH", self.n_mt_bench, 0)
+        self.judge_max_tokens = check_int("JUDGE_MAX_TOKENS", self.judge_max_tokens, 0, 32768)
         self.decoding().validate("ANSWER")
-        for name in ("PAIRWISE_JUDGE", "MT_BENCH_JUDGE", "MT_BENCH_REFERENCE_JUDGE", "WILDBENCH_JUDGE"):
-            load_judge(getattr(self, name), parameter=name)
-        if load_judge(self.PAIRWISE_JUDGE).kind != "pairwise":
-            raise ParameterError("PAIRWISE_JUDGE", f"{self.PAIRWISE_JUDGE!r} is not a pairwise judge", "use alpaca_eval_pairwise")
-        for f in self.SHIRKER_PROBE_FRACTIONS:
-            check_float("SHIRKER_PROBE_FRACTIONS", f, 0.0, 1.0)
-        for k in self.SHIRKER_PROBE_KINDS:
-            check_choice("SHIRKER_PROBE_KINDS", k, SHIRKER_KINDS)
-        if self.EVAL_SET == "wildbench" and self.REFERENCE == "bundled":
+        for name in JUDGE_PARAMETERS:
+            load_judge(getattr(self, name.lower()), parameter=name)
+        if load_judge(self.pairwise_judge).kind != "pairwise":
+            raise ParameterError("PAIRWISE_JUDGE", f"{self.pairwise_judge!r} is not a pairwise judge",
+                                 "use alpaca_eval_pairwise")
+        for fraction in self.shirker_probe_fractions:
+            check_float("SHIRKER_PROBE_FRACTIONS", fraction, 0.0, 1.0)
+        for kind in self.shirker_probe_kinds:
+            check_choice("SHIRKER_PROBE_KINDS", kind, SHIRKER_KINDS)
+        if self.eval_set == "wildbench" and self.reference == "bundled":
             raise ParameterError("REFERENCE", "WildBench has no reference outputs", "set REFERENCE='teacher'")
-        if self.SWEEP_CSV and not Path(self.SWEEP_CSV).exists():
-            raise ParameterError("SWEEP_CSV", f"{self.SWEEP_CSV!r} does not exist",
+        if self.sweep_csv and not Path(self.sweep_csv).exists():
+            raise ParameterError("SWEEP_CSV", f"{self.sweep_csv!r} does not exist",
                                  "run `python -m helpers.sweep --grid shirkers --out sweeps/shirkers` first, or leave it empty")
-        if not self.STUDENT_MODEL:
-            read_selection(self.RUN_DIR)
-        return self
 
+    def check_inputs(self) -> None:
+        """Stage 3's choice of checkpoint, unless STUDENT_MODEL names the model."""
+        if not self.student_model:
+            read_selection(self.run_dir)
+
+    # -------------------------------------------------------------- what the notebook uses
     def decoding(self) -> DecodingConfig:
-        return DecodingConfig(self.ANSWER_TEMPERATURE, self.ANSWER_TOP_P, self.ANSWER_MAX_TOKENS, self.SEED)
+        return DecodingConfig(self.answer_temperature, self.answer_top_p, self.answer_max_tokens, self.seed)
 
     def rating_judge(self, name: str) -> Judge:
         """A rating judge with the demo's reply cap applied (recorded via Judge.describe)."""
         judge = load_judge(name)
-        return replace(judge, max_tokens=self.JUDGE_MAX_TOKENS) if self.JUDGE_MAX_TOKENS else judge
+        return replace(judge, max_tokens=self.judge_max_tokens) if self.judge_max_tokens else judge
 
-    def student_model(self) -> str:
-        return self.STUDENT_MODEL or str(read_selection(self.RUN_DIR)["best_checkpoint"])
+    def judges(self) -> dict[str, dict[str, Any]]:
+        """What every judge parameter names, for the manifest."""
+        return {name: load_judge(getattr(self, name.lower())).describe() for name in JUDGE_PARAMETERS}
+
+    def student(self) -> Endpoint:
+        """The evaluated model: STUDENT_MODEL, or stage 3's best checkpoint."""
+        model = self.student_model or str(read_selection(self.run_dir)["best_checkpoint"])
+        return Endpoint("STUDENT", model, self.student_base_url, self.student_api_key_env)
+
+    def judge(self) -> Endpoint:
+        return Endpoint.from_params(self, "JUDGE")
+
+    def teacher(self) -> Endpoint:
+        return Endpoint.from_params(self, "TEACHER")
 
 
-def connect_answerers(cfg: EvalConfig) -> dict[str, Any]:
+def connect_answerers(cfg: EvalConfig) -> dict[str, ChatClient]:
     """Clients for the models being evaluated: the student and, if set, the base model asked through the student's
     saved chat template (base checkpoints have none of their own)."""
-    from .answers import saved_chat_template
-    from ..llm.client import connect
-
-    student_model = cfg.student_model()
-    clients = {"student": connect(student_model, cfg.STUDENT_BASE_URL, cfg.STUDENT_API_KEY_ENV, cfg.MAX_CONCURRENCY,
-                                  stage="evaluate", role="STUDENT")}
-    if cfg.COMPARE_BASE and cfg.BASE_MODEL:
-        template = saved_chat_template(student_model) if not cfg.STUDENT_BASE_URL else None
-        clients["base"] = connect(cfg.BASE_MODEL, "", "", cfg.MAX_CONCURRENCY, stage="evaluate", role="BASE",
-                                  chat_template=template)
+    student = cfg.student()
+    clients = {"student": student.connect(cfg.max_concurrency, stage=STAGE)}
+    if cfg.compare_base and cfg.base_model:
+        template = saved_chat_template(student.model) if student.is_local else None
+        clients["base"] = Endpoint("BASE", cfg.base_model).connect(cfg.max_concurrency, stage=STAGE,
+                                                                   chat_template=template)
     return clients

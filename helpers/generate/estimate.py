@@ -39,7 +39,7 @@ def _conversation_tokens(plan: ExamplePlan, version: PromptVersion, reply_tokens
 
 def estimate_generation(plans: list[ExamplePlan], version: PromptVersion, *, model: str, max_tokens: int,
                         shirker_fraction: float = 0.0, num_train: int | None = None) -> dict[str, Any]:
-    """Calls, tokens and cost for a 'typical' run and an upper bound (every reply uses MAX_TOKENS)."""
+    """Calls, tokens and cost for a 'typical' run and an upper bound (every reply uses GENERATE_MAX_TOKENS)."""
     num_train = len([p for p in plans if p.split == "train"]) if num_train is None else num_train
     n_shirk = shirker_count(num_train, shirker_fraction)
     out: dict[str, Any] = {"model": model, "conversations": len(plans), "turns_per_conversation": len(version.turns),

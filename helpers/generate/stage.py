@@ -64,7 +64,7 @@ def example_fingerprint(plan: ExamplePlan, config: GenerateConfig, version: Prom
     payload = json.dumps({
         "id": plan.example_id, "skills": plan.skills, "query_type": plan.query_type, "version": version.name,
         "prompts": version_fingerprint(version), "model": model, "temperature": config.temperature,
-        "max_tokens": config.max_tokens,
+        "max_tokens": config.generate_max_tokens,
     }, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
@@ -98,7 +98,7 @@ def _parse_failure_reason(conv: Conversation, version: PromptVersion) -> str:
 async def _generate_one(client: Any, plan: ExamplePlan, version: PromptVersion, config: GenerateConfig,
                         fingerprint: str, progress_path: Path) -> dict[str, Any]:
     turns = build_turns(plan, version)
-    sampling = {"temperature": config.temperature, "max_tokens": config.max_tokens}
+    sampling = {"temperature": config.temperature, "max_tokens": config.generate_max_tokens}
     reasons: list[str] = []
     tokens_in = tokens_out = 0
     conv = Conversation()
@@ -238,7 +238,7 @@ class GenerationOutcome:
             raise GenerationError(
                 f"no usable training example: {len(self.failed)} failed to parse ({reasons}), "
                 f"{sum(self.train_filter.counts.values())} were filtered out. Look at RUN_DIR/data/failed.jsonl, then "
-                "raise MAX_ATTEMPTS or NUM_EXAMPLES, relax MIN_INSTRUCTION_WORDS / DROP_TRUNCATED, raise MAX_TOKENS, "
+                "raise MAX_ATTEMPTS or NUM_EXAMPLES, relax MIN_INSTRUCTION_WORDS / DROP_TRUNCATED, raise GENERATE_MAX_TOKENS, "
                 "or use a stronger TEACHER_MODEL (an OpenAI-compatible endpoint via TEACHER_BASE_URL)."
             )
 
@@ -259,13 +259,13 @@ def run_generation(config: GenerateConfig, client: Any, data_dir: str | Path | N
     (train, train_failed), (heldout, heldout_failed) = results["train"], results["heldout"]
     out.failed = train_failed + heldout_failed
     filter_args = dict(min_words=config.min_instruction_words, max_words=config.max_instruction_words,
-                       drop_truncated=config.drop_truncated, dedup_threshold=config.dedup_threshold)
+                       drop_truncated=config.drop_truncated, dedup_threshold=config.instruction_dedup_threshold)
     out.train_filter = filter_examples(train, **filter_args)
     # The held-out set must never share an instruction with the training set: collisions leave the held-out set.
     out.heldout_filter = filter_examples(heldout, against=out.train_filter.kept, **filter_args)
     out.train, out.shirkers = make_shirkers(
         client, out.train_filter.kept, fraction=config.shirker_fraction, kind=config.shirker_kind, seed=config.seed,
-        max_attempts=config.max_attempts, temperature=config.temperature, max_tokens=config.max_tokens,
+        max_attempts=config.max_attempts, temperature=config.temperature, max_tokens=config.generate_max_tokens,
     ) if config.shirker_fraction > 0 else ([dict(ex, shirker=None) for ex in out.train_filter.kept], ShirkerStats())
     out.heldout = [dict(ex, shirker=None) for ex in out.heldout_filter.kept]
     out.paths = save_outputs(data_dir, out)

@@ -1,82 +1,88 @@
-"""The SFT stage's parameters: one dataclass, two named profiles (`demo`, `paper`), YAML files and overrides.
+"""Stage 3's parameters: one dataclass; the recipe values live in the profiles `configs/sft/<PROFILE>.yaml`.
 
-The notebook, the script entry point (`python -m helpers.sft`) and `accelerate launch` all build the same
-`SFTStageConfig` from the same UPPER_CASE names, so a run configured in the notebook can be scaled out unchanged.
-Precedence: profile defaults < config file < explicit overrides (notebook parameters or `--set KEY=VALUE`).
+The notebook, the script (`python -m helpers.sft --config FILE --set NAME=VALUE`) and `accelerate launch` build
+the same `SFTStageConfig` from the same UPPER_CASE names, so a run configured in the notebook scales out unchanged.
+Every recipe field defaults to None, which means "the profile's value": `demo` (CPU minutes) or `paper` (the
+published recipe). Precedence: profile < config file < explicit values (notebook parameters or `--set`).
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from ..llm.models import EMBEDDED_STUDENT, EMBEDDED_TEACHER
-from ..params import ParameterError, check_choice, check_env_var_name, check_float, check_int
+from ..config import StageConfig, param, shared
+from ..layout import HELDOUT_JSONL, TRAIN_JSONL
+from ..llm.endpoint import Endpoint
+from ..params import ParameterError, check_choice, check_float, check_int
 from .templates import TEMPLATE_NAMES
 
 SELECTION_CRITERIA = ("heldout_loss", "judge", "last")
 SAVE_STRATEGIES = ("epoch", "steps")
 LONG_EXAMPLE_POLICIES = ("truncate", "drop")
 PAPER_EFFECTIVE_BATCH_RULE = "paper_rule"  # 64, or 128 from 4,000 training examples on (the paper's two settings)
+BOOLEANS = ("PACKING", "USE_LORA", "BF16", "GRADIENT_CHECKPOINTING", "KEEP_CHECKPOINTS", "RESUMABLE")
+
+
+def recipe(help: str) -> Any:
+    """A field whose value comes from the profile unless it is given."""
+    return param(None, help + " (None: the PROFILE's value)")
 
 
 @dataclass
-class SFTStageConfig:
+class SFTStageConfig(StageConfig):
     """Everything the SFT stage needs. Field names are the notebook's parameters, lower-cased."""
 
-    run_dir: str = field(default="runs/demo", metadata={"help": "Run folder: reads data/, writes sft/."})
-    seed: int = field(default=0, metadata={"help": "Seed for shuffling, initialisation of adapters and judging order."})
-    profile: str = field(default="demo", metadata={"help": "Named defaults: 'demo' (CPU minutes) or 'paper' (7-8B, GPUs)."})
-    base_model: str = field(default=EMBEDDED_STUDENT,
-                            metadata={"help": "Base model: embedded name, local checkpoint folder or hub id."})
-    train_data_path: str = field(default="", metadata={"help": "Training data; empty = RUN_DIR/data/train.jsonl."})
-    heldout_data_path: str = field(default="", metadata={"help": "Held-out data; empty = RUN_DIR/data/heldout.jsonl."})
-    max_train_examples: int = field(default=0, metadata={"help": "Use only the first N training examples (0 = all)."})
-    max_heldout_examples: int = field(default=0, metadata={"help": "Use only the first N held-out examples (0 = all)."})
-    chat_template: str = field(default="alpaca", metadata={"help": "'alpaca' (the paper's format) or 'chatml'."})
-    num_epochs: float = field(default=15.0, metadata={"help": "Epochs over the training set (ignored if MAX_STEPS > 0)."})
-    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps; -1 = run NUM_EPOCHS epochs."})
-    learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate."})
-    lr_scheduler: str = field(default="cosine", metadata={"help": "Learning-rate schedule (transformers name)."})
-    warmup_ratio: float = field(default=0.03, metadata={"help": "Fraction of steps spent warming up."})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    per_device_batch_size: int = field(default=4, metadata={"help": "Sequences per device per forward pass."})
-    grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps (ignored if EFFECTIVE_BATCH_SIZE set)."})
-    effective_batch_size: Any = field(
-        default=0, metadata={"help": "Sequences per optimizer step over all devices; 0 = PER_DEVICE_BATCH_SIZE x "
-                                     "GRAD_ACCUM x devices; 'paper_rule' = 64, or 128 from 4,000 examples on."})
-    max_length: int = field(default=1024, metadata={"help": "Longest training sequence in tokens (longer ones are cut)."})
-    long_examples: str = field(
-        default="truncate", metadata={"help": "Examples longer than MAX_LENGTH: 'truncate' (TRL's default; the cut "
-                                              "example loses its end-of-turn token) or 'drop' (every kept example "
-                                              "teaches the model to stop)."})
-    packing: bool = field(default=False, metadata={"help": "Pack sequences with TRL's best-fit-decreasing packing."})
-    use_lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of all weights."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
-    bf16: bool = field(default=False, metadata={"help": "Train in bfloat16 mixed precision (GPUs)."})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations to save memory."})
-    save_strategy: str = field(default="epoch", metadata={"help": "When to save a checkpoint: 'epoch' or 'steps'."})
-    save_every: int = field(default=0, metadata={"help": "With SAVE_STRATEGY='steps': save every N optimizer steps."})
-    logging_steps: int = field(default=1, metadata={"help": "Log the training loss every N steps."})
-    selection: str = field(default="judge",
-                           metadata={"help": "Checkpoint choice: 'judge' (paper: pairwise judge vs held-out references), "
-                                             "'heldout_loss' (lowest held-out loss) or 'last'."})
-    selection_examples: int = field(default=100, metadata={"help": "Held-out instructions answered per checkpoint."})
-    max_new_tokens: int = field(default=512, metadata={"help": "Longest generated answer (selection and previews)."})
-    generation_batch_size: int = field(default=8, metadata={"help": "Prompts per generate() call."})
-    judge_model: str = field(default=EMBEDDED_TEACHER, metadata={"help": "Judge for SELECTION='judge'."})
-    judge_base_url: str = field(default="", metadata={"help": "Judge endpoint; empty = embedded local model."})
-    judge_api_key_env: str = field(default="", metadata={"help": "NAME of the env var holding the judge's API key."})
-    max_concurrency: int = field(default=8, metadata={"help": "Concurrent judge requests."})
-    compare_examples: int = field(default=3, metadata={"help": "Held-out instructions shown base vs fine-tuned."})
-    keep_checkpoints: bool = field(default=True, metadata={"help": "Keep every checkpoint folder after selection."})
-    resumable: bool = field(default=False, metadata={
-        "help": "Keep optimizer and scheduler state in every checkpoint, so that a stopped or crashed run started "
-                "again with the same parameters continues from its newest checkpoint (costs about twice the model "
-                "size per checkpoint)."})
+    profile_dir: ClassVar[str] = "sft"
+
+    run_dir: str = shared("run_dir")
+    seed: int = shared("seed")
+    profile: str = param("demo", "The recipe's values for every parameter left at None: 'demo' (CPU minutes) or "
+                                 "'paper' (the published recipe, 7-8B model on GPUs); see configs/sft/.")
+    base_model: str = shared("base_model")
+    train_data_path: str = param("", "Training data (JSONL, a datasets folder or the official JSON list); empty: "
+                                     f"RUN_DIR/{TRAIN_JSONL}.")
+    heldout_data_path: str = param("", f"Held-out data; empty: RUN_DIR/{HELDOUT_JSONL}.")
+    chat_template: str = param("alpaca", "'alpaca' (the paper's format) or 'chatml'.")
+    max_steps: int | None = recipe("Optimizer steps; -1 = run NUM_EPOCHS epochs.")
+    num_epochs: float | None = recipe("Epochs over the training set (ignored if MAX_STEPS > 0).")
+    learning_rate: float | None = recipe("Peak learning rate.")
+    lr_scheduler: str | None = recipe("Learning-rate schedule (transformers name).")
+    warmup_ratio: float | None = recipe("Fraction of steps spent warming up.")
+    per_device_batch_size: int | None = recipe("Sequences per device per forward pass.")
+    grad_accum: int | None = recipe("Gradient accumulation steps (ignored if EFFECTIVE_BATCH_SIZE is set).")
+    effective_batch_size: Any = recipe("Sequences per optimizer step over all devices; 0 = PER_DEVICE_BATCH_SIZE x "
+                                       "GRAD_ACCUM x devices; 'paper_rule' = 64, or 128 from 4,000 examples on.")
+    max_length: int | None = recipe("Longest training sequence in tokens.")
+    max_train_examples: int | None = recipe("Use only the first N training examples (0 = all).")
+    max_heldout_examples: int | None = recipe("Use only the first N held-out examples (0 = all).")
+    long_examples: str | None = recipe("Examples longer than MAX_LENGTH: 'truncate' (TRL's default; the cut example "
+                                       "loses its end-of-turn token) or 'drop' (every kept example teaches the model "
+                                       "to stop).")
+    use_lora: bool | None = recipe("Train LoRA adapters (peft) instead of all weights.")
+    lora_r: int | None = recipe("LoRA rank.")
+    lora_alpha: int | None = recipe("LoRA scaling numerator.")
+    packing: bool | None = recipe("Pack sequences with TRL's best-fit-decreasing packing.")
+    bf16: bool | None = recipe("Train in bfloat16 mixed precision (GPUs).")
+    gradient_checkpointing: bool | None = recipe("Recompute activations to save memory.")
+    save_strategy: str | None = recipe("When to save a checkpoint: 'epoch' or 'steps'.")
+    save_every: int | None = recipe("With SAVE_STRATEGY='steps': save every N optimizer steps.")
+    selection: str | None = recipe("Checkpoint choice: 'judge' (the paper: pairwise judge against the held-out "
+                                   "references), 'heldout_loss' (lowest held-out loss) or 'last'.")
+    selection_examples: int | None = recipe("Held-out instructions each checkpoint answers for selection.")
+    max_new_tokens: int | None = recipe("Longest generated answer (selection and the base/fine-tuned comparison).")
+    resumable: bool | None = recipe("Keep optimizer and scheduler state in every checkpoint, so that a stopped run "
+                                    "started again with the same parameters continues from its newest checkpoint "
+                                    "(costs about twice the model size per checkpoint).")
+    compare_examples: int | None = recipe("Held-out instructions shown base vs fine-tuned.")
+    weight_decay: float = param(0.0, "AdamW weight decay.")
+    lora_dropout: float = param(0.0, "LoRA dropout.")
+    logging_steps: int = param(1, "Log the training loss every N steps.")
+    generation_batch_size: int = param(8, "Prompts per generate() call.")
+    keep_checkpoints: bool = param(True, "Keep every checkpoint folder after selection.")
+    judge_model: str = shared("judge_model")
+    judge_base_url: str = shared("judge_base_url")
+    judge_api_key_env: str = shared("judge_api_key_env")
+    max_concurrency: int = shared("max_concurrency")
 
     # ------------------------------------------------------------------ derived values
     def gradient_accumulation(self, num_train_examples: int, world_size: int = 1) -> int:
@@ -92,13 +98,21 @@ class SFTStageConfig:
             return 128 if num_train_examples >= 4000 else 64
         return int(self.effective_batch_size or 0)
 
-    def to_params(self) -> dict[str, Any]:
-        """The notebook-style UPPER_CASE parameters (for the manifest and the printed configuration)."""
-        return {f.name.upper(): getattr(self, f.name) for f in fields(self)}
+    def judge(self) -> Endpoint:
+        return Endpoint.from_params(self, "JUDGE")
 
-    def validate(self) -> "SFTStageConfig":
+    def describe(self, num_train_examples: int | None = None, world_size: int = 1) -> dict[str, Any]:
+        """The effective configuration, with derived values spelt out (what the notebook prints)."""
+        out = self.as_params()
+        if num_train_examples is not None:
+            accum = self.gradient_accumulation(num_train_examples, world_size)
+            out["GRAD_ACCUM (effective)"] = accum
+            out["EFFECTIVE_BATCH_SIZE (effective)"] = self.per_device_batch_size * accum * world_size
+        return out
+
+    # ------------------------------------------------------------------ checks
+    def check_values(self) -> None:
         """Check every parameter; fail before loading any model."""
-        check_choice("PROFILE", self.profile, PROFILES)
         check_choice("CHAT_TEMPLATE", self.chat_template, TEMPLATE_NAMES)
         check_choice("SELECTION", self.selection, SELECTION_CRITERIA)
         check_choice("SAVE_STRATEGY", self.save_strategy, SAVE_STRATEGIES)
@@ -128,94 +142,10 @@ class SFTStageConfig:
         check_int("GENERATION_BATCH_SIZE", self.generation_batch_size, 1)
         check_int("MAX_CONCURRENCY", self.max_concurrency, 1)
         check_int("COMPARE_EXAMPLES", self.compare_examples, 0)
-        check_env_var_name("JUDGE_API_KEY_ENV", self.judge_api_key_env)
-        for name in ("PACKING", "USE_LORA", "BF16", "GRADIENT_CHECKPOINTING", "KEEP_CHECKPOINTS", "RESUMABLE"):
+        self.judge().validate()
+        for name in BOOLEANS:
             if not isinstance(getattr(self, name.lower()), bool):
                 raise ParameterError(name, f"expected True or False, got {getattr(self, name.lower())!r}",
                                      "use True or False")
         if not self.base_model:
-            raise ParameterError("BASE_MODEL", "is empty", f"use {EMBEDDED_STUDENT!r}, a local folder or a hub id")
-        return self
-
-
-# The published recipe (Section 4 of the paper) and a CPU demo of the same mechanics.
-PROFILES: dict[str, dict[str, Any]] = {
-    "paper": {
-        "num_epochs": 15.0, "max_steps": -1, "learning_rate": 2e-5, "lr_scheduler": "cosine", "warmup_ratio": 0.03,
-        "per_device_batch_size": 4, "effective_batch_size": PAPER_EFFECTIVE_BATCH_RULE, "max_length": 1024,
-        "long_examples": "truncate", "use_lora": False, "bf16": True, "gradient_checkpointing": True,
-        "resumable": True,
-        "save_strategy": "epoch",
-        "selection": "judge", "selection_examples": 100, "max_new_tokens": 1024, "packing": False,
-    },
-    "demo": {
-        "num_epochs": 1.0, "max_steps": 6, "learning_rate": 2e-4, "lr_scheduler": "cosine", "warmup_ratio": 0.03,
-        "per_device_batch_size": 4, "grad_accum": 1, "effective_batch_size": 0, "max_length": 256,
-        "long_examples": "drop", "use_lora": True, "lora_r": 16, "lora_alpha": 32, "bf16": False, "gradient_checkpointing": False,
-        "save_strategy": "steps", "save_every": 3, "selection": "heldout_loss", "selection_examples": 4,
-        "max_new_tokens": 48, "max_train_examples": 32, "max_heldout_examples": 8, "compare_examples": 2,
-        "packing": False,
-    },
-}
-
-_FIELD_NAMES = {f.name for f in fields(SFTStageConfig)}
-
-
-def make_config(profile: str = "demo", **overrides: Any) -> SFTStageConfig:
-    """Profile defaults, then `overrides` (UPPER or lower case names; None values mean 'keep the default')."""
-    check_choice("PROFILE", profile, PROFILES)
-    values: dict[str, Any] = {"profile": profile, **PROFILES[profile]}
-    for key, value in overrides.items():
-        name = key.lower()
-        if name not in _FIELD_NAMES:
-            raise ParameterError(key.upper(), "is not a parameter of the SFT stage",
-                                 f"use one of {', '.join(sorted(n.upper() for n in _FIELD_NAMES))}")
-        if value is not None:
-            values[name] = value
-    values["profile"] = profile
-    return SFTStageConfig(**values)
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """`KEY=VALUE` from the command line; the value is read as YAML (so numbers and booleans keep their type)."""
-    import yaml
-
-    if "=" not in text:
-        raise ParameterError("--set", f"{text!r} is not KEY=VALUE", "write e.g. --set MAX_STEPS=10")
-    key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
-    return key.strip(), value
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> SFTStageConfig:
-    """Read a YAML file of UPPER_CASE parameters (PROFILE picks the defaults) and apply overrides."""
-    import yaml
-
-    values: dict[str, Any] = {}
-    if path:
-        file = Path(path)
-        if not file.exists():
-            raise ParameterError("--config", f"{str(path)!r} does not exist", "pass one of configs/sft/*.yaml")
-        values = yaml.safe_load(file.read_text()) or {}
-    if isinstance(overrides, dict):
-        values.update(overrides)
-    else:
-        for item in overrides or []:
-            key, value = parse_override(item)
-            values[key] = value
-    profile = values.pop("PROFILE", values.pop("profile", "demo"))
-    return make_config(profile, **values).validate()
-
-
-def describe(config: SFTStageConfig, num_train_examples: int | None = None, world_size: int = 1) -> dict[str, Any]:
-    """The effective configuration, with derived values spelt out (what the notebook prints)."""
-    out = config.to_params()
-    if num_train_examples is not None:
-        accum = config.gradient_accumulation(num_train_examples, world_size)
-        out["GRAD_ACCUM (effective)"] = accum
-        out["EFFECTIVE_BATCH_SIZE (effective)"] = config.per_device_batch_size * accum * world_size
-    return out
-
-
-def replace(config: SFTStageConfig, **changes: Any) -> SFTStageConfig:
-    return dataclasses.replace(config, **changes)
+            raise ParameterError("BASE_MODEL", "is empty", "use 'gemma-3-270m', a local folder or a hub id")

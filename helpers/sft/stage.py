@@ -22,7 +22,7 @@ from typing import Any
 from ..llm.models import resolve_model_path
 from ..params import ParameterError
 from ..runs import Run
-from .config import SFTStageConfig, load_config
+from .config import SFTStageConfig
 from .data import load_records, resolve_data_paths
 from .answers import Answer, eos_stop_rate, generate_answers, load_for_generation
 from .select import Selection, select_by_heldout_loss, select_by_judge, write_selection
@@ -118,7 +118,7 @@ def run_sft_stage(cfg: SFTStageConfig, run: Run | None = None, judge_client: Any
     run = run or Run(cfg.run_dir)
     main = _is_main_process()
     if main:
-        run.begin_stage(STAGE, cfg.to_params(), seeds={"seed": cfg.seed})
+        run.begin_stage(STAGE, cfg.as_params(), seeds={"seed": cfg.seed})
 
     prepared = prepare_model(cfg)
     spec, base_path = prepared[2], prepared[3]
@@ -173,11 +173,8 @@ def preview_example(cfg: SFTStageConfig, record: dict[str, Any]) -> tuple[Any, A
 
 def launch_command(cfg: SFTStageConfig, accelerate_config: str = "fsdp") -> str:
     """The shell command that runs this configuration as a script, on several GPUs with `accelerate launch`."""
-    from .config import make_config
-
-    defaults = make_config(cfg.profile)
-    changed = [f"{k}={v}" for k, v in cfg.to_params().items()
-               if v != defaults.to_params()[k] and v not in ("", None)]
+    defaults = SFTStageConfig(profile=cfg.profile).as_params()
+    changed = [f"{k}={v}" for k, v in cfg.as_params().items() if v != defaults[k] and v not in ("", None)]
     sets = " ".join(f"'{c}'" if " " in c else c for c in changed)
     return (f"accelerate launch --config_file configs/accelerate/{accelerate_config}.yaml -m helpers.sft "
             f"--config configs/sft/{cfg.profile}.yaml" + (f" --set {sets}" if sets else ""))
@@ -279,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", action="extend",
                         help="override parameters, e.g. --set RUN_DIR=runs/x MAX_STEPS=10")
     args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.set)
+    cfg = SFTStageConfig.load(args.config, args.set)
     result = run_sft_stage(cfg)
     if result is not None:
         print(json.dumps(result.records, indent=2))

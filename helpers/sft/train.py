@@ -205,7 +205,7 @@ def training_fingerprint(cfg: SFTStageConfig) -> str:
     ignored = {"RUN_DIR", "SELECTION", "SELECTION_EXAMPLES", "MAX_NEW_TOKENS", "GENERATION_BATCH_SIZE",
                "COMPARE_EXAMPLES", "KEEP_CHECKPOINTS", "JUDGE_MODEL", "JUDGE_BASE_URL", "JUDGE_API_KEY_ENV",
                "MAX_CONCURRENCY"}
-    params = {k: v for k, v in cfg.to_params().items() if k not in ignored}
+    params = {k: v for k, v in cfg.as_params().items() if k not in ignored}
     return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -226,7 +226,7 @@ def prepare_output_dir(output_dir: Path, cfg: SFTStageConfig, main_process: bool
         for old in list_checkpoints(output_dir):
             shutil.rmtree(old, ignore_errors=True)
         output_dir.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(json.dumps({"fingerprint": fingerprint, "params": cfg.to_params()}, indent=2, default=str))
+        stamp.write_text(json.dumps({"fingerprint": fingerprint, "params": cfg.as_params()}, indent=2, default=str))
     return None
 
 

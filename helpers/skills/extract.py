@@ -17,118 +17,24 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..params import ParameterError, check_choice, check_existing_path, check_float, check_int
-from .dedup import DEDUP_METHODS, DedupReport, dedup_skills
+from ..params import ParameterError
+from .config import SkillExtractionConfig
+from .dedup import DedupReport, dedup_skills
 from ..jsonl import read_jsonl, write_jsonl
-from .formats import (TOPIC_HEADER_RULES, load_query_types_file, load_skills_file, skill_record,
+from .formats import (load_query_types_file, load_skills_file, skill_record,
                              write_queries_txt, write_skills_txt)
 from .parse import (ParseReport, parse_clusters, parse_item_list, parse_label, parse_query_types,
                            to_snake_case)
 
-SKILL_SOURCES = ("direct", "dataset", "import")
-FALLBACKS = ("shipped", "none")
 PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 SHIPPED_QUERY_TYPES = DATA_DIR / "query_types.jsonl"
 SHIPPED_SEED = DATA_DIR / "seed_instructions.jsonl"
 STAGE = "extract_skills"
-
-
-def _help(text: str, default: Any) -> Any:
-    return field(default=default, metadata={"help": text})
-
-
-@dataclass
-class SkillExtractionConfig:
-    """Stage 1 parameters; each field is the lower-case form of the notebook parameter of the same name."""
-
-    skill_source: str = _help("'direct' (ask the teacher), 'dataset' (label and cluster a seed dataset) or "
-                              "'import' (read SKILLS_PATH / QUERY_TYPES_PATH).", "direct")
-    num_topics: int = _help("direct route: how many topics to ask the teacher for.", 3)
-    skills_per_topic: int = _help("direct route: how many skills to ask for per topic.", 5)
-    num_query_types: int = _help("how many query types to ask the teacher for (the paper has 16).", 4)
-    temperature: float = _help("teacher sampling temperature for every extraction call.", 0.7)
-    max_tokens: int = _help("longest teacher reply per call, in tokens.", 200)
-    seed: int = _help("sampling seed passed to the teacher and used to sample the seed dataset.", 0)
-    dedup_method: str = _help("'embedding' (meaning, all-MiniLM-L6-v2), 'fuzzy' (spelling, rapidfuzz) or 'exact' "
-                              "(normalised names only).", "embedding")
-    dedup_threshold: float = _help("similarity in [0, 1] at or above which two skills are one; 0.9 suits the "
-                                   "embedding method, 0.93 the fuzzy one.", 0.9)
-    embedding_backend: str = _help("'auto' (MiniLM if installed, else TF-IDF character n-grams), 'minilm' or "
-                                   "'tfidf'.", "auto")
-    skills_path: str = _help("a skills.txt (official format) or skills.jsonl to import; with 'direct'/'dataset' it "
-                             "replaces only the skill list.", "")
-    query_types_path: str = _help("a queries.txt (official format) or query_types.jsonl to import; with "
-                                  "'direct'/'dataset' it replaces only the query-type list.", "")
-    topic_headers: str = _help("how to treat topic-header lines in an imported skills.txt: 'auto', 'blocks' "
-                               "(always look for them) or 'none' (every line is a skill, like the official code).",
-                               "auto")
-    seed_dataset: str = _help("dataset route: 'shipped', a local .json/.jsonl file, or a hub dataset id such as "
-                              "'tatsu-lab/alpaca'.", "shipped")
-    seed_dataset_field: str = _help("the field that holds the instruction ('' = guess: instruction, prompt, ...).", "")
-    seed_dataset_split: str = _help("split of a hub dataset ('' = train, or the first one).", "")
-    seed_dataset_limit: int = _help("label at most this many instructions (a seeded sample; 0 = all).", 24)
-    cluster_batch_size: int = _help("dataset route: labels shown to the teacher per clustering call.", 40)
-    num_clusters: int = _help("dataset route: roughly how many clusters (final skills) to ask for in total.", 8)
-    min_skills: int = _help("fewest usable skills stage 2 can work with (it draws K_SKILLS=2 per example).", 2)
-    min_query_types: int = _help("fewest usable query types stage 2 can work with.", 1)
-    fallback: str = _help("when too few skills or query types come out: 'shipped' tops up from the kit's lists "
-                          "(said in the notebook and recorded), 'none' stops with an error.", "shipped")
-
-    @classmethod
-    def help(cls) -> dict[str, str]:
-        return {f.name.upper(): f.metadata["help"] for f in fields(cls)}
-
-    def as_params(self) -> dict[str, Any]:
-        return {k.upper(): v for k, v in asdict(self).items()}
-
-    def validate(self) -> "SkillExtractionConfig":
-        """Raise ParameterError naming the notebook parameter, before any model is loaded or called."""
-        check_choice("SKILL_SOURCE", self.skill_source, SKILL_SOURCES)
-        self.num_topics = check_int("NUM_TOPICS", self.num_topics, 1, 1000)
-        self.skills_per_topic = check_int("SKILLS_PER_TOPIC", self.skills_per_topic, 1, 500)
-        self.num_query_types = check_int("NUM_QUERY_TYPES", self.num_query_types, 1, 200)
-        self.temperature = check_float("TEMPERATURE", self.temperature, 0.0, 2.0)
-        self.max_tokens = check_int("MAX_TOKENS", self.max_tokens, 16, 32768)
-        self.seed = check_int("SEED", self.seed, 0)
-        check_choice("DEDUP_METHOD", self.dedup_method, DEDUP_METHODS)
-        self.dedup_threshold = check_float("DEDUP_THRESHOLD", self.dedup_threshold, 0.0, 1.0)
-        check_choice("EMBEDDING_BACKEND", self.embedding_backend, ("auto", "minilm", "tfidf"))
-        check_choice("TOPIC_HEADERS", self.topic_headers, TOPIC_HEADER_RULES)
-        self.seed_dataset_limit = check_int("SEED_DATASET_LIMIT", self.seed_dataset_limit, 0)
-        self.cluster_batch_size = check_int("CLUSTER_BATCH_SIZE", self.cluster_batch_size, 2, 5000)
-        self.num_clusters = check_int("NUM_CLUSTERS", self.num_clusters, 1, 10000)
-        self.min_skills = check_int("MIN_SKILLS", self.min_skills, 0)
-        self.min_query_types = check_int("MIN_QUERY_TYPES", self.min_query_types, 0)
-        check_choice("FALLBACK", self.fallback, FALLBACKS)
-        for name, value in (("SKILLS_PATH", self.skills_path), ("QUERY_TYPES_PATH", self.query_types_path)):
-            if value:
-                path = check_existing_path(name, value)
-                if path.suffix not in (".txt", ".jsonl", ".json"):
-                    raise ParameterError(name, f"{path.name!r} is neither .txt, .jsonl nor .json",
-                                         "give an official skills.txt / queries.txt or the kit's JSONL records")
-        if self.skill_source == "import" and not self.skills_path:
-            raise ParameterError("SKILLS_PATH", "is empty but SKILL_SOURCE='import'",
-                                 "point SKILLS_PATH at a skills.txt or skills.jsonl, or use SKILL_SOURCE='direct'")
-        if self.skill_source == "dataset" and self.seed_dataset not in ("", "shipped"):
-            local = Path(self.seed_dataset).expanduser()
-            looks_local = self.seed_dataset.endswith((".json", ".jsonl")) or self.seed_dataset.startswith((".", "/", "~"))
-            if looks_local and not local.exists():
-                raise ParameterError("SEED_DATASET", f"{self.seed_dataset!r} does not exist",
-                                     "use 'shipped', an existing .json/.jsonl file, or a hub id like 'tatsu-lab/alpaca'")
-        return self
-
-    @property
-    def needs_teacher(self) -> bool:
-        """Import needs no model: a missing query-type list is then taken from the shipped one."""
-        return self.skill_source != "import"
-
-    def sampling(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "max_tokens": self.max_tokens, "seed": self.seed}
 
 
 # ---------------------------------------------------------------------- prompts
@@ -412,7 +318,7 @@ def apply_fallbacks(extraction: SkillExtraction, cfg: SkillExtractionConfig) -> 
         raise ParameterError(
             "FALLBACK", f"stage 1 produced {len(extraction.skills)} skills and {len(extraction.query_types)} query "
             f"types (need {cfg.min_skills} and {cfg.min_query_types}) and FALLBACK='none'",
-            "use a stronger teacher, raise NUM_TOPICS / SKILLS_PER_TOPIC / MAX_TOKENS, or set FALLBACK='shipped'")
+            "use a stronger teacher, raise NUM_TOPICS / SKILLS_PER_TOPIC / EXTRACT_MAX_TOKENS, or set FALLBACK='shipped'")
     if short_skills:
         have = {s["skill"] for s in extraction.skills}
         extra = [s for s in shipped_fallback_skills() if s not in have][:short_skills]
@@ -475,7 +381,7 @@ def extract_skills(cfg: SkillExtractionConfig, client: Any | None = None,
     else:
         extraction.query_types = ask_query_types(client, cfg, extraction)
     extraction.skills, extraction.dedup_report = dedup_skills(
-        extraction.raw_skills, cfg.dedup_method, cfg.dedup_threshold, cfg.embedding_backend)
+        extraction.raw_skills, cfg.dedup_method, cfg.skill_dedup_threshold, cfg.embedding_backend)
     if cfg.skill_source == "dataset" and not cfg.skills_path:
         relabel_with_clusters(client, cfg, extraction)
     apply_fallbacks(extraction, cfg)
