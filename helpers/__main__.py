@@ -2,39 +2,43 @@
 
     python -m helpers run --run-dir runs/demo                       # all four stages, embedded defaults
     python -m helpers run --run-dir runs/x --config my.yaml -p NUM_EXAMPLES 1000 --only 02_generate
-    python -m helpers params                                        # every notebook parameter and its default
+    python -m helpers params                                        # every parameter: stages, default, help
     python -m helpers html --run-dir runs/demo                      # executed notebooks -> HTML
 """
 from __future__ import annotations
 
 import argparse
-import json
+import shutil
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .config import merge_overrides, parse_value, read_params_file
 from .params import ParameterError
-from .pipeline import NOTEBOOKS, NotebookFailed, export_html, notebook_parameters, run_pipeline
-
-
-def _parse_value(text: str) -> Any:
-    """`-p NUM_EXAMPLES 8` gives an int, `-p TEACHER_BASE_URL ''` an empty string: YAML rules."""
-    value = yaml.safe_load(text)
-    return "" if value is None else value
+from .pipeline import NOTEBOOKS, NotebookFailed, export_html, parameter_table, run_pipeline
 
 
 def load_params(config: str | None, pairs: list[list[str]] | None) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    if config:
-        data = yaml.safe_load(Path(config).read_text()) or {}
-        if not isinstance(data, dict):
-            raise ParameterError("--config", f"{config} is not a mapping of NAME: value", "write one `NAME: value` per line")
-        params.update(data)
-    for name, value in pairs or []:
-        params[name] = _parse_value(value)
-    return params
+    """A run config (YAML `NAME: value`), then `-p NAME VALUE` pairs (YAML values: `8` is an int, `''` empty)."""
+    params = read_params_file(config) if config else {}
+    return merge_overrides(params, {name: parse_value(value) for name, value in pairs or []})
+
+
+def format_parameter_table(rows: list[dict[str, str]], width: int | None = None) -> str:
+    """One line per parameter (name, stages, default), its help wrapped below the default column."""
+    width = width or shutil.get_terminal_size((120, 20)).columns
+    widths = {key: max(len(key), *(len(row[key]) for row in rows)) for key in ("name", "stages")}
+    widths["default"] = min(28, max(len(row["default"]) for row in rows))
+    lead = sum(widths.values()) + 6
+    lines = [f"{'name':<{widths['name']}}  {'stages':<{widths['stages']}}  {'default':<{widths['default']}}  help"]
+    for row in rows:
+        default = row["default"] if len(row["default"]) <= widths["default"] else row["default"][:widths["default"] - 3] + "..."
+        wrapped = textwrap.wrap(row["help"], max(width - lead, 30)) or [""]
+        lines.append(f"{row['name']:<{widths['name']}}  {row['stages']:<{widths['stages']}}  "
+                     f"{default:<{widths['default']}}  {wrapped[0]}")
+        lines.extend(" " * lead + more for more in wrapped[1:])
+    return "\n".join(lines)
 
 
 def _select(only: str | None, start: str | None) -> list[str]:
@@ -63,14 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--from", dest="start", help="start at this notebook (prefix), e.g. 03")
     r.add_argument("--log-output", action="store_true", help="stream cell outputs to the terminal")
     r.add_argument("--html", action="store_true", help="also export the executed notebooks to HTML")
-    sub.add_parser("params", help="list every notebook parameter with its default")
+    sub.add_parser("params", help="list every parameter: the stages that take it, its default and its help")
     h = sub.add_parser("html", help="export a run folder's executed notebooks to HTML")
     h.add_argument("--run-dir", required=True)
     args = ap.parse_args(argv)
 
     try:
         if args.cmd == "params":
-            print(json.dumps({nb: notebook_parameters(nb) for nb in NOTEBOOKS}, indent=2))
+            print(format_parameter_table(parameter_table()))
             return 0
         if args.cmd == "html":
             for path in export_html(args.run_dir):

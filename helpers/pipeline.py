@@ -1,8 +1,13 @@
 """Execute the four stage notebooks in order with papermill into one run folder.
 
 Each notebook receives only the parameters its `parameters` cell declares (plus RUN_DIR), so one YAML file can
-configure the whole pipeline. Executed copies with their outputs land in `RUN_DIR/notebooks/`; the first failing
-notebook stops the run with an error that names the notebook and the cell.
+configure the whole pipeline. Before the first notebook runs, every selected stage's config is built from the
+parameters it will receive and validated, so a bad stage-4 value fails before stage 1 pays for a teacher. Executed
+copies with their outputs land in `RUN_DIR/notebooks/`; the first failing notebook stops the run with an error that
+names the notebook and the cell.
+
+The driver is the one shared module that knows the stages: it imports their config classes (and nothing else of
+them) to check parameters and to print the table of every parameter.
 """
 from __future__ import annotations
 
@@ -12,11 +17,22 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from .config import StageConfig, refuse_renamed
+from .evaluate.config import EvalConfig
+from .generate.config import GenerateConfig
+from .layout import NOTEBOOKS_DIR, PROJECT_ROOT
 from .params import ParameterError
-from .runs import PROJECT_ROOT, Run
+from .runs import Run
+from .sft.config import SFTStageConfig
+from .skills.config import SkillExtractionConfig
 
-NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
-NOTEBOOKS = ("01_extract_skills", "02_generate", "03_sft", "04_eval_ablations")
+STAGE_CONFIGS: dict[str, type[StageConfig]] = {
+    "01_extract_skills": SkillExtractionConfig,
+    "02_generate": GenerateConfig,
+    "03_sft": SFTStageConfig,
+    "04_eval_ablations": EvalConfig,
+}
+NOTEBOOKS = tuple(STAGE_CONFIGS)
 
 
 class NotebookFailed(RuntimeError):
@@ -33,7 +49,7 @@ def notebook_path(name: str | Path) -> Path:
     """A stage name like '02_generate', or the path of any notebook file."""
     if str(name).endswith(".ipynb") and Path(name).exists():
         return Path(name).resolve()
-    path = NOTEBOOK_DIR / (name if str(name).endswith(".ipynb") else f"{name}.ipynb")
+    path = NOTEBOOKS_DIR / (name if str(name).endswith(".ipynb") else f"{name}.ipynb")
     if not path.exists():
         known = ", ".join(NOTEBOOKS)
         raise ParameterError("notebooks", f"no notebook {name!r}", f"use one of {known}")
@@ -54,7 +70,9 @@ def notebook_parameters(name: str | Path) -> dict[str, str]:
 
 
 def split_parameters(params: Mapping[str, Any], notebooks: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """Route each parameter to the notebooks that declare it; unknown names fail now, before any stage runs."""
+    """Route each parameter to the notebooks that declare it; unknown and renamed names fail now, before any stage
+    runs."""
+    refuse_renamed(params)
     notebooks = list(notebooks)
     declared = {nb: notebook_parameters(nb) for nb in notebooks}
     known = set().union(*declared.values()) if declared else set()
@@ -65,6 +83,38 @@ def split_parameters(params: Mapping[str, Any], notebooks: Iterable[str]) -> dic
             f"check the spelling; known parameters: {', '.join(sorted(known))}",
         )
     return {nb: {k: v for k, v in params.items() if k in declared[nb]} for nb in notebooks}
+
+
+def check_stages(routed: Mapping[str, Mapping[str, Any]], run_dir: str | Path) -> dict[str, StageConfig]:
+    """Build and validate the config of every selected stage from the parameters it will receive.
+
+    A stage's input files (what the stage before it writes) are checked only when that earlier stage is not part of
+    this run, i.e. when they must already be in the run folder. Notebooks that are not one of the four stages are
+    left to their own checks.
+    """
+    configs = {}
+    selected = [Path(str(nb)).stem for nb in routed]
+    for nb, params in routed.items():
+        name = Path(str(nb)).stem
+        if name not in STAGE_CONFIGS:
+            continue
+        position = NOTEBOOKS.index(name)
+        earlier_runs_first = position > 0 and NOTEBOOKS[position - 1] in selected[:selected.index(name)]
+        configs[name] = STAGE_CONFIGS[name].from_params({**params, "RUN_DIR": str(run_dir)},
+                                                        inputs=not earlier_runs_first)
+    return configs
+
+
+def parameter_table() -> list[dict[str, str]]:
+    """Every stage parameter once: its name, the notebooks declaring it, its default and its help."""
+    rows: dict[str, dict[str, str]] = {}
+    for nb, cls in STAGE_CONFIGS.items():
+        helps, defaults = cls.help(), cls.defaults()
+        for name in cls.parameter_names():
+            row = rows.setdefault(name, {"name": name, "stages": "", "default": repr(defaults[name]),
+                                         "help": helps[name]})
+            row["stages"] = ",".join(filter(None, [row["stages"], nb[:2]]))
+    return list(rows.values())
 
 
 def run_notebook(name: str | Path, run_dir: str | Path, params: Mapping[str, Any], *, log_output: bool = False,
@@ -92,6 +142,7 @@ def run_pipeline(run_dir: str | Path, params: Mapping[str, Any] | None = None,
     params = dict(params or {})
     notebooks = list(notebooks)
     routed = split_parameters(params, notebooks)
+    check_stages(routed, Path(run_dir).expanduser().resolve())
     run = Run(run_dir)
     done: list[Path] = []
     for nb in notebooks:

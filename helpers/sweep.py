@@ -33,6 +33,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from .config import refuse_renamed
 from .layout import RESULTS_JSON, SKILLS_JSONL, STAGE1_LISTS
 from .params import ParameterError
 from .pipeline import notebook_parameters, run_pipeline
@@ -114,6 +115,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, parallel: int = 1, runner: C
     stage1_keys = declared(STAGE1_NOTEBOOK)
     later_keys = set().union(*(declared(nb) for nb in LATER_NOTEBOOKS))
     cells = expand_grid(spec)
+    refuse_renamed({k for c in cells for k in c})
     unknown = sorted({k for c in cells for k in c} - stage1_keys - later_keys - {"RUN_DIR"})
     if unknown:
         raise ParameterError(unknown[0], "is not a parameter of any stage notebook", "check the spelling in the grid file")
