@@ -14,6 +14,7 @@ of a recipe's values.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -87,12 +88,20 @@ def shared(name: str) -> Any:
 
 # ---------------------------------------------------------------------- reading values from text
 
+# YAML 1.1 reads `1e-5` (no dot) as a string; a learning rate written that way is meant as a number.
+_EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _number_if_exponent(value: Any) -> Any:
+    return float(value) if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()) else value
+
+
 def parse_value(text: str) -> Any:
-    """A value from the command line, read as YAML: `8` is an int, `0.2` a float, `true` a bool, `''` or nothing
-    an empty string, `null` None (for stage 3: the profile's value)."""
+    """A value from the command line, read as YAML: `8` is an int, `0.2` and `1e-5` floats, `true` a bool, `''` or
+    nothing an empty string, `null` None (for stage 3: the profile's value)."""
     if not text.strip():
         return ""
-    return yaml.safe_load(text)
+    return _number_if_exponent(yaml.safe_load(text))
 
 
 def parse_assignment(text: str, option: str = "--set") -> tuple[str, Any]:
@@ -112,7 +121,7 @@ def read_params_file(path: str | Path, option: str = "--config") -> dict[str, An
     data = yaml.safe_load(file.read_text()) or {}
     if not isinstance(data, dict):
         raise ParameterError(option, f"{path} is not a mapping of NAME: value", "write one `NAME: value` per line")
-    return {str(k): v for k, v in data.items()}
+    return {str(k): _number_if_exponent(v) for k, v in data.items()}
 
 
 def merge_overrides(values: dict[str, Any], overrides: Mapping[str, Any] | Iterable[str] | None,

@@ -138,3 +138,14 @@ def test_configs_name_their_endpoints():
     with pytest.raises(ParameterError) as err:
         STAGE_CONFIGS["01_extract_skills"].from_params({"TEACHER_API_KEY_ENV": "sk-abcdefabcdefabcdef"})
     assert err.value.name == "TEACHER_API_KEY_ENV"
+
+
+def test_command_line_and_yaml_values_keep_their_types(tmp_path):
+    from helpers.__main__ import load_params
+
+    config = tmp_path / "run.yaml"
+    config.write_text("LEARNING_RATE: 1e-5\nSHIRKER_KIND: junk\n")
+    params = load_params(str(config), [["NUM_EXAMPLES", "8"], ["TEACHER_BASE_URL", "''"], ["MAX_STEPS", "null"]])
+    assert params == {"LEARNING_RATE": 1e-5, "SHIRKER_KIND": "junk", "NUM_EXAMPLES": 8, "TEACHER_BASE_URL": "",
+                      "MAX_STEPS": None}
+    assert SFTStageConfig.load(None, ["LEARNING_RATE=2e-4", "MAX_STEPS=null"]).max_steps == 6  # None: the profile's
