@@ -8,8 +8,8 @@ import pytest
 from helpers.llm.client import connect_function
 from helpers.params import ParameterError
 from helpers.runs import Run
-from helpers.skills.extract import (SkillExtractionConfig, extract_skills, match_cluster, record_extraction,
-                                    save_extraction)
+from helpers.skills.extract import SkillExtractionConfig, extract_skills, record_extraction, save_extraction
+from helpers.skills.routes import match_cluster
 
 FIXTURES = Path(__file__).parent / "fixtures" / "skills"
 
