@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
+
 from ..llm.accounting import estimate_cost
 from .prompt_versions import PromptVersion, build_turns, read_prompt
 from .sampling import ExamplePlan
@@ -61,6 +63,4 @@ def estimate_generation(plans: list[ExamplePlan], version: PromptVersion, *, mod
 
 def estimate_table(estimate: dict[str, Any]):
     """The estimate as a small table: one row per scenario."""
-    import pandas as pd
-
     return pd.DataFrame({k: estimate[k] for k in ("typical", "upper_bound")}).T

@@ -1,7 +1,7 @@
 """Stage 2 end to end: plan -> converse (retry unparseable examples) -> filter -> shirkers -> save.
 
 Resumable twice over: every successful call is in the content-addressed cache, and every finished example is
-appended to `data/progress_<split>.jsonl` the moment it is done (tagged with a fingerprint of everything that
+appended to `data/progress_<split>.jsonl` (`layout.progress_file`) the moment it is done (tagged with a fingerprint of everything that
 determines it), so a killed run re-run with the same parameters skips finished examples and re-pays no completed
 call of unfinished ones.
 
@@ -18,17 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
+from .. import layout
+from ..jsonl import append_jsonl, read_jsonl, write_jsonl
+from ..llm.client import ChatClient
+from ..llm.types import Conversation
+from ..params import ParameterError
 from .config import GenerateConfig
 from .filters import FILTER_REASONS, FilterOutcome, filter_examples
 from .files import read_query_types_file, read_skills_file, save_hf_dataset, save_official_json
-from ..jsonl import append_jsonl, read_jsonl, write_jsonl
 from .parse import parse_final_pair
 from .prompt_versions import PromptVersion, build_turns, get_version, sent_turn_specs, version_fingerprint
 from .sampling import ExamplePlan, derive_seed, draw_plan, pair_report, unique_skills
 from .shirkers import ShirkerStats, make_shirkers
-from ..llm.types import Conversation
-from ..params import ParameterError
 
 
 class GenerationError(RuntimeError):
@@ -246,15 +247,15 @@ class GenerationOutcome:
 def run_generation(config: GenerateConfig, client: Any, data_dir: str | Path | None = None) -> GenerationOutcome:
     """Run stage 2 and write every artifact under `data_dir` (default RUN_DIR/data). Does not raise when nothing
     parsed: call `outcome.require_usable()` after recording the counts."""
-    data_dir = Path(data_dir) if data_dir else Path(config.run_dir) / "data"
+    data_dir = Path(data_dir) if data_dir else Path(config.run_dir) / layout.DATA
     data_dir.mkdir(parents=True, exist_ok=True)
     version = get_version(config.prompt_version)
     skills, query_types = load_stage1_inputs(config)
     train_plans, heldout_plans = make_plans(config, skills, query_types)
     out = GenerationOutcome(config, train_plans, heldout_plans)
 
-    results = generate_splits(client, {"train": (train_plans, data_dir / "progress_train.jsonl"),
-                                       "heldout": (heldout_plans, data_dir / "progress_heldout.jsonl")},
+    results = generate_splits(client, {"train": (train_plans, data_dir / layout.progress_file("train")),
+                                       "heldout": (heldout_plans, data_dir / layout.progress_file("heldout"))},
                               version, config, desc="train + held-out examples")
     (train, train_failed), (heldout, heldout_failed) = results["train"], results["heldout"]
     out.failed = train_failed + heldout_failed
@@ -275,15 +276,15 @@ def run_generation(config: GenerateConfig, client: Any, data_dir: str | Path | N
 def save_outputs(data_dir: Path, out: GenerationOutcome) -> dict[str, str]:
     """The run-folder contract: JSONL, official JSON lists, `datasets` folders, plus failures and filtered examples."""
     paths = {
-        "train": write_jsonl(data_dir / "train.jsonl", out.train),
-        "heldout": write_jsonl(data_dir / "heldout.jsonl", out.heldout),
-        "train_official": save_official_json(data_dir / "train_official.json", out.train),
-        "heldout_official": save_official_json(data_dir / "heldout_official.json", out.heldout),
-        "train_hf": save_hf_dataset(data_dir / "train_hf", out.train),
-        "heldout_hf": save_hf_dataset(data_dir / "heldout_hf", out.heldout),
-        "failed": write_jsonl(data_dir / "failed.jsonl", out.failed),
-        "filtered": write_jsonl(data_dir / "filtered.jsonl", [ex for o in (out.train_filter, out.heldout_filter)
-                                                              for items in o.dropped.values() for ex in items]),
+        "train": write_jsonl(data_dir / layout.TRAIN_FILE, out.train),
+        "heldout": write_jsonl(data_dir / layout.HELDOUT_FILE, out.heldout),
+        "train_official": save_official_json(data_dir / layout.TRAIN_OFFICIAL_FILE, out.train),
+        "heldout_official": save_official_json(data_dir / layout.HELDOUT_OFFICIAL_FILE, out.heldout),
+        "train_hf": save_hf_dataset(data_dir / layout.TRAIN_HF_FOLDER, out.train),
+        "heldout_hf": save_hf_dataset(data_dir / layout.HELDOUT_HF_FOLDER, out.heldout),
+        "failed": write_jsonl(data_dir / layout.FAILED_FILE, out.failed),
+        "filtered": write_jsonl(data_dir / layout.FILTERED_FILE, [ex for o in (out.train_filter, out.heldout_filter)
+                                                                  for items in o.dropped.values() for ex in items]),
     }
     return {k: str(v) for k, v in paths.items()}
 
@@ -298,9 +299,6 @@ def record_outcome(run: Any, outcome: GenerationOutcome) -> dict[str, Any]:
     return summary
 
 
-def connect_teacher(config: GenerateConfig):
+def connect_teacher(config: GenerateConfig) -> ChatClient:
     """The teacher client from the notebook parameters (raises ParameterError on a bad endpoint/model/key)."""
-    from ..llm.client import connect
-
-    return connect(config.teacher_model, config.teacher_base_url, config.teacher_api_key_env,
-                   config.max_concurrency, stage="generate", role="TEACHER")
+    return config.teacher().connect(config.max_concurrency, stage="generate")

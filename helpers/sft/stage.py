@@ -13,22 +13,26 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import shutil
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .. import layout
+from ..llm.client import ChatClient
 from ..llm.models import resolve_model_path
 from ..params import ParameterError
 from ..runs import Run
-from .config import SFTStageConfig
-from .data import load_records, resolve_data_paths
 from .answers import Answer, eos_stop_rate, generate_answers, load_for_generation
-from .select import Selection, select_by_heldout_loss, select_by_judge, write_selection
+from .config import SFTStageConfig
+from .data import load_records, resolve_data_paths, tokenize_record
+from .select import Selection, heldout_losses, select_by_heldout_loss, select_by_judge, write_selection
+from .templates import build_template, install_template, record_to_messages
 from .train import TrainOutcome, load_merged, materialise_checkpoint, prepare_model, train_sft
 
-STAGE = "sft"
+STAGE = layout.SFT
 
 
 @dataclass
@@ -78,12 +82,9 @@ def load_data(cfg: SFTStageConfig) -> SFTData:
     return SFTData(train, heldout, train_path, heldout_path, note if cfg.selection != "last" else None)
 
 
-def connect_judge(cfg: SFTStageConfig) -> Any:
+def connect_judge(cfg: SFTStageConfig) -> ChatClient:
     """The pairwise judge for SELECTION='judge' (checked before any training)."""
-    from ..llm.client import connect
-
-    return connect(model=cfg.judge_model, base_url=cfg.judge_base_url, api_key_env=cfg.judge_api_key_env,
-                   max_concurrency=cfg.max_concurrency, stage=STAGE, role="JUDGE")
+    return cfg.judge().connect(cfg.max_concurrency, stage=STAGE)
 
 
 def _answer_with_checkpoint(cfg: SFTStageConfig, base_model_path: str):
@@ -127,7 +128,7 @@ def run_sft_stage(cfg: SFTStageConfig, run: Run | None = None, judge_client: Any
     instructions = _instructions(held, n_answer)
     references = [str(r["output"]) for r in held.select(range(n_answer))] if n_answer else []
 
-    sft_dir = run.artifact(STAGE, "checkpoints", ".keep").parent
+    sft_dir = run.artifact(layout.SFT_CHECKPOINTS, ".keep").parent
     outcome = train_sft(cfg, data.train, held, sft_dir, model_tokenizer=prepared)
     outcome.extra.pop("trainer", None)
     del prepared
@@ -160,10 +161,7 @@ def preview_example(cfg: SFTStageConfig, record: dict[str, Any]) -> tuple[Any, A
 
     Returns (template spec, tokenised example, tokenizer) for `helpers.sft.data.masked_view`.
     """
-    from transformers import AutoTokenizer
-
-    from .data import tokenize_record
-    from .templates import build_template, install_template
+    from transformers import AutoTokenizer  # heavy: transformers loads only when a tokenizer is needed
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(cfg.base_model, "BASE_MODEL"))
     spec = build_template(cfg.chat_template, tokenizer)
@@ -194,22 +192,18 @@ def _answers(model_and_tokenizer: tuple[Any, Any], instructions: list[str], cfg:
 
 
 def _to_accelerator(model: Any) -> Any:
-    import torch
+    import torch  # heavy: torch loads only when a model answers
 
     return model.to("cuda") if torch.cuda.is_available() else model
 
 
 def _instructions(held: Any, n: int) -> list[str]:
-    from .templates import record_to_messages
-
     return [record_to_messages(dict(r))[0]["content"] for r in held.select(range(n))] if n else []
 
 
 def _select(cfg: SFTStageConfig, outcome: TrainOutcome, judge_client: Any, instructions: list[str],
             references: list[str], base_path: str) -> Selection:
     """Apply SELECTION; the chosen checkpoint is returned as a standalone model folder."""
-    from .select import heldout_losses
-
     checkpoints = outcome.checkpoints
     if not checkpoints:
         raise RuntimeError("training saved no checkpoint: check SAVE_STRATEGY / SAVE_EVERY against the number of steps")
@@ -237,7 +231,7 @@ def _remove_other_checkpoints(checkpoints: list[Path], keep: Path) -> None:
 
 
 def _save_answers(run: Run, instructions: list[str], references: list[str], answers: list[Answer]) -> Path:
-    path = run.artifact(STAGE, "heldout_answers.jsonl")
+    path = run.artifact(layout.SFT_HELDOUT_ANSWERS)
     with path.open("w") as fh:
         for ins, ref, ans in zip(instructions, references, answers):
             fh.write(json.dumps({"instruction": ins, "output": ans.text, "stopped_by_eos": ans.stopped,
@@ -265,8 +259,6 @@ def _record_all(run: Run, cfg: SFTStageConfig, outcome: TrainOutcome, selection:
 
 
 def _is_main_process() -> bool:
-    import os
-
     return int(os.environ.get("RANK", "0")) == 0
 
 
