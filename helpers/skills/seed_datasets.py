@@ -12,6 +12,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from ..jsonl import read_jsonl
 from ..layout import SHIPPED_SEED_INSTRUCTIONS
 from ..params import ParameterError
 
@@ -24,10 +25,9 @@ SPLIT_GUESSES = ("train", "train_sft", "train_gen", "test")
 
 
 def _rows_from_file(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    data = json.loads(text)
+        return read_jsonl(path)
+    data = json.loads(path.read_text(encoding="utf-8"))
     if isinstance(data, dict):  # {"data": [...]} or {"train": [...]} wrappers
         data = next((v for v in data.values() if isinstance(v, list)), [])
     return list(data)
