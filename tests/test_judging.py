@@ -135,3 +135,16 @@ def test_rate_answers_single_two_turn_and_checklist(tmp_path):
     assert "- Is it short?" in seen[-1] and ratings[0].score == 6
     with pytest.raises(ParameterError):
         rate_answers(client, items, "alpaca_eval_pairwise")
+
+
+def test_describe_names_the_prompts_by_fingerprint(tmp_path):
+    import shutil
+
+    from helpers.judge.judging import JUDGES_DIR
+
+    folder = tmp_path / "my_judge"
+    shutil.copytree(JUDGES_DIR / "alpaca_eval_pairwise", folder)
+    before = load_judge(str(folder)).describe()
+    assert "user" not in before and "path" not in before and len(before["prompt_fingerprint"]) == 16
+    (folder / "user.txt").write_text((folder / "user.txt").read_text() + "\nBe brief.\n")
+    assert load_judge(str(folder)).describe()["prompt_fingerprint"] != before["prompt_fingerprint"]

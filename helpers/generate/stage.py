@@ -296,6 +296,7 @@ def record_outcome(run: Any, outcome: GenerationOutcome) -> dict[str, Any]:
         run.record(name, value)
     run.set_stage_info("artifacts", outcome.paths)
     run.set_stage_info("heldout_seed", heldout_seed(outcome.config.seed))
+    run.set_stage_info("prompt_fingerprint", version_fingerprint(get_version(outcome.config.prompt_version)))
     return summary
 
 

@@ -22,7 +22,7 @@ import yaml
 
 from ..llm.types import ChatResult, Message
 from ..params import ParameterError
-from ..prompts import fill, read_prompt
+from ..prompts import fill, fingerprint, read_prompt
 from .metrics import length_controlled_win_rate, win_rate_stats
 
 JUDGES_DIR = Path(__file__).resolve().parent / "configs"
@@ -57,10 +57,11 @@ class Judge:
         return out
 
     def describe(self) -> dict[str, Any]:
-        """Settings recorded next to every number the judge produced (prompts left out: they live in the repo)."""
+        """Settings recorded next to every number the judge produced; the prompts (which live in the repo) by their
+        fingerprint, so a changed judge prompt is visible in the manifest."""
         d = asdict(self)
-        for key in ("system", "user", "user_two_turn", "path"):
-            d.pop(key)
+        d["prompt_fingerprint"] = fingerprint([f"{d.pop(key)}\n" for key in ("system", "user", "user_two_turn")])
+        d.pop("path")
         return d
 
 

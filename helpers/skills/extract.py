@@ -49,7 +49,7 @@ def extract_skills(cfg: SkillExtractionConfig, client: Any | None = None,
     extraction = SkillExtraction(source=cfg.skill_source)
     if cfg.needs_teacher and client is None:
         raise ParameterError("TEACHER_MODEL", f"SKILL_SOURCE={cfg.skill_source!r} needs a teacher but none was "
-                             "connected", "connect one with helpers.llm.client.connect(...)")
+                             "connected", "connect one with cfg.teacher().connect(cfg.max_concurrency)")
     if cfg.skills_path:
         extraction.raw_skills, extraction.import_reports["skills"] = load_skills_file(
             cfg.skills_path, cfg.topic_headers, cfg.embedding_backend)
