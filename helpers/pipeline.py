@@ -20,7 +20,7 @@ from typing import Any
 from .config import StageConfig, refuse_renamed
 from .evaluate.config import EvalConfig
 from .generate.config import GenerateConfig
-from .layout import NOTEBOOKS_DIR, PROJECT_ROOT
+from .layout import NOTEBOOKS_DIR, PROJECT_ROOT, RUN_NOTEBOOKS
 from .params import ParameterError
 from .runs import Run
 from .sft.config import SFTStageConfig
@@ -123,7 +123,7 @@ def run_notebook(name: str | Path, run_dir: str | Path, params: Mapping[str, Any
 
     run = Run(run_dir)
     src = notebook_path(name)
-    out = run.artifact("notebooks", src.name)
+    out = run.artifact(RUN_NOTEBOOKS, src.name)
     all_params = {**params, "RUN_DIR": str(run.path)}
     try:
         pm.execute_notebook(
@@ -165,7 +165,7 @@ def export_html(run_dir: str | Path) -> list[Path]:
 
     run = Run(run_dir)
     written = []
-    for nb_path in sorted((run.path / "notebooks").glob("*.ipynb")):
+    for nb_path in sorted((run.path / RUN_NOTEBOOKS).glob("*.ipynb")):
         body, _ = HTMLExporter().from_notebook_node(nbformat.read(nb_path, as_version=4))
         target = nb_path.with_suffix(".html")
         target.write_text(body)
