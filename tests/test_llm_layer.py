@@ -231,7 +231,7 @@ def test_sentinel_key_never_lands_in_cache(tmp_path, monkeypatch):
 def test_endpoint_from_params_and_connect(server, tmp_path):
     from dataclasses import dataclass
 
-    from helpers.llm import Endpoint, connect_role
+    from helpers.llm import Endpoint
 
     params = {"JUDGE_MODEL": "fake-model", "JUDGE_BASE_URL": server.base_url, "JUDGE_API_KEY_ENV": "",
               "MAX_CONCURRENCY": 3, "TEACHER_MODEL": "other"}
@@ -247,7 +247,9 @@ def test_endpoint_from_params_and_connect(server, tmp_path):
         max_concurrency: int = 3
 
     assert Endpoint.from_params(Cfg(), "JUDGE") == ep
-    client = connect_role(Cfg(), "JUDGE", stage="test", cache_path=tmp_path / "c.sqlite", show_progress=False)
+    cfg = Cfg()
+    client = Endpoint.from_params(cfg, "JUDGE").connect(cfg.max_concurrency, stage="test",
+                                                        cache_path=tmp_path / "c.sqlite", show_progress=False)
     assert client.max_concurrency == 3 and client.role == "JUDGE" and client.stage == "test"
     assert client.chat(MSG).ok
     with pytest.raises(ParameterError, match="JUDGE_API_KEY_ENV"):

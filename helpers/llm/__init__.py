@@ -4,9 +4,9 @@
 retries, content cache, accounting) over one backend.
 """
 from .client import ChatClient, connect, connect_function, run_sync
-from .endpoint import Endpoint, connect_role
+from .endpoint import Endpoint
 from .errors import PermanentError, TransientError
 from .types import ChatResult, Conversation, Message
 
 __all__ = ["ChatClient", "ChatResult", "Conversation", "Endpoint", "Message", "PermanentError", "TransientError",
-           "connect", "connect_function", "connect_role", "run_sync"]
+           "connect", "connect_function", "run_sync"]

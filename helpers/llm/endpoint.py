@@ -14,7 +14,6 @@ from typing import Any
 from ..params import check_env_var_name
 from .client import ChatClient, connect
 
-ROLES = ("TEACHER", "JUDGE", "STUDENT", "BASE")
 FIELDS = ("MODEL", "BASE_URL", "API_KEY_ENV")
 
 
@@ -68,8 +67,3 @@ class Endpoint:
         return connect(self.model, self.base_url, self.api_key_env, max_concurrency, stage=stage, role=self.role,
                        **options)
 
-
-def connect_role(params: Mapping[str, Any] | Any, role: str, *, stage: str = "", **options: Any) -> ChatClient:
-    """`Endpoint.from_params(params, role).connect(MAX_CONCURRENCY, stage=stage)` in one call."""
-    max_concurrency = int(_lookup(params, "MAX_CONCURRENCY", 8))
-    return Endpoint.from_params(params, role).connect(max_concurrency, stage=stage, **options)

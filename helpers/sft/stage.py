@@ -15,7 +15,6 @@ import gc
 import json
 import os
 import shutil
-import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
