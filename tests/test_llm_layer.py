@@ -256,3 +256,21 @@ def test_endpoint_from_params_and_connect(server, tmp_path):
         Endpoint("JUDGE", "m", server.base_url, "sk-live-abcdefghijklmnopqrstuvwxyz").validate()
     with pytest.raises(ParameterError, match="STUDENT_MODEL"):
         Endpoint("STUDENT", "", server.base_url).connect(cache_path=tmp_path / "c.sqlite")
+
+
+def test_local_cache_identity_follows_the_checkpoint_files(tmp_path):
+    """A model retrained into the same folder must not get the earlier model's cached replies."""
+    import os
+
+    from helpers.llm.local_backend import LocalBackend
+
+    folder = tmp_path / "checkpoint-40"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"first weights")
+    before = LocalBackend(str(folder)).cache_identity
+    assert before.startswith(str(folder) + "@") and before == LocalBackend(str(folder)).cache_identity
+    (folder / "model.safetensors").write_bytes(b"retrained weights")
+    os.utime(folder / "model.safetensors", ns=(1, 1))
+    assert LocalBackend(str(folder)).cache_identity != before
+    assert LocalBackend("smollm2-135m-instruct").cache_identity == "smollm2-135m-instruct"  # the demo's keys
+    assert LocalBackend("smollm2-135m-instruct", chat_template="{{ x }}").cache_identity != "smollm2-135m-instruct"

@@ -106,7 +106,8 @@ class ChatClient:
     async def achat(self, messages: Sequence[Message], salt: str = "", **sampling: Any) -> ChatResult:
         sampling = normalise_sampling(sampling)
         messages = [dict(m) for m in messages]
-        key = cache_key(self.backend.kind, self.model, messages, sampling, salt) if self.cache is not None else ""
+        identity = getattr(self.backend, "cache_identity", self.model)  # a local folder adds its fingerprint
+        key = cache_key(self.backend.kind, identity, messages, sampling, salt) if self.cache is not None else ""
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:

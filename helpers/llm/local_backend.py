@@ -8,14 +8,16 @@ and shared between clients (the teacher and the judge are often the same small m
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import weakref
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .errors import PermanentError
 from .generation import generate_batch
-from .models import EMBEDDED_MODELS, resolve_model_path
+from .models import EMBEDDED_MODELS, folder_fingerprint, resolve_model_path
 from .types import ChatResult, Message
 from ..params import ParameterError
 
@@ -68,6 +70,19 @@ class LocalBackend:
         upstream = EMBEDDED_MODELS[self.model].upstream_id if self.model in EMBEDDED_MODELS else None
         return {"backend": self.kind, "model": self.model, "base_url": "", "api_key_env": "",
                 "upstream": upstream, "custom_chat_template": self.chat_template is not None}
+
+    @property
+    def cache_identity(self) -> str:
+        """What the call cache knows this model by: the name, plus for a checkpoint folder a fingerprint of its
+        files and for a custom chat template its text, so a model retrained into the same folder (or asked through
+        another template) never gets an earlier model's cached replies."""
+        parts = [self.model]
+        folder = Path(self.model).expanduser()
+        if self.model not in EMBEDDED_MODELS and folder.is_dir():
+            parts.append(folder_fingerprint(folder))
+        if self.chat_template is not None:
+            parts.append(hashlib.sha256(self.chat_template.encode()).hexdigest()[:16])
+        return "@".join(parts)
 
     def _loaded(self) -> _LoadedModel:
         if self._path is None:

@@ -7,6 +7,7 @@ safetensors, tokenizer) under a local model cache; every later load, training an
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -143,6 +144,16 @@ def resolve_model_path(name: str, parameter: str = "BASE_MODEL") -> str:
         f"{name!r} is neither an embedded model, an existing folder, nor a hub id of the form 'org/name'",
         f"use one of {sorted(EMBEDDED_MODELS)}, a checkpoint folder, or a hub id",
     )
+
+
+def folder_fingerprint(folder: str | Path) -> str:
+    """Changes when a checkpoint folder's files are rewritten (names, sizes, modification times), so answers
+    cached for an earlier model saved under the same path are never reused for a retrained one."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).iterdir() if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def load_tokenizer_and_model(name: str, parameter: str = "BASE_MODEL", dtype: str = "float32"):
