@@ -53,7 +53,7 @@ def main() -> int:
 
     from datasets import Dataset
 
-    from helpers.sft.config import make_config
+    from helpers.sft.config import SFTStageConfig
     from helpers.sft.train import prepare_model, train_sft
 
     if args.data:
@@ -64,9 +64,9 @@ def main() -> int:
         records = Dataset.from_list(synthetic_records(args.examples))
     results: dict[str, dict[str, float]] = {}
     for mode in ("padding", "packing"):
-        cfg = make_config("demo", base_model=args.model, max_steps=args.steps, per_device_batch_size=args.batch,
-                          max_length=args.max_length, packing=mode == "packing", use_lora=False,
-                          learning_rate=1e-5, logging_steps=1).validate()
+        cfg = SFTStageConfig(profile="demo", base_model=args.model, max_steps=args.steps, per_device_batch_size=args.batch,
+                             max_length=args.max_length, packing=mode == "packing", use_lora=False,
+                             learning_rate=1e-5, logging_steps=1).validate()
         prepared = prepare_model(cfg)
         with tempfile.TemporaryDirectory() as out:
             start = time.perf_counter()

@@ -2,59 +2,45 @@
 
     python -m helpers run --run-dir runs/demo                       # all four stages, embedded defaults
     python -m helpers run --run-dir runs/x --config my.yaml -p NUM_EXAMPLES 1000 --only 02_generate
-    python -m helpers params                                        # every notebook parameter and its default
-    python -m helpers html --run-dir runs/demo                      # executed notebooks -> HTML
+    python -m helpers params                                        # every parameter: stages, default, help
     python -m helpers score-alpaca-eval annotations.json --glm v1   # the leaderboard's win rate and LC
+    python -m helpers html --run-dir runs/demo                      # executed notebooks -> HTML
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .config import merge_overrides, parse_value, read_params_file
 from .params import ParameterError
-from .pipeline import NOTEBOOKS, NotebookFailed, export_html, notebook_parameters, run_pipeline
-
-
-def _parse_value(name: str, text: str) -> Any:
-    """`-p NUM_EXAMPLES 8` gives an int, `-p TEACHER_BASE_URL ''` an empty string: YAML rules."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:  # the value is not echoed: it may be a pasted secret
-        raise ParameterError(name, f"the value given with -p is not valid YAML ({_yaml_problem(exc)})",
-                             "quote text that starts with [ { : or contains ': ', e.g. -p NAME \"'text'\"") from None
-    return "" if value is None else value
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    what = getattr(exc, "problem", None) or exc.__class__.__name__
-    return f"{what} at line {mark.line + 1}, column {mark.column + 1}" if mark else str(what)
+from .pipeline import NOTEBOOKS, NotebookFailed, export_html, parameter_table, run_pipeline
 
 
 def load_params(config: str | None, pairs: list[list[str]] | None) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    if config:
-        path = Path(config).expanduser()
-        if not path.is_file():
-            raise ParameterError("--config", f"{config} does not exist or is not a file",
-                                 "give a YAML file of NAME: value lines")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            problem = _yaml_problem(exc) if isinstance(exc, yaml.YAMLError) else "it is not UTF-8 text"
-            raise ParameterError("--config", f"{config} is not valid YAML ({problem})",
-                                 "write one `NAME: value` per line") from None
-        if not isinstance(data, dict):
-            raise ParameterError("--config", f"{config} is not a mapping of NAME: value", "write one `NAME: value` per line")
-        params.update(data)
-    for name, value in pairs or []:
-        params[name] = _parse_value(name, value)
-    return params
+    """A run config (YAML `NAME: value`), then `-p NAME VALUE` pairs (YAML values: `8` is an int, `''` empty)."""
+    params = read_params_file(config) if config else {}
+    return merge_overrides(params, {name: parse_value(value, name) for name, value in pairs or []})
+
+
+def format_parameter_table(rows: list[dict[str, str]], width: int | None = None) -> str:
+    """One line per parameter (name, stages, default), its help wrapped below the default column."""
+    width = width or shutil.get_terminal_size((120, 20)).columns
+    widths = {key: max(len(key), *(len(row[key]) for row in rows)) for key in ("name", "stages")}
+    widths["default"] = min(28, max(len(row["default"]) for row in rows))
+    lead = sum(widths.values()) + 6
+    lines = [f"{'name':<{widths['name']}}  {'stages':<{widths['stages']}}  {'default':<{widths['default']}}  help"]
+    for row in rows:
+        default = row["default"] if len(row["default"]) <= widths["default"] else row["default"][:widths["default"] - 3] + "..."
+        wrapped = textwrap.wrap(row["help"], max(width - lead, 30)) or [""]
+        lines.append(f"{row['name']:<{widths['name']}}  {row['stages']:<{widths['stages']}}  "
+                     f"{default:<{widths['default']}}  {wrapped[0]}")
+        lines.extend(" " * lead + more for more in wrapped[1:])
+    return "\n".join(lines)
 
 
 def _select(only: str | None, start: str | None) -> list[str]:
@@ -97,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--from", dest="start", help="start at this notebook (prefix), e.g. 03")
     r.add_argument("--log-output", action="store_true", help="stream cell outputs to the terminal")
     r.add_argument("--html", action="store_true", help="also export the executed notebooks to HTML")
-    sub.add_parser("params", help="list every notebook parameter with its default")
+    sub.add_parser("params", help="list every parameter: the stages that take it, its default and its help")
     h = sub.add_parser("html", help="export a run folder's executed notebooks to HTML")
     h.add_argument("--run-dir", required=True)
     _add_score_alpaca_eval(sub)
@@ -105,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.cmd == "params":
-            print(json.dumps({nb: notebook_parameters(nb) for nb in NOTEBOOKS}, indent=2))
+            print(format_parameter_table(parameter_table()))
             return 0
         if args.cmd == "score-alpaca-eval":
             return _score_alpaca_eval(args)

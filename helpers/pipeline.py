@@ -1,8 +1,13 @@
 """Execute the four stage notebooks in order with papermill into one run folder.
 
 Each notebook receives only the parameters its `parameters` cell declares (plus RUN_DIR), so one YAML file can
-configure the whole pipeline. Executed copies with their outputs land in `RUN_DIR/notebooks/`; the first failing
-notebook stops the run with an error that names the notebook and the cell.
+configure the whole pipeline. Before the first notebook runs, every selected stage's config is built from the
+parameters it will receive and validated, so a bad stage-4 value fails before stage 1 pays for a teacher. Executed
+copies with their outputs land in `RUN_DIR/notebooks/`; the first failing notebook stops the run with an error that
+names the notebook and the cell.
+
+The driver is the one shared module that knows the stages: it imports their config classes (and nothing else of
+them) to check parameters and to print the table of every parameter.
 """
 from __future__ import annotations
 
@@ -15,11 +20,22 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from .config import StageConfig, refuse_renamed
+from .evaluate.config import EvalConfig
+from .generate.config import GenerateConfig
+from .layout import NOTEBOOKS_DIR, PROJECT_ROOT, RUN_NOTEBOOKS
 from .params import ParameterError, check_secret_parameters
-from .runs import PROJECT_ROOT, Run, check_run_dir
+from .runs import Run, check_run_dir
+from .sft.config import SFTStageConfig
+from .skills.config import SkillExtractionConfig
 
-NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
-NOTEBOOKS = ("01_extract_skills", "02_generate", "03_sft", "04_eval_ablations")
+STAGE_CONFIGS: dict[str, type[StageConfig]] = {
+    "01_extract_skills": SkillExtractionConfig,
+    "02_generate": GenerateConfig,
+    "03_sft": SFTStageConfig,
+    "04_eval_ablations": EvalConfig,
+}
+NOTEBOOKS = tuple(STAGE_CONFIGS)
 
 
 class NotebookFailed(RuntimeError):
@@ -36,7 +52,7 @@ def notebook_path(name: str | Path) -> Path:
     """A stage name like '02_generate', or the path of any notebook file."""
     if str(name).endswith(".ipynb") and Path(name).exists():
         return Path(name).resolve()
-    path = NOTEBOOK_DIR / (name if str(name).endswith(".ipynb") else f"{name}.ipynb")
+    path = NOTEBOOKS_DIR / (name if str(name).endswith(".ipynb") else f"{name}.ipynb")
     if not path.exists():
         known = ", ".join(NOTEBOOKS)
         raise ParameterError("notebooks", f"no notebook {name!r}", f"use one of {known}")
@@ -57,10 +73,12 @@ def notebook_parameters(name: str | Path) -> dict[str, str]:
 
 
 def split_parameters(params: Mapping[str, Any], notebooks: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """Route each parameter to the notebooks that declare it; unknown names fail now, before any stage runs.
+    """Route each parameter to the notebooks that declare it; unknown and renamed names fail now, before any stage
+    runs.
 
     When only some of the kit's stages run, a name of another stage is known, not an error, so one configuration for
     all four stages (such as configs/paper.yaml) also serves `--only` runs."""
+    refuse_renamed(params)
     notebooks = list(notebooks)
     pool = notebooks
     if set(notebooks) <= set(NOTEBOOKS):
@@ -76,13 +94,45 @@ def split_parameters(params: Mapping[str, Any], notebooks: Iterable[str]) -> dic
     return {nb: {k: v for k, v in params.items() if k in declared[nb]} for nb in notebooks}
 
 
+def check_stages(routed: Mapping[str, Mapping[str, Any]], run_dir: str | Path) -> dict[str, StageConfig]:
+    """Build and validate the config of every selected stage from the parameters it will receive.
+
+    A stage's input files (what the stage before it writes) are checked only when that earlier stage is not part of
+    this run, i.e. when they must already be in the run folder. Notebooks that are not one of the four stages are
+    left to their own checks.
+    """
+    configs = {}
+    selected = [Path(str(nb)).stem for nb in routed]
+    for nb, params in routed.items():
+        name = Path(str(nb)).stem
+        if name not in STAGE_CONFIGS:
+            continue
+        position = NOTEBOOKS.index(name)
+        earlier_runs_first = position > 0 and NOTEBOOKS[position - 1] in selected[:selected.index(name)]
+        configs[name] = STAGE_CONFIGS[name].from_params({**params, "RUN_DIR": str(run_dir)},
+                                                        inputs=not earlier_runs_first)
+    return configs
+
+
+def parameter_table() -> list[dict[str, str]]:
+    """Every stage parameter once: its name, the notebooks declaring it, its default and its help."""
+    rows: dict[str, dict[str, str]] = {}
+    for nb, cls in STAGE_CONFIGS.items():
+        helps, defaults = cls.help(), cls.defaults()
+        for name in cls.parameter_names():
+            row = rows.setdefault(name, {"name": name, "stages": "", "default": repr(defaults[name]),
+                                         "help": helps[name]})
+            row["stages"] = ",".join(filter(None, [row["stages"], nb[:2]]))
+    return list(rows.values())
+
+
 def run_notebook(name: str | Path, run_dir: str | Path, params: Mapping[str, Any], *, log_output: bool = False,
                  progress: bool = True, kernel_name: str | None = None) -> Path:
     import papermill as pm
 
     run = Run(run_dir)
     src = notebook_path(name)
-    out = run.artifact("notebooks", src.name)
+    out = run.artifact(RUN_NOTEBOOKS, src.name)
     all_params = {**params, "RUN_DIR": str(run.path)}
     try:
         pm.execute_notebook(
@@ -100,7 +150,8 @@ def run_pipeline(run_dir: str | Path, params: Mapping[str, Any] | None = None,
     """Run the given notebooks in order into `run_dir`; stop at the first failure (raises NotebookFailed).
 
     Before anything is written: a pasted key or a URL with credentials is refused (papermill would store it in the
-    executed notebook), and so is a run folder that is the kit itself. One run at a time per run folder.
+    executed notebook), so is a run folder that is the kit itself, and every selected stage's parameters are checked.
+    One run at a time per run folder.
     """
     params = dict(params or {})
     check_secret_parameters(params)
@@ -110,8 +161,9 @@ def run_pipeline(run_dir: str | Path, params: Mapping[str, Any] | None = None,
     run = Run(run_dir)
     done: list[Path] = []
     with exclusive(run):
+        check_stages(routed, run.path)
         for nb in notebooks:
-            log(f"[{time.strftime('%H:%M:%S')}] running {nb} -> {run.path / 'notebooks'}")
+            log(f"[{time.strftime('%H:%M:%S')}] running {nb} -> {run.path / RUN_NOTEBOOKS}")
             starts_before = stage_starts(run)
             start = time.perf_counter()
             try:
@@ -126,7 +178,8 @@ def run_pipeline(run_dir: str | Path, params: Mapping[str, Any] | None = None,
 
 
 def stage_starts(run: Run) -> dict[str, Any]:
-    return {name: info.get("started") for name, info in run.manifest().get("stages", {}).items()
+    return {name: (info.get("started"), info.get("begun_ns"))
+            for name, info in run.manifest().get("stages", {}).items()
             if isinstance(info, dict)}
 
 
@@ -164,7 +217,7 @@ def export_html(run_dir: str | Path) -> list[Path]:
 
     run = Run(run_dir)
     written = []
-    for nb_path in sorted((run.path / "notebooks").glob("*.ipynb")):
+    for nb_path in sorted((run.path / RUN_NOTEBOOKS).glob("*.ipynb")):
         body, _ = HTMLExporter().from_notebook_node(nbformat.read(nb_path, as_version=4))
         target = nb_path.with_suffix(".html")
         target.write_text(body)

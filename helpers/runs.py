@@ -20,11 +20,11 @@ from typing import Any
 
 from filelock import FileLock
 
+from .layout import FIGURES, MANIFEST_JSON, PROJECT_ROOT, RESULTS_JSON, figure_file
 from .params import ParameterError, check_secret_parameters, redact_url
 
 RECORD_MIME = "application/vnd.instruct-skillmix.record+json"
 TRACKED_PACKAGES = ("torch", "transformers", "trl", "openai", "datasets", "peft", "accelerate", "papermill")
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 KIT_FOLDERS = ("helpers", "data", "tests")  # no run folder inside these; `notebooks/` itself is refused, but
@@ -113,7 +113,7 @@ class Run:
     def __init__(self, run_dir: str | Path, stage: str | None = None) -> None:
         self.path = check_run_dir(run_dir)
         self.path.mkdir(parents=True, exist_ok=True)
-        self.figures = self.path / "figures"
+        self.figures = self.path / FIGURES
         self.figures.mkdir(exist_ok=True)
         self.stage = stage
         self._lock = FileLock(str(self.path / ".run.lock"))
@@ -127,11 +127,11 @@ class Run:
 
     @property
     def manifest_path(self) -> Path:
-        return self.path / "manifest.json"
+        return self.path / MANIFEST_JSON
 
     @property
     def results_path(self) -> Path:
-        return self.path / "results.json"
+        return self.path / RESULTS_JSON
 
     def _read(self, path: Path) -> dict[str, Any]:
         return json.loads(path.read_text()) if path.exists() else {}
@@ -168,7 +168,8 @@ class Run:
             m["git_commit"] = git_commit()
             m["versions"] = package_versions()
             st = m.setdefault("stages", {}).setdefault(stage, {})
-            st.update({"params": clean, "seeds": seeds or {}, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            st.update({"params": clean, "seeds": seeds or {}, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                       "begun_ns": time.time_ns()})  # tells two starts within one second apart
             st.pop("finished", None)
 
     def set_stage_info(self, key: str, value: Any, stage: str | None = None) -> None:
@@ -215,14 +216,14 @@ class Run:
 
     def save_figure(self, fig: Any, name: str, stage: str | None = None) -> Path:
         stage = stage or self._require_stage()
-        path = self.figures / f"{stage}_{name}.png"
+        path = self.path / figure_file(stage, name)
         fig.savefig(path, dpi=110, bbox_inches="tight")
         return path
 
 
 def _emit_record(stage: str, name: str, value: Any) -> None:
     """Show the record in a notebook's output so it can be read back from the executed .ipynb."""
-    try:
+    try:  # optional: IPython exists only where notebooks run
         from IPython import get_ipython
         from IPython.display import display
     except ImportError:

@@ -34,11 +34,14 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from .config import refuse_renamed
+from .layout import RESULTS_JSON, SKILLS_JSONL, STAGE1_LISTS
 from .params import ParameterError, check_secret_parameters
+from .pipeline import notebook_parameters, run_pipeline
 
 STAGE1_NOTEBOOK = "01_extract_skills"
 LATER_NOTEBOOKS = ("02_generate", "03_sft", "04_eval_ablations")
-STAGE1_ARTIFACTS = ("skills.jsonl", "query_types.jsonl", "skills.txt", "queries.txt")
+STAGE1_ARTIFACTS = STAGE1_LISTS
 
 # The paper's ablations (shirker fraction and kind, k, data size, skill source), ready to run.
 PAPER_GRIDS: dict[str, dict[str, Any]] = {
@@ -99,8 +102,6 @@ def cell_name(params: dict[str, Any], keys: Iterable[str]) -> str:
 
 
 def _declared_by_pipeline(notebook: str) -> set[str]:
-    from .pipeline import notebook_parameters
-
     return set(notebook_parameters(notebook))
 
 
@@ -117,13 +118,13 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, parallel: int = 1, runner: C
 
     `runner(run_dir, params, notebooks=...)` is `helpers.pipeline.run_pipeline` unless a test injects another.
     """
-    if runner is None:
-        from .pipeline import run_pipeline as runner  # noqa: N813
+    runner = runner or run_pipeline
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stage1_keys = declared(STAGE1_NOTEBOOK)
     later_keys = set().union(*(declared(nb) for nb in LATER_NOTEBOOKS))
     cells = expand_grid(spec)
+    refuse_renamed({k for c in cells for k in c})
     unknown = sorted({k for c in cells for k in c} - stage1_keys - later_keys - {"RUN_DIR"})
     if unknown:
         raise ParameterError(unknown[0], "is not a parameter of any stage notebook", "check the spelling in the grid file")
@@ -145,7 +146,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, parallel: int = 1, runner: C
         s1_varied = [k for k in varied if k in stage1_keys]
         folder = out / "_stage1" / (cell_name(cell, s1_varied) if s1_varied else "shared")
         stage1_dirs[key] = folder
-        if not (folder / "skills.jsonl").exists():
+        if not (folder / SKILLS_JSONL).exists():
             log(f"stage 1 -> {folder}")
             runner(folder, s1, notebooks=(STAGE1_NOTEBOOK,))
 
@@ -190,7 +191,7 @@ def collect_results(out_dir: str | Path, write: bool = True) -> pd.DataFrame:
     rows = []
     for cell_json in sorted((out / "cells").glob("*/cell.json")):
         cell = json.loads(cell_json.read_text())
-        results_path = cell_json.parent / "results.json"
+        results_path = cell_json.parent / RESULTS_JSON
         results = json.loads(results_path.read_text()) if results_path.exists() else {}
         rows.append({"cell": cell["cell"], **cell.get("params", {}), "status": cell.get("status"),
                      "error": cell.get("error", ""), "seconds": cell.get("seconds"),

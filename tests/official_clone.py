@@ -84,3 +84,34 @@ def official_plan(teacher: str, seed: int, num: int, k: int = 2) -> list[tuple[s
         np.random.shuffle(combo)
         out.append((", ".join(combo), query))
     return out
+
+
+# Where each pinned official file has its reference copy (path prefix in its repository -> folder under reference/).
+REFERENCE_COPIES = {
+    "src/data_generation/prompts/": "instruct-skillmix/prompts/",
+    "datasets/": "instruct-skillmix/",
+    "src/eval_configs/templates/prompt.txt": "instruct-skillmix/alpaca_prompt_template.txt",
+    "FastChat/fastchat/conversation.py": "instruct-skillmix/code/FastChat_fastchat_conversation.py",
+    "fastchat/llm_judge/data/": "fastchat/",
+    "evaluation/": "wildbench/",
+}
+
+
+def reference_copy(path: str) -> Path:
+    """The reference copy of a pinned official file (by its path in its repository)."""
+    prefix = next(p for p in REFERENCE_COPIES if path.startswith(p))
+    target = REFERENCE_COPIES[prefix]
+    return REFERENCE.parent / (target + path[len(prefix):] if prefix.endswith("/") else target)
+
+
+def seed_official_cache(cache_dir: Path) -> Path:
+    """Fill the kit's cache of pinned downloads from the reference copies, as a first download would have, so that
+    code resolving official files works offline (`ISM_CACHE_DIR` must point at `cache_dir`)."""
+    from helpers.official import PINNED_SHA256, SOURCES
+
+    need_reference()
+    for (source, path) in PINNED_SHA256:
+        target = cache_dir / "official" / source / SOURCES[source].commit / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(reference_copy(path), target)
+    return cache_dir

@@ -15,7 +15,7 @@ def test_notebook_parameters_match_the_config():
     import papermill as pm
 
     declared = set(pm.inspect_notebook(str(NOTEBOOK)))
-    assert declared == set(EvalConfig.__dataclass_fields__)
+    assert declared == set(EvalConfig.parameter_names())
 
 
 @pytest.mark.parametrize("bad", [{"REFERENCE": "gpt4"}, {"EVAL_SET": "arena"}, {"N_EVAL": -1},

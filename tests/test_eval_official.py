@@ -186,9 +186,9 @@ def test_config_accepts_candidate_outputs_and_owner_judges(tmp_path):
     cfg = EvalConfig.from_params({"RUN_DIR": str(tmp_path), "CANDIDATE_OUTPUTS": str(outputs),
                                   "PAIRWISE_JUDGE": "alpaca_eval:weighted_alpaca_eval_gpt4_turbo",
                                   "SHIRKER_PROBE_FRACTIONS": []})
-    assert cfg.student_model() == "g"
+    assert cfg.student().model == "g"
     with pytest.raises(ParameterError, match="SHIRKER_PROBE_FRACTIONS"):
-        EvalConfig.from_params({**cfg.__dict__, "SHIRKER_PROBE_FRACTIONS": [0.5]})
+        EvalConfig.from_params({**cfg.as_params(), "SHIRKER_PROBE_FRACTIONS": [0.5]})
     with pytest.raises(ParameterError, match="PAIRWISE_JUDGE"):
         EvalConfig.from_params({**cfg.__dict__, "PAIRWISE_JUDGE": "nobody:judge"})
     with pytest.raises(ParameterError, match="CANDIDATE_OUTPUTS"):

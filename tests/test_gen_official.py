@@ -76,8 +76,8 @@ def _run(tmp_path, clone, teacher: str, version: str, **params):
     skills, queries = _inputs(tmp_path, clone, teacher)
     values = dict(RUN_DIR=str(tmp_path / "run"), SEED=42, TEACHER_MODEL=teacher, SKILLS_PATH=str(skills),
                   QUERY_TYPES_PATH=str(queries), NUM_EXAMPLES=6, NUM_HELDOUT=2, PROMPT_SOURCE="official",
-                  PROMPT_VERSION=version, INSTRUCT_SKILLMIX_REPO=str(clone), TEMPERATURE=None, MAX_TOKENS=4096,
-                  MIN_INSTRUCTION_WORDS=1, DEDUP_THRESHOLD=1.0, MAX_ATTEMPTS=2)
+                  PROMPT_VERSION=version, INSTRUCT_SKILLMIX_REPO=str(clone), TEMPERATURE=None, GENERATE_MAX_TOKENS=4096,
+                  MIN_INSTRUCTION_WORDS=1, INSTRUCTION_DEDUP_THRESHOLD=1.0, MAX_ATTEMPTS=2)
     values.update(params)
     cfg = GenerateConfig.from_params(values).validate()
     with FakeOpenAIServer(models=(teacher,), reply_fn=recorder) as srv:

@@ -35,8 +35,13 @@ def run_dir(tmp_path):
     return d
 
 
+# The paper's procedure where the notebook's CPU demo defaults differ from it.
+PAPER_PROCEDURE = dict(prompt_version="paper", max_attempts=3, drop_truncated=True)
+
+
 def config(run_dir, **kw):
-    base = dict(run_dir=str(run_dir), num_examples=10, num_heldout=4, min_instruction_words=3, max_tokens=512)
+    base = dict(run_dir=str(run_dir), num_examples=10, num_heldout=4, min_instruction_words=3, generate_max_tokens=512,
+                **PAPER_PROCEDURE)
     return GenerateConfig(**{**base, **kw}).validate()
 
 
@@ -116,7 +121,7 @@ def test_heldout_collisions_are_dropped_from_heldout(run_dir):
         qt = first.split("### Task Type: ")[-1].splitlines()[0]
         return f"### Instruction: Tell me something useful about the {qt} category please.\n### Response: ok"
 
-    cfg = config(run_dir, num_examples=6, num_heldout=6, prompt_version="single_turn", dedup_threshold=1.0)
+    cfg = config(run_dir, num_examples=6, num_heldout=6, prompt_version="single_turn", instruction_dedup_threshold=1.0)
     out = run_generation(cfg, client_for(same_per_query_type, run_dir / "c.sqlite"))
     assert len(out.train) == 3  # one per query type; the rest are duplicates
     assert out.heldout == [] and out.summary()["num_heldout_collisions"] == 6
@@ -183,10 +188,10 @@ def test_dry_run_estimate_counts_calls(run_dir):
 
 @pytest.mark.parametrize("name,value", [("NUM_EXAMPLES", 0), ("K_SKILLS", 0), ("PROMPT_VERSION", "nope"),
                                         ("TEMPERATURE", 3.0), ("SHIRKER_FRACTION", 1.5), ("SHIRKER_KIND", "rude"),
-                                        ("DEDUP_THRESHOLD", 0.0), ("DRY_RUN", "yes"), ("MAX_ATTEMPTS", 0),
+                                        ("INSTRUCTION_DEDUP_THRESHOLD", 0.0), ("DRY_RUN", "yes"), ("MAX_ATTEMPTS", 0),
                                         ("TEACHER_API_KEY_ENV", "sk-abcdefabcdef")])
 def test_bad_parameters_fail_before_any_call(run_dir, name, value):
-    params = {**config(run_dir).to_params(), name: value}
+    params = {**config(run_dir).as_params(), name: value}
     with pytest.raises(ParameterError) as err:
         GenerateConfig.from_params(params).validate()
     assert err.value.name == name
@@ -208,7 +213,8 @@ from helpers.llm.client import connect_function
 kill_at = int(sys.argv[1]) or None
 teacher = FakeTeacher(counter_file={counter!r}, kill_at=kill_at)
 client = connect_function(teacher, model="fake-teacher", cache_path={cache!r}, max_concurrency=4)
-cfg = GenerateConfig(run_dir={run!r}, num_examples=12, num_heldout=0, min_instruction_words=3, seed=3).validate()
+cfg = GenerateConfig(run_dir={run!r}, num_examples=12, num_heldout=0, min_instruction_words=3, seed=3,
+                     prompt_version="paper", generate_max_tokens=2048, max_attempts=3, drop_truncated=True).validate()
 out = run_generation(cfg, client)
 print(json.dumps({{"summary": out.summary(), "paid": len(teacher.calls)}}))
 """

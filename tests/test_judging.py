@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from helpers.judge.judging import (available_judges, fill_template, first_label_from_verdict,
-                             first_label_probability_from_logprobs, load_judge, pairwise_judgments,
-                             pairwise_win_rate, parse_rating, presentation_order, rate_answers)
+from helpers.judge.judging import (available_judges, compare_pairwise, first_label_from_verdict,
+                                   first_label_probability_from_logprobs, judge_messages, load_judge,
+                                   pairwise_judgments, parse_rating, presentation_order, rate_answers)
 from helpers.llm.client import PermanentError, connect_function
 from helpers.llm.types import ChatResult
 from helpers.params import ParameterError
@@ -29,11 +29,11 @@ def test_unknown_judge_is_a_parameter_error():
     assert err.value.name == "PAIRWISE_JUDGE"
 
 
-def test_fill_template_leaves_braces_in_values_alone():
-    out = fill_template("Q: {instruction}\nA: {output_a}", instruction="use {output_a} literally", output_a="{x}")
-    assert out == "Q: use {output_a} literally\nA: {x}"
-    with pytest.raises(KeyError):
-        fill_template("{missing}")
+def test_judge_prompt_missing_value_names_the_file():
+    judge = load_judge("mt_bench_single")
+    assert "The answer" in judge_messages(judge, {"question": "Q?", "answer": "The answer", "turn": 1})[-1]["content"]
+    with pytest.raises(KeyError, match=r"mt_bench_single.*user_two_turn.txt.*\{answer_2\}"):
+        judge_messages(judge, {"question_1": "a", "answer_1": "b", "question_2": "c"}, two_turn=True)
 
 
 def test_preference_from_logprobs():
@@ -94,7 +94,7 @@ def test_pairwise_maps_order_back(tmp_path, mode):
     assert all(j.preference == pytest.approx(expected) for j in judgments)
     assert all(j.source == mode for j in judgments)
     # the reference wins when it is the good one
-    result = pairwise_win_rate(client, instructions, refs, outputs, seed=3)
+    result, _ = compare_pairwise(client, instructions, refs, outputs, seed=3)
     assert result["win_rate"] == pytest.approx(100 - expected * 100)
     assert result["n_scored"] == n and result["n_unparsed"] == 0
 
@@ -102,9 +102,9 @@ def test_pairwise_maps_order_back(tmp_path, mode):
 def test_unparsed_and_failed_judgments_are_counted_and_excluded(tmp_path):
     client = connect_function(_fake_judge("verdict"), model="fake-judge", stage="test", cache_path=tmp_path / "c.sqlite")
     instructions = ["t0", "t1 UNREADABLE", "t2 BROKEN", "t3"]
-    result = pairwise_win_rate(client, instructions, ["GOOD"] * 4, ["bad"] * 4, seed=0)
+    result, judgments = compare_pairwise(client, instructions, ["GOOD"] * 4, ["bad"] * 4, seed=0)
     assert result["n_unparsed"] == 2 and result["n_scored"] == 2
-    assert result["preferences"][1] is None and result["preferences"][2] is None
+    assert judgments[1].preference is None and judgments[2].preference is None
     assert result["win_rate"] == pytest.approx(100.0)
 
 
@@ -135,3 +135,16 @@ def test_rate_answers_single_two_turn_and_checklist(tmp_path):
     assert "- Is it short?" in seen[-1] and ratings[0].score == 6
     with pytest.raises(ParameterError):
         rate_answers(client, items, "alpaca_eval_pairwise")
+
+
+def test_describe_names_the_prompts_by_fingerprint(tmp_path):
+    import shutil
+
+    from helpers.judge.judging import JUDGES_DIR
+
+    folder = tmp_path / "my_judge"
+    shutil.copytree(JUDGES_DIR / "alpaca_eval_pairwise", folder)
+    before = load_judge(str(folder)).describe()
+    assert "user" not in before and "path" not in before and len(before["prompt_fingerprint"]) == 16
+    (folder / "user.txt").write_text((folder / "user.txt").read_text() + "\nBe brief.\n")
+    assert load_judge(str(folder)).describe()["prompt_fingerprint"] != before["prompt_fingerprint"]

@@ -226,3 +226,51 @@ def test_sentinel_key_never_lands_in_cache(tmp_path, monkeypatch):
     for root, _, files in os.walk(tmp_path):
         for f in files:
             assert sentinel.encode() not in open(os.path.join(root, f), "rb").read()
+
+
+def test_endpoint_from_params_and_connect(server, tmp_path):
+    from dataclasses import dataclass
+
+    from helpers.llm import Endpoint
+
+    params = {"JUDGE_MODEL": "fake-model", "JUDGE_BASE_URL": server.base_url, "JUDGE_API_KEY_ENV": "",
+              "MAX_CONCURRENCY": 3, "TEACHER_MODEL": "other"}
+    ep = Endpoint.from_params(params, "JUDGE_")
+    assert ep == Endpoint("JUDGE", "fake-model", server.base_url, "")
+    assert ep.as_params()["JUDGE_BASE_URL"] == server.base_url and not ep.is_local
+    assert Endpoint.from_params(params, "STUDENT") == Endpoint("STUDENT")  # nothing given: all empty
+
+    @dataclass
+    class Cfg:  # a stage config with lower-case fields reads the same way
+        judge_model: str = "fake-model"
+        judge_base_url: str = server.base_url
+        max_concurrency: int = 3
+
+    assert Endpoint.from_params(Cfg(), "JUDGE") == ep
+    cfg = Cfg()
+    client = Endpoint.from_params(cfg, "JUDGE").connect(cfg.max_concurrency, stage="test",
+                                                        cache_path=tmp_path / "c.sqlite", show_progress=False)
+    assert client.max_concurrency == 3 and client.role == "JUDGE" and client.stage == "test"
+    assert client.chat(MSG).ok
+    with pytest.raises(ParameterError, match="JUDGE_API_KEY_ENV"):
+        Endpoint("JUDGE", "m", server.base_url, "sk-live-abcdefghijklmnopqrstuvwxyz").validate()
+    with pytest.raises(ParameterError, match="STUDENT_MODEL"):
+        Endpoint("STUDENT", "", server.base_url).connect(cache_path=tmp_path / "c.sqlite")
+
+
+def test_local_cache_identity_follows_the_checkpoint_files(tmp_path):
+    """A model retrained into the same folder must not get the earlier model's cached replies."""
+    import os
+
+    from helpers.llm.local_backend import LocalBackend
+
+    folder = tmp_path / "checkpoint-40"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"first weights")
+    before = LocalBackend(str(folder)).cache_identity
+    assert before.startswith(str(folder) + "@") and before == LocalBackend(str(folder)).cache_identity
+    (folder / "model.safetensors").write_bytes(b"retrained weights")
+    os.utime(folder / "model.safetensors", ns=(1, 1))
+    assert LocalBackend(str(folder)).cache_identity != before
+    assert LocalBackend("smollm2-135m-instruct").cache_identity == "smollm2-135m-instruct"  # the demo's keys
+    assert LocalBackend("smollm2-135m-instruct", chat_template="{{ x }}").cache_identity != "smollm2-135m-instruct"

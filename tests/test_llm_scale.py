@@ -250,7 +250,7 @@ def test_stage_2_runs_unchanged_over_the_batch_route(tmp_path):
     for name in ("skills.jsonl", "query_types.jsonl"):
         shutil.copy(fixtures / name, run_dir / name)
     cfg = GenerateConfig(run_dir=str(run_dir), num_examples=8, num_heldout=0, min_instruction_words=3,
-                         max_tokens=512).validate()
+                         generate_max_tokens=512, prompt_version="paper").validate()
     plans, _ = make_plans(cfg, *load_stage1_inputs(cfg))
     teacher = FakeTeacher()
     with FakeOpenAIServer(batch_step_s=0.01, reply_fn=lambda messages, body: teacher._reply(messages)) as srv:

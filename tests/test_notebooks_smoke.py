@@ -14,9 +14,9 @@ pytestmark = pytest.mark.slow
 
 TINY = {
     # stage 1: a few teacher calls
-    "NUM_TOPICS": 2, "SKILLS_PER_TOPIC": 3, "NUM_QUERY_TYPES": 2, "MAX_TOKENS": 96,
+    "NUM_TOPICS": 2, "SKILLS_PER_TOPIC": 3, "NUM_QUERY_TYPES": 2, "EXTRACT_MAX_TOKENS": 96,
     # stage 2: a handful of short single-draft conversations, two retries
-    "NUM_EXAMPLES": 4, "NUM_HELDOUT": 2, "PROMPT_VERSION": "single_turn", "MAX_ATTEMPTS": 3,
+    "NUM_EXAMPLES": 4, "NUM_HELDOUT": 2, "PROMPT_VERSION": "single_turn", "MAX_ATTEMPTS": 3, "GENERATE_MAX_TOKENS": 96,
     # stage 3: two optimizer steps, one checkpoint
     "MAX_STEPS": 2, "SAVE_EVERY": 2, "MAX_NEW_TOKENS": 8, "MAX_LENGTH": 128, "MAX_TRAIN_EXAMPLES": 8,
     "MAX_HELDOUT_EXAMPLES": 2, "SELECTION_EXAMPLES": 2, "COMPARE_EXAMPLES": 1,

@@ -11,6 +11,7 @@ import pytest
 
 from helpers.official import PINNED_SHA256, SOURCES, cache_root, resolve
 from helpers.params import ParameterError
+from official_clone import reference_copy
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 PROMPT = "src/data_generation/prompts/generate_gpt-4-turbo-2024-04-09.json"
@@ -119,18 +120,9 @@ def test_pins_match_the_reference_copies():
     """The pinned checksums are those of the files at the pinned commits (copies in ../shared/reference)."""
     if not REFERENCE.exists():
         pytest.skip("needs ../shared/reference")
-    copies = {
-        "src/data_generation/prompts/": "instruct-skillmix/prompts/",
-        "datasets/": "instruct-skillmix/",
-        "src/eval_configs/templates/prompt.txt": "instruct-skillmix/alpaca_prompt_template.txt",
-        "FastChat/fastchat/conversation.py": "instruct-skillmix/code/FastChat_fastchat_conversation.py",
-        "fastchat/llm_judge/data/": "fastchat/",
-        "evaluation/": "wildbench/",
-    }
     checked = 0
     for (_, path), digest in PINNED_SHA256.items():
-        prefix = next(p for p in copies if path.startswith(p))
-        local = REFERENCE / (copies[prefix] + path[len(prefix):] if prefix.endswith("/") else copies[prefix])
+        local = reference_copy(path)
         assert hashlib.sha256(local.read_bytes()).hexdigest() == digest, path
         checked += 1
     assert checked == len(PINNED_SHA256)

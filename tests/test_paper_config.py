@@ -10,7 +10,7 @@ import yaml
 from helpers.generate.config import GenerateConfig
 from helpers.pipeline import NOTEBOOKS, notebook_path, split_parameters
 from helpers.runs import PROJECT_ROOT
-from helpers.sft.config import make_config
+from helpers.sft.config import SFTStageConfig
 from helpers.skills.extract import SkillExtractionConfig
 
 PAPER = yaml.safe_load((PROJECT_ROOT / "configs" / "paper.yaml").read_text())
@@ -57,8 +57,10 @@ def test_stage_configs_accept_the_paper_values(tmp_path):
         (tmp_path / name).write_text("")
     cfg2 = GenerateConfig.from_params({**routed["02_generate"], "RUN_DIR": str(tmp_path)}).validate()
     assert (cfg2.prompt_source, cfg2.official_prompt_version) == ("official", "generate_gpt-4-turbo-2024-04-09")
-    assert (cfg2.temperature, cfg2.max_tokens, cfg2.num_examples, cfg2.seed) == (None, 4096, 4000, 42)
+    assert (cfg2.temperature, cfg2.generate_max_tokens, cfg2.num_examples, cfg2.seed) == (None, 4096, 4000, 42)
     stage3 = {k.lower(): v for k, v in routed["03_sft"].items() if k != "PROFILE"}
-    cfg3 = make_config(routed["03_sft"]["PROFILE"], **stage3).validate()
-    assert (cfg3.chat_template, cfg3.num_examples, cfg3.target_effective_batch(3990)) == ("llama3_alpaca", 4000, 128)
+    cfg3 = SFTStageConfig(profile=routed["03_sft"]["PROFILE"], **stage3).validate()
+    # stage 3 reads stage 2's planned NUM_EXAMPLES from the run folder (PLANNED_EXAMPLES 0): 128 from 4,000 on
+    assert (cfg3.chat_template, cfg3.planned_examples) == ("llama3_alpaca", 0)
+    assert SFTStageConfig(profile="paper", planned_examples=4000).target_effective_batch(3990) == 128
     assert cfg3.selection_judge == "alpaca_eval:weighted_alpaca_eval_gpt4_turbo"

@@ -8,7 +8,7 @@ import pytest
 
 from helpers.params import ParameterError
 from helpers.runs import PROJECT_ROOT
-from helpers.sft.config import PAPER_EFFECTIVE_BATCH_RULE, load_config, make_config
+from helpers.sft.config import PAPER_EFFECTIVE_BATCH_RULE, SFTStageConfig
 from helpers.sft.data import load_records
 from helpers.sft.select import select_by_heldout_loss
 from sft_tiny import EXAMPLES, write_jsonl
@@ -17,7 +17,7 @@ REFERENCE = PROJECT_ROOT.parent / "shared" / "reference" / "instruct-skillmix"
 
 
 def test_paper_profile_is_the_published_recipe():
-    cfg = make_config("paper").validate()
+    cfg = SFTStageConfig(profile="paper").validate()
     assert (cfg.learning_rate, cfg.lr_scheduler, cfg.warmup_ratio, cfg.num_epochs) == (2e-5, "cosine", 0.03, 15.0)
     assert (cfg.max_length, cfg.bf16, cfg.use_lora, cfg.save_strategy) == (1024, True, False, "epoch")
     assert cfg.effective_batch_size == PAPER_EFFECTIVE_BATCH_RULE and cfg.selection == "judge"
@@ -26,13 +26,13 @@ def test_paper_profile_is_the_published_recipe():
 
 
 def test_demo_profile_is_small():
-    cfg = make_config("demo").validate()
+    cfg = SFTStageConfig(profile="demo").validate()
     assert cfg.max_steps > 0 and cfg.max_length <= 256 and cfg.use_lora
 
 
 @pytest.mark.parametrize("name", ["demo", "paper"])
 def test_shipped_config_files_load(name):
-    cfg = load_config(PROJECT_ROOT / "configs" / "sft" / f"{name}.yaml", ["MAX_STEPS=7", "RUN_DIR=runs/x"])
+    cfg = SFTStageConfig.load(PROJECT_ROOT / "configs" / "sft" / f"{name}.yaml", ["MAX_STEPS=7", "RUN_DIR=runs/x"])
     assert cfg.profile == name and cfg.max_steps == 7 and cfg.run_dir == "runs/x"
 
 
@@ -51,7 +51,7 @@ def test_shipped_config_files_load(name):
                                            (["SELECTION_JUDGE="], "SELECTION_JUDGE")])
 def test_bad_parameters_fail_fast(override, name):
     with pytest.raises(ParameterError) as err:
-        load_config(None, override)
+        SFTStageConfig.load(None, override)
     assert err.value.name == name
 
 
@@ -64,7 +64,7 @@ def _run_dir(tmp_path: Path, train: list[dict]) -> Path:
 def test_empty_dataset_fails_before_any_model_is_loaded(tmp_path):
     from helpers.sft.stage import run_sft_stage
 
-    cfg = make_config("demo", run_dir=str(_run_dir(tmp_path, [])), base_model="no-such-model")
+    cfg = SFTStageConfig(profile="demo", run_dir=str(_run_dir(tmp_path, [])), base_model="no-such-model")
     with pytest.raises(ParameterError) as err:
         run_sft_stage(cfg)
     assert err.value.name == "TRAIN_DATA_PATH" and "empty" in str(err.value)
@@ -74,14 +74,14 @@ def test_missing_training_data_names_the_parameter(tmp_path):
     from helpers.sft.stage import run_sft_stage
 
     with pytest.raises(ParameterError) as err:
-        run_sft_stage(make_config("demo", run_dir=str(tmp_path)))
+        run_sft_stage(SFTStageConfig(profile="demo", run_dir=str(tmp_path)))
     assert err.value.name == "TRAIN_DATA_PATH"
 
 
 def test_bad_base_model_fails_before_training(tmp_path):
     from helpers.sft.stage import run_sft_stage
 
-    cfg = make_config("demo", run_dir=str(_run_dir(tmp_path, EXAMPLES)), base_model="no-such-model")
+    cfg = SFTStageConfig(profile="demo", run_dir=str(_run_dir(tmp_path, EXAMPLES)), base_model="no-such-model")
     with pytest.raises(ParameterError) as err:
         run_sft_stage(cfg)
     assert err.value.name == "BASE_MODEL"

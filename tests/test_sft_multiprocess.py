@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from helpers.runs import PROJECT_ROOT
-from helpers.sft.config import load_config, make_config, parse_override
+from helpers.config import parse_assignment
+from helpers.sft.config import SFTStageConfig
 from helpers.sft.stage import launch_command
 from sft_tiny import write_jsonl
 
@@ -151,7 +152,7 @@ def test_write_trace_catches_a_write_by_a_non_main_process(tmp_path):
 
 
 def test_paper_command_for_eight_gpus():
-    cfg = load_config(PROJECT_ROOT / "configs" / "sft" / "paper.yaml")
+    cfg = SFTStageConfig.load(PROJECT_ROOT / "configs" / "sft" / "paper.yaml")
     assert launch_command(cfg, "fsdp") == ("accelerate launch --config_file configs/accelerate/fsdp.yaml "
                                            "--num_processes 8 -m helpers.sft --config configs/sft/paper.yaml")
     # 8 GPUs x 4 per device x 4 accumulation steps = the paper's 128 from 4,000 examples on (64 below)
@@ -163,16 +164,16 @@ def test_launch_command_reproduces_the_configuration():
     """The printed overrides, read back by the script, give exactly the notebook's configuration."""
     import shlex
 
-    cfg = make_config("paper", run_dir="runs/x y", base_model="meta-llama/Meta-Llama-3-8B", learning_rate=1e-5,
-                      judge_base_url="", judge_model="gpt-4-turbo-2024-04-09", max_concurrency=4)
+    cfg = SFTStageConfig(profile="paper", run_dir="runs/x y", base_model="meta-llama/Meta-Llama-3-8B", learning_rate=1e-5,
+                      judge_base_url="", judge_model="gpt-4-1106-preview", max_concurrency=4)
     words = shlex.split(launch_command(cfg, "ddp", num_processes=4))
     assert words[:8] == ["accelerate", "launch", "--config_file", "configs/accelerate/ddp.yaml", "--num_processes",
                          "4", "-m", "helpers.sft"]
     sets = words[words.index("--set") + 1:]
     # Emptied values are overrides too: the YAML file sets a judge endpoint and key variable this configuration lacks.
-    assert [parse_override(s)[0] for s in sets] == ["RUN_DIR", "LEARNING_RATE", "JUDGE_BASE_URL", "JUDGE_API_KEY_ENV",
+    assert [parse_assignment(s)[0] for s in sets] == ["RUN_DIR", "LEARNING_RATE", "JUDGE_BASE_URL", "JUDGE_API_KEY_ENV",
                                                     "MAX_CONCURRENCY"]
-    assert load_config(PROJECT_ROOT / words[words.index("--config") + 1], sets) == cfg
+    assert SFTStageConfig.load(PROJECT_ROOT / words[words.index("--config") + 1], sets) == cfg
 
 
 @pytest.mark.parametrize("name, kind", [("ddp", "MULTI_GPU"), ("fsdp", "FSDP"), ("deepspeed_zero3", "DEEPSPEED")])

@@ -5,39 +5,39 @@ import pytest
 
 from helpers.params import ParameterError
 from helpers.runs import PROJECT_ROOT, Run
-from helpers.sft.config import load_config, make_config
+from helpers.sft.config import SFTStageConfig
 from sft_tiny import EXAMPLES, write_jsonl
 
 
 def test_paper_recipe_values():
-    cfg = make_config("paper").validate()
+    cfg = SFTStageConfig(profile="paper").validate()
     assert (cfg.weight_decay, cfg.max_grad_norm) == (0.01, 0.0)
     assert cfg.chat_template == "auto"
     assert (cfg.selection_temperature, cfg.selection_top_p, cfg.max_new_tokens) == (0.9, 1.0, 2048)
     assert cfg.selection_prompt == "official"
     assert cfg.selection_judge == "alpaca_eval:weighted_alpaca_eval_gpt4_turbo"
-    shipped = load_config(PROJECT_ROOT / "configs" / "sft" / "paper.yaml")
-    assert (shipped.chat_template, shipped.weight_decay, shipped.max_grad_norm) == ("llama3_alpaca", 0.01, 0.0)
+    shipped = SFTStageConfig.load(PROJECT_ROOT / "configs" / "sft" / "paper.yaml")
+    assert (shipped.chat_template, shipped.weight_decay, shipped.max_grad_norm) == ("auto", 0.01, 0.0)
     assert (shipped.selection_temperature, shipped.max_new_tokens) == (0.9, 2048)
-    demo = make_config("demo")
+    demo = SFTStageConfig(profile="demo")
     assert (demo.weight_decay, demo.max_grad_norm, demo.selection_temperature) == (0.0, 1.0, 0.0)
 
 
 def test_trainer_gets_weight_decay_and_no_clipping(tmp_path):
     from helpers.sft.train import trl_config
 
-    args = trl_config(make_config("paper"), tmp_path, 1000, has_eval=False)
+    args = trl_config(SFTStageConfig(profile="paper"), tmp_path, 1000, has_eval=False)
     assert args.weight_decay == 0.01 and args.max_grad_norm == 0.0
-    assert trl_config(make_config("demo"), tmp_path, 10, has_eval=False).max_grad_norm == 1.0
+    assert trl_config(SFTStageConfig(profile="demo"), tmp_path, 10, has_eval=False).max_grad_norm == 1.0
 
 
 def test_batch_rule_reads_the_planned_size(tmp_path):
     from helpers.sft.stage import planned_examples
 
     left_after_filtering = 3987
-    assert make_config("paper", num_examples=4000).target_effective_batch(left_after_filtering) == 128
-    assert make_config("paper").target_effective_batch(left_after_filtering) == 64  # unknown plan: the count
-    assert make_config("paper", num_examples=4000).gradient_accumulation(left_after_filtering, world_size=8) == 4
+    assert SFTStageConfig(profile="paper", planned_examples=4000).target_effective_batch(left_after_filtering) == 128
+    assert SFTStageConfig(profile="paper").target_effective_batch(left_after_filtering) == 64  # unknown plan: the count
+    assert SFTStageConfig(profile="paper", planned_examples=4000).gradient_accumulation(left_after_filtering, world_size=8) == 4
     run = Run(tmp_path)
     assert planned_examples(tmp_path) == 0
     run.record("num_planned", 4000, stage="generate", display=False)
@@ -49,7 +49,7 @@ def test_unknown_selection_judge_fails_before_training(tmp_path, tiny_base):
 
     write_jsonl(tmp_path / "data" / "train.jsonl", EXAMPLES)
     write_jsonl(tmp_path / "data" / "heldout.jsonl", EXAMPLES)
-    cfg = make_config("demo", run_dir=str(tmp_path), base_model=str(tiny_base), selection="judge",
+    cfg = SFTStageConfig(profile="demo", run_dir=str(tmp_path), base_model=str(tiny_base), selection="judge",
                       selection_judge="no_such_judge")
     with pytest.raises(ParameterError) as err:
         run_sft_stage(cfg)
@@ -72,7 +72,7 @@ def test_selection_answers_are_sampled_as_asked(tiny_base):
         return original(**kwargs)
 
     model.generate = spy
-    sampling = selection_sampling(make_config("paper", seed=3))
+    sampling = selection_sampling(SFTStageConfig(profile="paper", seed=3))
     first = generate_answers(model, tokenizer, ["Say hello to Ada."], 4, **sampling)
     again = generate_answers(model, tokenizer, ["Say hello to Ada."], 4, **sampling)
     generate_answers(model, tokenizer, ["Say hello to Ada."], 4)
@@ -87,8 +87,8 @@ def test_official_selection_prompt_is_the_validation_prompt_file(tmp_path, tiny_
     from official_clone import make_clone
 
     clone = make_clone(tmp_path / "clone")
-    assert selection_prompt(make_config("demo")) is None  # the chat template
-    prompt = selection_prompt(make_config("paper", instruct_skillmix_repo=str(clone)))
+    assert selection_prompt(SFTStageConfig(profile="demo")) is None  # the chat template
+    prompt = selection_prompt(SFTStageConfig(profile="paper", instruct_skillmix_repo=str(clone)))
     reference = (clone / "src/eval_configs/templates/prompt.txt").read_text()
     assert prompt("Say hello to Ada.") == reference.replace("{instruction}", "Say hello to Ada.")
     assert prompt.source["path"] == "src/eval_configs/templates/prompt.txt" and prompt.source["matches_pin"]
@@ -111,7 +111,7 @@ def test_missing_selection_prompt_fails_before_training(tmp_path, tiny_base):
     write_jsonl(tmp_path / "data" / "train.jsonl", EXAMPLES)
     write_jsonl(tmp_path / "data" / "heldout.jsonl", EXAMPLES)
     (tmp_path / "empty_clone").mkdir()
-    cfg = make_config("demo", run_dir=str(tmp_path), base_model=str(tiny_base), selection="judge",
+    cfg = SFTStageConfig(profile="demo", run_dir=str(tmp_path), base_model=str(tiny_base), selection="judge",
                       selection_prompt="official", instruct_skillmix_repo=str(tmp_path / "empty_clone"))
     with pytest.raises(ParameterError) as err:
         run_sft_stage(cfg)

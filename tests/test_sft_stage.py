@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from helpers.runs import PROJECT_ROOT
-from helpers.sft.config import make_config
+from helpers.sft.config import SFTStageConfig
 from helpers.sft.answers import load_for_generation
 from sft_tiny import EXAMPLES, OVERFIT as OVERFIT_BASE, write_jsonl
 
@@ -30,7 +30,7 @@ def test_saved_model_answers_through_the_llm_layer(tmp_path, tiny_base):
     from helpers.sft.stage import run_sft_stage
 
     run_dir = _run_dir(tmp_path)
-    cfg = make_config("demo", run_dir=str(run_dir), base_model=str(tiny_base), chat_template="chatml", **OVERFIT)
+    cfg = SFTStageConfig(profile="demo", run_dir=str(run_dir), base_model=str(tiny_base), chat_template="chatml", **OVERFIT)
     result = run_sft_stage(cfg)
     client = connect(model=result.selection.best_checkpoint, base_url="", stage="test", role="STUDENT",
                      cache_path=tmp_path / "calls.sqlite")
@@ -44,9 +44,9 @@ def test_lora_checkpoint_is_merged_into_a_standalone_model(tmp_path, tiny_base):
     from helpers.sft.stage import run_sft_stage
 
     run_dir = _run_dir(tmp_path)
-    cfg = make_config("demo", run_dir=str(run_dir), base_model=str(tiny_base), chat_template="alpaca",
-                      **{**OVERFIT, "use_lora": True, "max_steps": 4, "save_every": 2, "learning_rate": 1e-3,
-                         "lora_r": 4, "compare_examples": 1, "selection_examples": 2})
+    cfg = SFTStageConfig(profile="demo", run_dir=str(run_dir), base_model=str(tiny_base), chat_template="alpaca",
+                         **{**OVERFIT, "use_lora": True, "max_steps": 4, "save_every": 2, "learning_rate": 1e-3,
+                            "lora_r": 4, "compare_examples": 1, "selection_examples": 2})
     result = run_sft_stage(cfg)
     best = Path(result.selection.best_checkpoint)
     assert best.name == "merged" and (best / "config.json").exists() and not (best / "adapter_config.json").exists()
@@ -68,9 +68,9 @@ def test_judge_selection_with_a_scripted_judge(tmp_path, tiny_base):
 
     client = connect_function(judge, model="fake-judge", stage="test", cache_path=tmp_path / "j.sqlite")
     run_dir = _run_dir(tmp_path)
-    cfg = make_config("demo", run_dir=str(run_dir), base_model=str(tiny_base),
-                      **{**OVERFIT, "selection": "judge", "max_steps": 4, "save_every": 2, "compare_examples": 0,
-                         "selection_examples": 2})
+    cfg = SFTStageConfig(profile="demo", run_dir=str(run_dir), base_model=str(tiny_base),
+                         **{**OVERFIT, "selection": "judge", "max_steps": 4, "save_every": 2, "compare_examples": 0,
+                            "selection_examples": 2})
     result = run_sft_stage(cfg, judge_client=client)
     scores = result.selection.scores
     assert set(scores) == {"checkpoint-2", "checkpoint-4"}
@@ -97,8 +97,8 @@ def test_dropping_every_over_long_example_fails_with_a_fix(tmp_path, tiny_base):
     from helpers.params import ParameterError
     from helpers.sft.stage import run_sft_stage
 
-    cfg = make_config("demo", run_dir=str(_run_dir(tmp_path)), base_model=str(tiny_base),
-                      **{**OVERFIT, "max_length": 16, "long_examples": "drop"})
+    cfg = SFTStageConfig(profile="demo", run_dir=str(_run_dir(tmp_path)), base_model=str(tiny_base),
+                         **{**OVERFIT, "max_length": 16, "long_examples": "drop"})
     with pytest.raises(ParameterError) as err:
         run_sft_stage(cfg)
     assert err.value.name == "MAX_LENGTH" and "LONG_EXAMPLES" in err.value.fix
@@ -135,8 +135,8 @@ def test_training_with_packing_runs(tmp_path, tiny_base):
 
     from helpers.sft.train import train_sft
 
-    cfg = make_config("demo", base_model=str(tiny_base), **{**OVERFIT, "max_steps": 2, "save_every": 2,
-                                                           "packing": True, "max_length": 128})
+    cfg = SFTStageConfig(profile="demo", base_model=str(tiny_base), **{**OVERFIT, "max_steps": 2, "save_every": 2,
+                                                              "packing": True, "max_length": 128})
     outcome = train_sft(cfg, Dataset.from_list(EXAMPLES * 2), None, tmp_path / "out", evaluate_first=False)
     assert outcome.extra["global_step"] == 2 and outcome.train_tokens > 0
 
@@ -149,16 +149,16 @@ def test_empty_heldout_from_stage_2_keeps_the_last_checkpoint(tmp_path, tiny_bas
 
     run_dir = _run_dir(tmp_path)
     (run_dir / "data" / "heldout.jsonl").write_text("")
-    cfg = make_config("demo", run_dir=str(run_dir), base_model=str(tiny_base),
-                      **{**OVERFIT, "max_steps": 2, "save_every": 2})
+    cfg = SFTStageConfig(profile="demo", run_dir=str(run_dir), base_model=str(tiny_base),
+                         **{**OVERFIT, "max_steps": 2, "save_every": 2})
     data = load_data(cfg)
     assert data.heldout is None and "no usable held-out example" in data.selection_note
     result = run_sft_stage(cfg, data=data)
     assert result.selection.criterion == "last"
     assert "no usable held-out" in Run(run_dir).stage_info("sft")["selection_fallback"]
     # A held-out file the user names explicitly must be usable.
-    named = make_config("demo", run_dir=str(run_dir), base_model=str(tiny_base),
-                        heldout_data_path=str(run_dir / "data" / "heldout.jsonl"), **OVERFIT)
+    named = SFTStageConfig(profile="demo", run_dir=str(run_dir), base_model=str(tiny_base),
+                           heldout_data_path=str(run_dir / "data" / "heldout.jsonl"), **OVERFIT)
     with pytest.raises(ParameterError):
         load_data(named)
 
@@ -170,8 +170,8 @@ def test_resumable_training_continues_from_the_newest_checkpoint(tmp_path, tiny_
 
     run_dir = _run_dir(tmp_path)
     out = tmp_path / "ckpt"
-    cfg = make_config("demo", run_dir=str(run_dir), base_model=str(tiny_base), resumable=True,
-                      **{**OVERFIT, "max_steps": 4, "save_every": 2})
+    cfg = SFTStageConfig(profile="demo", run_dir=str(run_dir), base_model=str(tiny_base), resumable=True,
+                         **{**OVERFIT, "max_steps": 4, "save_every": 2})
     data = load_data(cfg)
     first = train_sft(cfg, data.train, None, out, evaluate_first=False)
     assert [c.name for c in first.checkpoints] == ["checkpoint-2", "checkpoint-4"]
@@ -183,8 +183,8 @@ def test_resumable_training_continues_from_the_newest_checkpoint(tmp_path, tiny_
     assert len(first.extra["step_seconds"]) == 4
     assert len(second.extra["step_seconds"]) == 2, "steps 1-2 must not be trained again"
 
-    changed = make_config("demo", run_dir=str(run_dir), base_model=str(tiny_base), resumable=True,
-                          **{**OVERFIT, "max_steps": 2, "save_every": 2, "learning_rate": 5e-3})
+    changed = SFTStageConfig(profile="demo", run_dir=str(run_dir), base_model=str(tiny_base), resumable=True,
+                             **{**OVERFIT, "max_steps": 2, "save_every": 2, "learning_rate": 5e-3})
     third = train_sft(changed, data.train, None, out, evaluate_first=False)
     assert third.extra["resumed_from"] is None
     assert [c.name for c in list_checkpoints(out)] == ["checkpoint-2"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from helpers.runs import Run
-from helpers.sft.config import make_config
+from helpers.sft.config import SFTStageConfig
 from helpers.sft.answers import eos_stop_rate, generate_answers, load_for_generation
 from sft_tiny import EXAMPLES, OVERFIT as OVERFIT_BASE, build_model_folder, write_jsonl
 
@@ -33,7 +33,7 @@ def test_stage_overfits_stops_saves_and_records(tmp_path, tiny_base, tiny_base_t
 
     run_dir = _run_dir(tmp_path)
     base = tiny_base if template == "alpaca" else tiny_base_turns
-    cfg = make_config("demo", run_dir=str(run_dir), base_model=str(base), chat_template=template, **OVERFIT)
+    cfg = SFTStageConfig(profile="demo", run_dir=str(run_dir), base_model=str(base), chat_template=template, **OVERFIT)
     result = run_sft_stage(cfg)
 
     # the trained model ends its answers with the end-of-turn token by itself

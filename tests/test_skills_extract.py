@@ -8,8 +8,8 @@ import pytest
 from helpers.llm.client import connect_function
 from helpers.params import ParameterError
 from helpers.runs import Run
-from helpers.skills.extract import (SkillExtractionConfig, extract_skills, match_cluster, record_extraction,
-                                    save_extraction)
+from helpers.skills.extract import SkillExtractionConfig, extract_skills, record_extraction, save_extraction
+from helpers.skills.routes import match_cluster
 
 FIXTURES = Path(__file__).parent / "fixtures" / "skills"
 
@@ -66,7 +66,7 @@ def test_direct_route_merges_near_duplicates_across_topics(tmp_path):
             return replies[re.search(r'topic "([^"]+)"', text).group(1)]
         return direct_teacher(messages, sampling)
 
-    cfg = SkillExtractionConfig(num_topics=3, dedup_method="fuzzy", dedup_threshold=0.9)
+    cfg = SkillExtractionConfig(num_topics=3, dedup_method="fuzzy", skill_dedup_threshold=0.9)
     result = extract_skills(cfg, client_for(teacher, tmp_path))
     assert [s["skill"] for s in result.skills] == ["meal_planning", "knife_skills", "debugging", "itinerary_planning"]
     assert result.skills[0]["merged_count"] == 2 and result.skills[0]["merged_from"] == ["meal_planing"]
@@ -186,7 +186,7 @@ def test_direct_route_can_replace_only_the_query_types(tmp_path):
     ({"num_topics": 0}, "NUM_TOPICS"),
     ({"temperature": 3.0}, "TEMPERATURE"),
     ({"dedup_method": "cosine"}, "DEDUP_METHOD"),
-    ({"dedup_threshold": 1.5}, "DEDUP_THRESHOLD"),
+    ({"skill_dedup_threshold": 1.5}, "SKILL_DEDUP_THRESHOLD"),
     ({"skill_source": "import"}, "SKILLS_PATH"),
     ({"skills_path": "no/such/skills.txt"}, "SKILLS_PATH"),
     ({"query_types_path": "no/such/queries.txt"}, "QUERY_TYPES_PATH"),

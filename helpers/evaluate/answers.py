@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..layout import SELECTION_JSON
 from ..params import ParameterError, check_float, check_int
 
 
@@ -33,8 +34,8 @@ class DecodingConfig:
 
 
 def read_selection(run_dir: str | Path, parameter: str = "RUN_DIR") -> dict[str, Any]:
-    """Stage 3's choice of checkpoint (`sft/selection.json`)."""
-    path = Path(run_dir) / "sft" / "selection.json"
+    """Stage 3's choice of checkpoint (`sft/selection.json`), which stage 4 evaluates unless STUDENT_MODEL is set."""
+    path = Path(run_dir) / SELECTION_JSON
     if not path.exists():
         raise ParameterError(parameter, f"{path} does not exist (no fine-tuned model in this run)",
                              "run notebooks/03_sft.ipynb for this RUN_DIR first, or set STUDENT_MODEL to a model folder/endpoint id")

@@ -1,145 +1,189 @@
-"""Stage 4's notebook parameters as one checked object, so a bad value fails before any model is loaded."""
+"""Stage 4's parameters as one checked object, so a bad value fails before any model is loaded.
+
+Defaults are the notebook's offline demo (few instructions, short answers, a CPU judge); the paper's values are in
+`configs/paper.yaml` and in the help strings.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .answers import DecodingConfig, read_selection
+from ..config import StageConfig, param, shared
+from ..judge.judging import Judge
+from ..judge.named import describe_judge, load_named_judge, owner_of
+from ..llm.client import ChatClient
+from ..llm.endpoint import Endpoint
+from ..params import ParameterError, check_choice, check_float, check_int, check_request_limits
+from .answers import DecodingConfig, read_selection, saved_chat_template
 from .candidates import generator_name, read_outputs_file
 from .sets import EVAL_SETS
 from .suite import SHIRKER_KINDS
-from ..judge.judging import Judge, load_judge
-from ..judge.named import load_named_judge, owner_of
-from ..params import (DEFAULT_REQUEST_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT, REQUEST_ATTEMPTS_HELP, REQUEST_TIMEOUT_HELP,
-                      ParameterError, check_choice, check_env_var_name, check_float, check_int, check_request_limits)
 
 REFERENCES = ("bundled", "teacher")
+STAGE = "evaluate"
+JUDGE_PARAMETERS = ("PAIRWISE_JUDGE", "MT_BENCH_JUDGE", "MT_BENCH_REFERENCE_JUDGE", "WILDBENCH_JUDGE")
 
 
 @dataclass
-class EvalConfig:
-    """Everything the evaluation stage needs to know (names match the notebook's parameters)."""
+class EvalConfig(StageConfig):
+    """Stage 4: who answers, who judges, on which sets, with which decoding, and which ablations are drawn."""
 
-    RUN_DIR: str = field(default="runs/demo", metadata={"help": "Run folder; the student is read from sft/selection.json."})
-    SEED: int = field(default=0, metadata={"help": "Seed for the pairwise presentation order and sampling."})
-    STUDENT_MODEL: str = field(default="", metadata={"help": "Empty: stage 3's best checkpoint. Else a model folder or endpoint id."})
-    STUDENT_BASE_URL: str = field(default="", metadata={"help": "OpenAI-compatible endpoint serving STUDENT_MODEL; empty = in-process."})
-    STUDENT_API_KEY_ENV: str = field(default="", metadata={"help": "Name of the env var holding the student endpoint's key."})
-    BASE_MODEL: str = field(default="gemma-3-270m", metadata={"help": "The untuned base model the student was trained from (the same parameter as in stage 3)."})
-    COMPARE_BASE: bool = field(default=True, metadata={"help": "Also score BASE_MODEL, asked with the student's template, as a baseline."})
-    JUDGE_MODEL: str = field(default="smollm2-135m-instruct", metadata={"help": "Judge model id (recorded with every number)."})
-    JUDGE_BASE_URL: str = field(default="", metadata={"help": "Judge endpoint; empty = in-process."})
-    JUDGE_API_KEY_ENV: str = field(default="", metadata={"help": "Name of the env var holding the judge endpoint's key."})
-    MAX_CONCURRENCY: int = field(default=8, metadata={"help": "Requests in flight per model."})
-    REQUEST_TIMEOUT: float = field(default=DEFAULT_REQUEST_TIMEOUT, metadata={"help": REQUEST_TIMEOUT_HELP})
-    REQUEST_ATTEMPTS: int = field(default=DEFAULT_REQUEST_ATTEMPTS, metadata={"help": REQUEST_ATTEMPTS_HELP})
-    REFERENCE: str = field(default="bundled", metadata={"help": "bundled = the eval set's reference outputs; teacher = answers from TEACHER_*."})
-    TEACHER_MODEL: str = field(default="smollm2-135m-instruct", metadata={"help": "Reference model when REFERENCE='teacher'."})
-    TEACHER_BASE_URL: str = field(default="", metadata={"help": "Endpoint of the reference model."})
-    TEACHER_API_KEY_ENV: str = field(default="", metadata={"help": "Name of the env var with its key."})
-    EVAL_SET: str = field(default="bundled", metadata={"help": "bundled | alpaca_eval | wildbench (hub sets need network or a local file)."})
-    EVAL_SOURCE: str = field(default="", metadata={"help": "Local file in the hub set's schema, or a hub id; empty = default."})
-    N_EVAL: int = field(default=50, metadata={"help": "Instructions evaluated (0 = all)."})
-    MT_BENCH_SOURCE: str = field(default="bundled", metadata={"help": "bundled (8 demo questions), a question.jsonl, or a hub id."})
-    N_MT_BENCH: int = field(default=8, metadata={"help": "MT-Bench questions (0 = all; 0 questions skips MT-Bench with RUN_MT_BENCH)."})
-    RUN_MT_BENCH: bool = field(default=True, metadata={"help": "Run the MT-Bench-style two-turn grading."})
-    RUN_WILDBENCH: bool = field(default=True, metadata={"help": "Run the WildBench-style checklist grading."})
-    ANSWER_TEMPERATURE: float = field(default=0.9, metadata={"help": "Answer sampling temperature (paper: 0.9)."})
-    ANSWER_TOP_P: float = field(default=1.0, metadata={"help": "Answer nucleus mass (paper: 1.0)."})
-    ANSWER_MAX_TOKENS: int = field(default=128, metadata={"help": "Answer length cap (paper: 2048; small for CPU)."})
-    PAIRWISE_JUDGE: str = field(default="alpaca_eval_pairwise", metadata={"help": "Judge folder for pairwise comparisons."})
-    MT_BENCH_JUDGE: str = field(default="mt_bench_single", metadata={"help": "Judge folder for MT-Bench grading."})
-    MT_BENCH_REFERENCE_JUDGE: str = field(default="mt_bench_single_reference", metadata={"help": "Judge for math/reasoning/coding."})
-    WILDBENCH_JUDGE: str = field(default="wildbench_checklist", metadata={"help": "Judge folder for checklist scoring."})
-    JUDGE_MAX_TOKENS: int = field(default=64, metadata={"help": "Cap on rating judges' replies (0 = the judge's own setting)."})
-    SHIRKER_PROBE_FRACTIONS: list = field(default_factory=lambda: [0.0, 0.5], metadata={"help": "Fractions for the shirker probe."})
-    SHIRKER_PROBE_KINDS: list = field(default_factory=lambda: ["brevity", "junk"], metadata={"help": "Kinds for the shirker probe."})
-    SWEEP_CSV: str = field(default="", metadata={"help": "A sweep.csv from helpers.sweep to plot (ablation curves); empty = none."})
-    CANDIDATE_OUTPUTS: str = field(default="", metadata={"help": "An AlpacaEval model_outputs.json judged as the candidate instead of a trained model (matched by instruction); empty = the student."})
-    AE_GLM_DATA: str = field(default="", metadata={"help": "Folder with AlpacaEval's df_gamed.csv for the leaderboard's LC (length_controlled_v1); empty = the hub when reachable, else 'LC (minimal GLM)'."})
-    FASTCHAT_REPO: str = field(default="", metadata={"help": "Root of a FastChat clone for its MT-Bench judges; empty = download the pinned files."})
-    WILDBENCH_REPO: str = field(default="", metadata={"help": "Root of a WildBench clone for its templates; empty = download the pinned files."})
-    MT_BENCH_SAMPLING: str = field(default="fastchat_temperatures", metadata={"help": "fastchat = FastChat's per-category temperatures and 1,024 tokens (paper); fastchat_temperatures = its temperatures within ANSWER_MAX_TOKENS; answer = the ANSWER_* settings."})
-    RUN_WB_REWARD: bool = field(default=False, metadata={"help": "Also compute WB-Reward (pairwise against WB_REWARD_REFERENCE's answers) on WildBench tasks."})
-    WB_REWARD_JUDGE: str = field(default="wildbench:pairwise.v2", metadata={"help": "Pairwise judge for WB-Reward (WildBench's pairwise.v2 template)."})
-    WB_REWARD_REFERENCE: str = field(default="", metadata={"help": "Reference answers for WB-Reward: a JSON/JSONL file (session_id, output); empty = the hub's gpt-4-turbo-2024-04-09 outputs."})
-    WB_REWARD_K: int = field(default=-1, metadata={"help": "WildBench's length margin in characters (-1 = none, the paper's setting)."})
+    run_dir: str = shared("run_dir")
+    seed: int = shared("seed")
+    student_model: str = param("", "The model evaluated: empty = stage 3's best checkpoint (RUN_DIR/sft/selection.json); "
+                                   "else a model folder or an endpoint's model id.")
+    student_base_url: str = param("", "OpenAI-compatible base URL serving STUDENT_MODEL; empty = in-process.")
+    student_api_key_env: str = param("", "NAME of the environment variable holding the student endpoint's API key "
+                                         "(never the key itself).")
+    base_model: str = shared("base_model")
+    compare_base: bool = param(True, "Also score BASE_MODEL, asked with the student's chat template, as a baseline.")
+    judge_model: str = shared("judge_model")
+    judge_base_url: str = shared("judge_base_url")
+    judge_api_key_env: str = shared("judge_api_key_env")
+    max_concurrency: int = shared("max_concurrency")
+    request_timeout: float = shared("request_timeout")
+    request_attempts: int = shared("request_attempts")
+    reference: str = param("bundled", "'bundled' = the eval set's reference outputs; 'teacher' = answers from "
+                                      "TEACHER_*.")
+    teacher_model: str = shared("teacher_model")
+    teacher_base_url: str = shared("teacher_base_url")
+    teacher_api_key_env: str = shared("teacher_api_key_env")
+    eval_set: str = param("bundled", "'bundled' | 'alpaca_eval' | 'wildbench' (hub sets need network or a local "
+                                     "file).")
+    eval_source: str = param("", "A local file in the hub set's schema, or a hub id; empty = the set's default.")
+    n_eval: int = param(12, "Instructions evaluated (0 = all; the bundled set has 50).")
+    mt_bench_source: str = param("bundled", "'bundled' (8 demo questions), a question.jsonl, or a hub id.")
+    n_mt_bench: int = param(3, "MT-Bench questions (0 = all).")
+    run_mt_bench: bool = param(True, "Run the MT-Bench-style two-turn grading.")
+    run_wildbench: bool = param(True, "Run the WildBench-style checklist grading.")
+    answer_temperature: float = param(0.9, "Answer sampling temperature (the paper: 0.9).")
+    answer_top_p: float = param(1.0, "Answer nucleus mass (the paper: 1.0).")
+    answer_max_tokens: int = param(96, "Answer length cap in tokens (the paper: 2048; small for a CPU).")
+    pairwise_judge: str = param("alpaca_eval_pairwise", "Pairwise judge: a kit judge folder (helpers/judge/configs/) "
+                                                        "or an owner's, e.g. "
+                                                        "'alpaca_eval:weighted_alpaca_eval_gpt4_turbo' (the leaderboard's).")
+    mt_bench_judge: str = param("mt_bench_single", "MT-Bench judge: a kit judge folder or 'fastchat:single-v1' "
+                                                   "(FastChat's own prompts).")
+    mt_bench_reference_judge: str = param("mt_bench_single_reference", "Judge for MT-Bench's math, reasoning and "
+                                                                       "coding questions (graded against a reference "
+                                                                       "solution), e.g. 'fastchat:single-math-v1'.")
+    wildbench_judge: str = param("wildbench_checklist", "Checklist judge: a kit judge folder or 'wildbench:score.v2'.")
+    judge_max_tokens: int = param(48, "Cap on rating judges' replies in tokens, for a CPU (0 = the judge config's own "
+                                      "setting).")
+    shirker_probe_fractions: list = param(default_factory=lambda: [0.0, 0.5],
+                                          help="Fractions of student answers replaced by shirker stand-ins in the "
+                                               "probe.")
+    shirker_probe_kinds: list = param(default_factory=lambda: ["brevity", "junk"],
+                                      help="Shirker kinds of the probe: 'brevity' and/or 'junk'.")
+    sweep_csv: str = param("", "A sweep.csv from `python -m helpers.sweep` to draw the ablation curves; empty = none.")
+    candidate_outputs: str = param("", "An AlpacaEval model_outputs.json judged as the candidate instead of a trained "
+                                       "model (matched by instruction); empty = the student.")
+    ae_glm_data: str = param("", "Folder with AlpacaEval's df_gamed.csv for the leaderboard's LC "
+                                 "(length_controlled_v1); empty = the hub when reachable, else 'LC (minimal GLM)'.")
+    fastchat_repo: str = param("", "Root of a FastChat clone for its MT-Bench judges; empty = download the pinned "
+                                   "files.")
+    wildbench_repo: str = param("", "Root of a WildBench clone for its templates; empty = download the pinned files.")
+    mt_bench_sampling: str = param("fastchat_temperatures", "'fastchat' = FastChat's per-category temperatures and "
+                                                            "1,024 tokens (the paper); 'fastchat_temperatures' = its "
+                                                            "temperatures within ANSWER_MAX_TOKENS; 'answer' = the "
+                                                            "ANSWER_* settings.")
+    run_wb_reward: bool = param(False, "Also compute WB-Reward (pairwise against WB_REWARD_REFERENCE's answers) on "
+                                       "WildBench tasks.")
+    wb_reward_judge: str = param("wildbench:pairwise.v2", "Pairwise judge for WB-Reward (WildBench's pairwise.v2 "
+                                                          "template).")
+    wb_reward_reference: str = param("", "Reference answers for WB-Reward: a JSON/JSONL file (session_id, output); "
+                                         "empty = the hub's gpt-4-turbo-2024-04-09 outputs.")
+    wb_reward_k: int = param(-1, "WildBench's length margin in characters (-1 = none, the paper's setting).")
 
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> EvalConfig:
-        known = {k: v for k, v in params.items() if k in cls.__dataclass_fields__}
-        return cls(**known).validate()
-
-    def validate(self) -> EvalConfig:
-        check_int("SEED", self.SEED)
-        check_int("MAX_CONCURRENCY", self.MAX_CONCURRENCY, 1, 4096)
-        self.REQUEST_TIMEOUT, self.REQUEST_ATTEMPTS = check_request_limits(self.REQUEST_TIMEOUT, self.REQUEST_ATTEMPTS)
-        for name in ("STUDENT_API_KEY_ENV", "JUDGE_API_KEY_ENV", "TEACHER_API_KEY_ENV"):
-            check_env_var_name(name, getattr(self, name))
-        check_choice("REFERENCE", self.REFERENCE, REFERENCES)
-        check_choice("EVAL_SET", self.EVAL_SET, EVAL_SETS)
-        check_int("N_EVAL", self.N_EVAL, 0)
-        check_int("N_MT_BENCH", self.N_MT_BENCH, 0)
-        check_int("JUDGE_MAX_TOKENS", self.JUDGE_MAX_TOKENS, 0, 32768)
+    def check_values(self) -> None:
+        self.seed = check_int("SEED", self.seed)
+        self.max_concurrency = check_int("MAX_CONCURRENCY", self.max_concurrency, 1, 4096)
+        for endpoint in (self.judge(), self.teacher(), Endpoint.from_params(self, "STUDENT")):
+            endpoint.validate()
+        check_choice("REFERENCE", self.reference, REFERENCES)
+        check_choice("EVAL_SET", self.eval_set, EVAL_SETS)
+        self.n_eval = check_int("N_EVAL", self.n_eval, 0)
+        self.n_mt_bench = check_int("N_MT_BENCH", self.n_mt_bench, 0)
+        self.judge_max_tokens = check_int("JUDGE_MAX_TOKENS", self.judge_max_tokens, 0, 32768)
         self.decoding().validate("ANSWER")
-        judges = {name: load_named_judge(getattr(self, name), name, self.FASTCHAT_REPO, self.WILDBENCH_REPO)
-                  for name in ("PAIRWISE_JUDGE", "MT_BENCH_JUDGE", "MT_BENCH_REFERENCE_JUDGE", "WILDBENCH_JUDGE")
-                  + (("WB_REWARD_JUDGE",) if self.RUN_WB_REWARD else ())}
+        self.request_timeout, self.request_attempts = check_request_limits(self.request_timeout, self.request_attempts)
+        judges = {name: self.named_judge(name) for name in self.judge_parameters()}
         if judges["PAIRWISE_JUDGE"].kind != "pairwise":
-            raise ParameterError("PAIRWISE_JUDGE", f"{self.PAIRWISE_JUDGE!r} is not a pairwise judge",
+            raise ParameterError("PAIRWISE_JUDGE", f"{self.pairwise_judge!r} is not a pairwise judge",
                                  "use alpaca_eval:weighted_alpaca_eval_gpt4_turbo or alpaca_eval_pairwise")
-        check_choice("MT_BENCH_SAMPLING", self.MT_BENCH_SAMPLING, ("fastchat", "fastchat_temperatures", "answer"))
-        check_int("WB_REWARD_K", self.WB_REWARD_K, -1)
-        if owner_of(self.PAIRWISE_JUDGE) and self.SHIRKER_PROBE_FRACTIONS:
+        check_choice("MT_BENCH_SAMPLING", self.mt_bench_sampling, ("fastchat", "fastchat_temperatures", "answer"))
+        self.wb_reward_k = check_int("WB_REWARD_K", self.wb_reward_k, -1)
+        if owner_of(self.pairwise_judge) and self.shirker_probe_fractions:
             raise ParameterError("SHIRKER_PROBE_FRACTIONS", "the shirker probe runs with the kit's own judges only",
                                  "set SHIRKER_PROBE_FRACTIONS=[] with an owner's pairwise judge")
-        if self.CANDIDATE_OUTPUTS:
-            read_outputs_file(self.CANDIDATE_OUTPUTS)
-        for f in self.SHIRKER_PROBE_FRACTIONS:
-            check_float("SHIRKER_PROBE_FRACTIONS", f, 0.0, 1.0)
-        for k in self.SHIRKER_PROBE_KINDS:
-            check_choice("SHIRKER_PROBE_KINDS", k, SHIRKER_KINDS)
-        if self.EVAL_SET == "wildbench" and self.REFERENCE == "bundled":
+        if self.candidate_outputs:
+            read_outputs_file(self.candidate_outputs)
+        for fraction in self.shirker_probe_fractions:
+            check_float("SHIRKER_PROBE_FRACTIONS", fraction, 0.0, 1.0)
+        for kind in self.shirker_probe_kinds:
+            check_choice("SHIRKER_PROBE_KINDS", kind, SHIRKER_KINDS)
+        if self.eval_set == "wildbench" and self.reference == "bundled":
             raise ParameterError("REFERENCE", "WildBench has no reference outputs", "set REFERENCE='teacher'")
-        if self.SWEEP_CSV and not Path(self.SWEEP_CSV).exists():
-            raise ParameterError("SWEEP_CSV", f"{self.SWEEP_CSV!r} does not exist",
+        if self.sweep_csv and not Path(self.sweep_csv).exists():
+            raise ParameterError("SWEEP_CSV", f"{self.sweep_csv!r} does not exist",
                                  "run `python -m helpers.sweep --grid shirkers --out sweeps/shirkers` first, or leave it empty")
-        if not self.STUDENT_MODEL and not self.CANDIDATE_OUTPUTS:
-            read_selection(self.RUN_DIR)
-        return self
 
+    def check_inputs(self) -> None:
+        """Stage 3's choice of checkpoint, unless STUDENT_MODEL names the model."""
+        if not self.student_model and not self.candidate_outputs:
+            read_selection(self.run_dir)
+
+    # -------------------------------------------------------------- what the notebook uses
     def decoding(self) -> DecodingConfig:
-        return DecodingConfig(self.ANSWER_TEMPERATURE, self.ANSWER_TOP_P, self.ANSWER_MAX_TOKENS, self.SEED)
+        return DecodingConfig(self.answer_temperature, self.answer_top_p, self.answer_max_tokens, self.seed)
 
-    def rating_judge(self, name: str) -> Judge:
-        """A rating judge with the demo's reply cap applied (recorded via Judge.describe)."""
-        judge = load_judge(name)
-        return replace(judge, max_tokens=self.JUDGE_MAX_TOKENS) if self.JUDGE_MAX_TOKENS else judge
+    def judge_parameters(self) -> tuple[str, ...]:
+        return JUDGE_PARAMETERS + (("WB_REWARD_JUDGE",) if self.run_wb_reward else ())
+
+    def named_judge(self, name: str) -> Any:
+        """The judge a judge parameter (e.g. 'PAIRWISE_JUDGE') names: the kit's or an owner's."""
+        return load_named_judge(getattr(self, name.lower()), name, self.fastchat_repo, self.wildbench_repo)
+
+    def rating_judge(self, name: str) -> Any:
+        """A rating judge; the kit's own get the demo's reply cap (recorded via its description)."""
+        judge = load_named_judge(name, "MT_BENCH_JUDGE", self.fastchat_repo, self.wildbench_repo)
+        if isinstance(judge, Judge) and self.judge_max_tokens:
+            return replace(judge, max_tokens=self.judge_max_tokens)
+        return judge
+
+    def judges(self) -> dict[str, dict[str, Any]]:
+        """What every judge parameter names, for the manifest."""
+        return {name: describe_judge(self.named_judge(name)) for name in self.judge_parameters()}
 
     def request_limits(self) -> dict[str, Any]:
         """REQUEST_TIMEOUT / REQUEST_ATTEMPTS as `connect()` keyword arguments."""
-        return {"request_timeout_s": self.REQUEST_TIMEOUT, "max_attempts": self.REQUEST_ATTEMPTS}
+        return {"request_timeout_s": self.request_timeout, "max_attempts": self.request_attempts}
 
-    def student_model(self) -> str:
-        if self.CANDIDATE_OUTPUTS:
-            return generator_name(self.CANDIDATE_OUTPUTS)
-        return self.STUDENT_MODEL or str(read_selection(self.RUN_DIR)["best_checkpoint"])
+    def student(self) -> Endpoint:
+        """The evaluated model: STUDENT_MODEL, or stage 3's best checkpoint (or the generator named by
+        CANDIDATE_OUTPUTS, which is judged from its file and never asked)."""
+        if self.candidate_outputs:
+            return Endpoint("STUDENT", generator_name(self.candidate_outputs))
+        model = self.student_model or str(read_selection(self.run_dir)["best_checkpoint"])
+        return Endpoint("STUDENT", model, self.student_base_url, self.student_api_key_env)
+
+    def judge(self) -> Endpoint:
+        return Endpoint.from_params(self, "JUDGE")
+
+    def teacher(self) -> Endpoint:
+        return Endpoint.from_params(self, "TEACHER")
 
 
-def connect_answerers(cfg: EvalConfig) -> dict[str, Any]:
+def connect_answerers(cfg: EvalConfig) -> dict[str, ChatClient]:
     """Clients for the models being evaluated: the student and, if set, the base model asked through the student's
     saved chat template (base checkpoints have none of their own). None with CANDIDATE_OUTPUTS: nothing to ask."""
-    if cfg.CANDIDATE_OUTPUTS:
+    if cfg.candidate_outputs:
         return {}
-    from .answers import saved_chat_template
-    from ..llm.client import connect
-
-    student_model = cfg.student_model()
-    clients = {"student": connect(student_model, cfg.STUDENT_BASE_URL, cfg.STUDENT_API_KEY_ENV, cfg.MAX_CONCURRENCY,
-                                  stage="evaluate", role="STUDENT", **cfg.request_limits())}
-    if cfg.COMPARE_BASE and cfg.BASE_MODEL:
-        template = saved_chat_template(student_model) if not cfg.STUDENT_BASE_URL else None
-        clients["base"] = connect(cfg.BASE_MODEL, "", "", cfg.MAX_CONCURRENCY, stage="evaluate", role="BASE",
-                                  chat_template=template)
+    student = cfg.student()
+    clients = {"student": student.connect(cfg.max_concurrency, stage=STAGE, **cfg.request_limits())}
+    if cfg.compare_base and cfg.base_model:
+        template = saved_chat_template(student.model) if student.is_local else None
+        clients["base"] = Endpoint("BASE", cfg.base_model).connect(cfg.max_concurrency, stage=STAGE,
+                                                                   chat_template=template)
     return clients

@@ -6,11 +6,11 @@ Those numbers come from the official GPT-4 Turbo judge: a run judged by another 
 """
 from __future__ import annotations
 
-from pathlib import Path
+from importlib import resources
 
 import pandas as pd
 
-BUNDLED_LEADERBOARD = Path(__file__).resolve().parents[2] / "data" / "leaderboard_alpaca_eval2.csv"
+from ..layout import BUNDLED_LEADERBOARD
 PAPER_MODEL = "LLaMA-3-8B-Base + Instruct-SkillMix 4K"
 PAPER_LC_WIN_RATE = 42.76
 
@@ -18,8 +18,6 @@ PAPER_LC_WIN_RATE = 42.76
 def package_leaderboard() -> pd.DataFrame | None:
     """The leaderboard shipped inside an installed `alpaca_eval` (not a dependency of the kit), else None."""
     try:
-        from importlib import resources
-
         folder = resources.files("alpaca_eval") / "leaderboards" / "data_AlpacaEval_2"
         path = folder / "weighted_alpaca_eval_gpt4_turbo_leaderboard.csv"
         df = pd.read_csv(str(path))

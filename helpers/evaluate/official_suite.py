@@ -34,19 +34,11 @@ WILDBENCH_OUTPUTS_HUB = "allenai/WildBench-V2-Model-Outputs"
 # ------------------------------------------------------------------------------------------------ set-up
 
 
-def describe_judges(cfg: Any) -> dict[str, Any]:
-    """Every judge the run may use, with its settings and prompt source (for the manifest)."""
-    names = ["PAIRWISE_JUDGE", "MT_BENCH_JUDGE", "MT_BENCH_REFERENCE_JUDGE", "WILDBENCH_JUDGE"]
-    names += ["WB_REWARD_JUDGE"] if cfg.RUN_WB_REWARD else []
-    return {n: describe_judge(load_named_judge(getattr(cfg, n), n, cfg.FASTCHAT_REPO, cfg.WILDBENCH_REPO))
-            for n in names}
-
-
 def pairwise_glm_data(cfg: Any) -> GlmData | None:
     """AlpacaEval's GLM data for the leaderboard's LC, when an alpaca_eval judge runs and the data can be had."""
-    if owner_of(cfg.PAIRWISE_JUDGE) != "alpaca_eval":
+    if owner_of(cfg.pairwise_judge) != "alpaca_eval":
         return None
-    return resolve_glm_data(cfg.AE_GLM_DATA, use_hub=True)
+    return resolve_glm_data(cfg.ae_glm_data, use_hub=True)
 
 
 def mt_bench_questions(source: str, limit: int | None, fastchat_repo: str = "") -> list[dict[str, Any]]:

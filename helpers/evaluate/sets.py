@@ -15,11 +15,9 @@ from typing import Any
 
 from ..judge.metrics import MT_BENCH_REFERENCE_CATEGORIES, wildbench_groups
 from ..jsonl import read_jsonl
+from ..layout import BUNDLED_EVAL_SET, BUNDLED_MT_BENCH
 from ..params import ParameterError
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
-BUNDLED_EVAL_SET = DATA_DIR / "eval_set.jsonl"
-BUNDLED_MT_BENCH = DATA_DIR / "mt_bench_mini.jsonl"
 EVAL_SETS = ("bundled", "alpaca_eval", "wildbench")
 ALPACA_EVAL_HUB = "tatsu-lab/alpaca_eval"
 MT_BENCH_HUB = "HuggingFaceH4/mt_bench_prompts"
@@ -33,7 +31,7 @@ def _is_local(source: str) -> bool:
 def _load_records(source: str, hub_id: str, config: str | None, split: str,
                   parameter: str = "EVAL_SOURCE", chooser: str = "EVAL_SET") -> list[dict[str, Any]]:
     """Rows from a local JSON/JSONL file, or from the hub through `datasets` (needs network or a warm HF cache)."""
-    import datasets
+    import datasets  # heavy: imported only when a hub set or a local file in its schema is read
 
     if _is_local(source):
         ds = datasets.load_dataset("json", data_files=str(Path(source).expanduser()), split="train")

@@ -13,8 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from ..judge.metrics import length_controlled_win_rate, mt_bench_summary, wb_score, win_rate_stats
-from ..judge.judging import Judge, load_judge, pairwise_judgments, rate_answers
+from ..judge.judging import Judge, compare_pairwise, load_judge, rate_answers
+from ..judge.metrics import mt_bench_summary, wb_score
 
 SHIRKER_KINDS = ("brevity", "junk")
 
@@ -27,17 +27,9 @@ def pairwise_comparison(judge_client: Any, items: Sequence[dict[str, Any]], outp
     instructions = [it["instruction"] for it in items]
     rows, per_item = [], []
     for model, outputs in outputs_by_model.items():
-        judgments = pairwise_judgments(judge_client, instructions, list(outputs), list(reference_outputs), seed, judge,
-                                       desc=f"judging {model}")
-        prefs = [j.preference for j in judgments]
-        stats = win_rate_stats(prefs)
-        lc = length_controlled_win_rate(prefs, [len(o) for o in outputs], [len(r) for r in reference_outputs])
-        rows.append({"model": model, "win_rate": stats["win_rate"], "win_rate_se": stats["win_rate_se"],
-                     "lc_win_rate": lc["lc_win_rate"], "lc_win_rate_se": lc["lc_win_rate_se"],
-                     "lc_length_coef": lc["coef_length"], "n_scored": stats["n_scored"],
-                     "n_unparsed": len(prefs) - stats["n_scored"],
-                     "from_logprobs": sum(j.source == "logprobs" for j in judgments),
-                     "mean_length": sum(len(o) for o in outputs) / max(len(outputs), 1)})
+        summary, judgments = compare_pairwise(judge_client, instructions, list(outputs), list(reference_outputs),
+                                              seed, judge, desc=f"judging {model}")
+        rows.append({"model": model, **summary})
         for it, j in zip(items, judgments):
             per_item.append({"model": model, "id": it["id"], "category": it.get("category", ""),
                              "preference": j.preference, "source": j.source, "candidate_first": j.candidate_first,

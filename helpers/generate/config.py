@@ -1,65 +1,71 @@
-"""Stage 2's parameters as one dataclass, so the notebook, a script and a sweep validate them the same way.
+"""Stage 2's parameters as one dataclass, so the notebook, a script, the driver and a sweep check them the same way.
 
-Defaults are the paper's procedure; the notebook's `parameters` cell overrides them with a tiny offline demo.
-Every check runs before any model is loaded or called.
+Defaults are the notebook's offline demo (a 135M teacher on a CPU); the paper's values are in `configs/paper.yaml`
+and in the help strings. Every check runs before any model is loaded or called.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ..llm.models import EMBEDDED_TEACHER
-from .official_prompts import DEFAULT_OFFICIAL_VERSION, PROMPT_SOURCES
-from .prompt_versions import prompt_version_names
+from ..config import StageConfig, param, shared
+from ..layout import QUERY_TYPES_JSONL, SKILLS_JSONL
+from ..llm.endpoint import Endpoint
+from ..params import ParameterError, check_choice, check_existing_path, check_float, check_int, check_request_limits
 from ..skills.official_lists import is_official, official_list_path
-from ..params import (DEFAULT_REQUEST_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT, REQUEST_ATTEMPTS_HELP, REQUEST_TIMEOUT_HELP,
-                      ParameterError, check_choice, check_env_var_name, check_existing_path, check_float, check_int,
-                      check_request_limits)
-
-
-def _f(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+from .official_prompts import DEFAULT_OFFICIAL_VERSION, PROMPT_SOURCES
+from .prompt_versions import get_version, prompt_version_names, shirker_kinds
 
 
 @dataclass
-class GenerateConfig:
-    run_dir: str = _f("runs/demo", "Run folder: stage 1's skills.jsonl / query_types.jsonl are read from here; data/ is written here.")
-    seed: int = _f(0, "Seed of the training plan (skills, query types) and of the shirker choice; the held-out seed is derived from it.")
-    teacher_model: str = _f(EMBEDDED_TEACHER, "Teacher model id (endpoint model id, embedded name, or local checkpoint folder).")
-    teacher_base_url: str = _f("", "OpenAI-compatible base URL of the teacher; empty runs the model in-process.")
-    teacher_api_key_env: str = _f("", "NAME of the environment variable holding the teacher's API key (never the key).")
-    max_concurrency: int = _f(8, "Conversations in flight at once (requests to the endpoint, or the local batch size).")
-    request_timeout: float = _f(DEFAULT_REQUEST_TIMEOUT, REQUEST_TIMEOUT_HELP)
-    request_attempts: int = _f(DEFAULT_REQUEST_ATTEMPTS, REQUEST_ATTEMPTS_HELP)
-    skills_path: str = _f("", "Skills file (skills.jsonl or official skills.txt), or 'official:<teacher>' (the paper's released list, every line); empty = RUN_DIR/skills.jsonl.")
-    query_types_path: str = _f("", "Query types file (query_types.jsonl or official queries.txt), or 'official:<teacher>'; empty = RUN_DIR/query_types.jsonl.")
-    num_examples: int = _f(1000, "Training examples to plan (the paper: 1K-4K). Failed or filtered ones are not replaced.")
-    num_heldout: int = _f(100, "Held-out examples (drawn with a different seed) used to pick the best SFT checkpoint.")
-    k_skills: int = _f(2, "Skills combined in each example (the paper's k = 2).")
-    prompt_source: str = _f("kit", "'kit' (the kit's own prompts, for offline use) or 'official' (the paper's prompt files, read at run time from INSTRUCT_SKILLMIX_REPO or a pinned download, replayed as the official script does).")
-    prompt_version: str = _f("paper", "With PROMPT_SOURCE='kit': a turn sequence of generate/prompts/versions.yaml ('paper' = generate, critique, refine). With 'official': an official prompt file without '.json' (a kit name such as 'paper' means 'generate_gpt-4-turbo-2024-04-09').")
-    instruct_skillmix_repo: str = _f("", "Root of a local clone of princeton-pli/Instruct-SkillMix; empty = download the pinned official files into the cache.")
-    official_system_template: str = _f("auto", "With PROMPT_SOURCE='official': the system message sent first. 'auto' = the FastChat conversation template the official run used for this teacher (none for Claude), 'none', or a template name of the vendored conversation.py.")
-    temperature: float | None = _f(0.7, "Teacher sampling temperature; None = not sent (the endpoint's default, 1.0 on OpenAI; the official GPT-4-Turbo run sent none, its Claude engine 0.7).")
-    max_tokens: int = _f(2048, "Longest teacher reply per turn, in tokens; replies cut here count as truncated.")
-    max_attempts: int = _f(3, "Conversations tried per example before it is recorded as failed (each retry is a fresh sample).")
-    min_instruction_words: int = _f(5, "Drop examples whose instruction has fewer words.")
-    max_instruction_words: int = _f(600, "Drop examples whose instruction has more words.")
-    dedup_threshold: float = _f(0.7, "Drop an instruction whose word ROUGE-L F1 with an earlier one reaches this; 1.0 = exact duplicates only.")
-    drop_truncated: bool = _f(True, "Drop examples whose final response stopped at MAX_TOKENS.")
-    shirker_fraction: float = _f(0.0, "Fraction of training examples whose response is replaced by a low-quality one (the paper's ablation: 0.2).")
-    shirker_kind: str = _f("junk", "'brevity' (one paragraph) or 'junk' (unhelpful, vague, long, filler-laden).")
-    dry_run: bool = _f(False, "Only plan and estimate calls, tokens and cost; call no model.")
+class GenerateConfig(StageConfig):
+    """Stage 2: how many examples, how the teacher is asked, what the filters drop, how many shirkers."""
 
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "GenerateConfig":
-        """Build from notebook-style UPPER_CASE names; unknown names are ignored (other stages' parameters)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k.lower(): v for k, v in params.items() if k.lower() in names})
-
-    def to_params(self) -> dict[str, Any]:
-        return {f.name.upper(): getattr(self, f.name) for f in fields(self)}
+    run_dir: str = shared("run_dir")
+    seed: int = shared("seed")
+    teacher_model: str = shared("teacher_model")
+    teacher_base_url: str = shared("teacher_base_url")
+    teacher_api_key_env: str = shared("teacher_api_key_env")
+    max_concurrency: int = shared("max_concurrency")
+    request_timeout: float = shared("request_timeout")
+    request_attempts: int = shared("request_attempts")
+    skills_path: str = shared("skills_path")
+    query_types_path: str = shared("query_types_path")
+    num_examples: int = param(6, "Training examples to plan (the paper: 1K-4K). Failed or filtered ones are not "
+                                 "replaced.")
+    num_heldout: int = param(2, "Held-out examples (drawn with a seed derived from SEED) used to pick the best SFT "
+                                "checkpoint (the paper: 100).")
+    k_skills: int = param(2, "Skills combined in each example (the paper's k = 2).")
+    prompt_source: str = param("kit", "'kit' (the kit's own prompts, for offline use) or 'official' (the paper's "
+                                      "prompt files, read at run time from INSTRUCT_SKILLMIX_REPO or a pinned "
+                                      "download, replayed as the official script does).")
+    prompt_version: str = param("paper_compact", "With PROMPT_SOURCE='kit': a turn sequence from "
+                                                 "generate/prompts/versions.yaml ('paper' = generate, critique, "
+                                                 "refine; 'paper_compact' the same turns with a shorter first prompt, "
+                                                 "the CPU demo). With 'official': an official prompt file without "
+                                                 "'.json' (a kit name stands for "
+                                                 "'generate_gpt-4-turbo-2024-04-09').")
+    instruct_skillmix_repo: str = shared("instruct_skillmix_repo")
+    official_system_template: str = param("auto", "With PROMPT_SOURCE='official': the system message sent first. "
+                                                  "'auto' = the FastChat conversation template the official run used "
+                                                  "for this teacher (none for Claude), 'none', or a template name of "
+                                                  "the vendored conversation.py.")
+    temperature: float = shared("temperature")
+    generate_max_tokens: int = param(160, "Longest teacher reply per generation turn, in tokens; replies cut here "
+                                          "count as truncated (a real teacher: 2048).")
+    max_attempts: int = param(2, "Conversations tried per example before it is recorded as failed (each retry is a "
+                                 "fresh sample; the paper's setting here: 3).")
+    min_instruction_words: int = param(3, "Drop examples whose instruction has fewer words (with a real teacher: 5).")
+    max_instruction_words: int = param(600, "Drop examples whose instruction has more words.")
+    instruction_dedup_threshold: float = param(0.7, "Drop an instruction whose word ROUGE-L F1 with an earlier one "
+                                                    "reaches this; 1.0 = exact duplicates only.")
+    drop_truncated: bool = param(False, "Drop examples whose final response stopped at GENERATE_MAX_TOKENS (the "
+                                        "paper's data has no cut-off answers; the tiny demo keeps them to have data "
+                                        "at all).")
+    shirker_fraction: float = param(0.0, "Fraction of training examples whose response is replaced by a low-quality "
+                                         "one (the paper's ablation: 0.2).")
+    shirker_kind: str = param("junk", "'brevity' (one paragraph) or 'junk' (unhelpful, vague, long, filler-laden).")
+    dry_run: bool = param(False, "Only plan and estimate calls, tokens and cost; call no model.")
 
     @property
     def official_prompt_version(self) -> str:
@@ -70,24 +76,23 @@ class GenerateConfig:
 
     @property
     def skills_file(self) -> Path:
-        return Path(self.skills_path) if self.skills_path else Path(self.run_dir) / "skills.jsonl"
+        return Path(self.skills_path) if self.skills_path else Path(self.run_dir) / SKILLS_JSONL
 
     @property
     def query_types_file(self) -> Path:
-        return Path(self.query_types_path) if self.query_types_path else Path(self.run_dir) / "query_types.jsonl"
+        return Path(self.query_types_path) if self.query_types_path else Path(self.run_dir) / QUERY_TYPES_JSONL
 
-    def validate(self) -> "GenerateConfig":
-        """Raise ParameterError naming the first wrong parameter; returns self for chaining."""
-        from .prompt_versions import get_version, shirker_kinds
+    def teacher(self) -> Endpoint:
+        return Endpoint.from_params(self, "TEACHER")
 
+    def check_values(self) -> None:
         if not str(self.run_dir).strip():
             raise ParameterError("RUN_DIR", "is empty", "use a folder such as 'runs/demo'")
         self.seed = check_int("SEED", self.seed, 0)
         self.max_concurrency = check_int("MAX_CONCURRENCY", self.max_concurrency, 1, 4096)
-        check_env_var_name("TEACHER_API_KEY_ENV", self.teacher_api_key_env)
-        self.request_timeout, self.request_attempts = check_request_limits(self.request_timeout, self.request_attempts)
+        self.teacher().validate()
         if not self.teacher_model and not self.teacher_base_url:
-            raise ParameterError("TEACHER_MODEL", "is empty", f"use {EMBEDDED_TEACHER!r} or the endpoint's model id")
+            raise ParameterError("TEACHER_MODEL", "is empty", "use 'smollm2-135m-instruct' or the endpoint's model id")
         self.num_examples = check_int("NUM_EXAMPLES", self.num_examples, 1)
         self.num_heldout = check_int("NUM_HELDOUT", self.num_heldout, 0)
         self.k_skills = check_int("K_SKILLS", self.k_skills, 1, 10)
@@ -96,26 +101,32 @@ class GenerateConfig:
             get_version(self.prompt_version)
         elif "/" in self.official_prompt_version or self.official_prompt_version.endswith(".json"):
             raise ParameterError("PROMPT_VERSION", f"{self.prompt_version!r} is not an official prompt file name",
-                                 f"name a file of the official prompts folder without '.json', e.g. {DEFAULT_OFFICIAL_VERSION!r}")
+                                 "name a file of the official prompts folder without '.json', e.g. "
+                                 f"{DEFAULT_OFFICIAL_VERSION!r}")
         if self.instruct_skillmix_repo:
             check_existing_path("INSTRUCT_SKILLMIX_REPO", self.instruct_skillmix_repo, "folder")
         if not self.official_system_template:
             raise ParameterError("OFFICIAL_SYSTEM_TEMPLATE", "is empty", "use 'auto', 'none' or a FastChat template name")
         if self.temperature is not None:
             self.temperature = check_float("TEMPERATURE", self.temperature, 0.0, 2.0)
-        self.max_tokens = check_int("MAX_TOKENS", self.max_tokens, 16, 128_000)
+        self.request_timeout, self.request_attempts = check_request_limits(self.request_timeout, self.request_attempts)
+        self.generate_max_tokens = check_int("GENERATE_MAX_TOKENS", self.generate_max_tokens, 16, 128_000)
         self.max_attempts = check_int("MAX_ATTEMPTS", self.max_attempts, 1, 20)
         self.min_instruction_words = check_int("MIN_INSTRUCTION_WORDS", self.min_instruction_words, 0)
         self.max_instruction_words = check_int("MAX_INSTRUCTION_WORDS", self.max_instruction_words, 1)
         if self.min_instruction_words > self.max_instruction_words:
             raise ParameterError("MIN_INSTRUCTION_WORDS", f"{self.min_instruction_words} is above MAX_INSTRUCTION_WORDS "
                                  f"({self.max_instruction_words})", "make the minimum at most the maximum")
-        self.dedup_threshold = check_float("DEDUP_THRESHOLD", self.dedup_threshold, 0.05, 1.0)
+        self.instruction_dedup_threshold = check_float("INSTRUCTION_DEDUP_THRESHOLD", self.instruction_dedup_threshold,
+                                                       0.05, 1.0)
         for name in ("drop_truncated", "dry_run"):
             if not isinstance(getattr(self, name), bool):
                 raise ParameterError(name.upper(), f"expected True or False, got {getattr(self, name)!r}", "use True or False")
         self.shirker_fraction = check_float("SHIRKER_FRACTION", self.shirker_fraction, 0.0, 1.0)
         check_choice("SHIRKER_KIND", self.shirker_kind, shirker_kinds())
+
+    def check_inputs(self) -> None:
+        """Stage 1's lists (or the files SKILLS_PATH / QUERY_TYPES_PATH name) must exist."""
         for name, path in (("SKILLS_PATH", self.skills_file), ("QUERY_TYPES_PATH", self.query_types_file)):
             if is_official(getattr(self, name.lower())):
                 official_list_path(name, getattr(self, name.lower()))  # fetched when the stage starts
@@ -126,7 +137,3 @@ class GenerateConfig:
                                      "run notebooks/01_extract_skills.ipynb with the same RUN_DIR first, or point "
                                      f"{name} at a skills/queries file (JSONL or the official .txt)")
             check_existing_path(name, path)
-        return self
-
-    def help(self) -> dict[str, str]:
-        return {f.name.upper(): f.metadata["help"] for f in fields(self)}

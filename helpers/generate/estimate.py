@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
+
 from ..llm.accounting import estimate_cost
 from .official_flow import OfficialFlow
 from .prompt_versions import PromptVersion, build_turns, read_prompt
@@ -53,7 +55,7 @@ def _conversation_tokens(plan: ExamplePlan, version: PromptVersion | OfficialFlo
 def estimate_generation(plans: list[ExamplePlan], version: PromptVersion | OfficialFlow, *, model: str,
                         max_tokens: int,
                         shirker_fraction: float = 0.0, num_train: int | None = None) -> dict[str, Any]:
-    """Calls, tokens and cost for a 'typical' run and an upper bound (every reply uses MAX_TOKENS)."""
+    """Calls, tokens and cost for a 'typical' run and an upper bound (every reply uses GENERATE_MAX_TOKENS)."""
     num_train = len([p for p in plans if p.split == "train"]) if num_train is None else num_train
     n_shirk = shirker_count(num_train, shirker_fraction)
     turns = len(version.prompts.turns) if isinstance(version, OfficialFlow) else len(version.turns)
@@ -92,6 +94,4 @@ def batch_estimate(estimate: dict[str, Any], scenario: str = "typical") -> dict[
 
 def estimate_table(estimate: dict[str, Any]):
     """The estimate as a small table: one row per scenario."""
-    import pandas as pd
-
     return pd.DataFrame({k: estimate[k] for k in ("typical", "upper_bound")}).T

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..jsonl import JSONLError, read_jsonl, write_atomic
 from ..params import ParameterError
+from ..skills.formats import OFFICIAL_QUERY_FIELDS, load_query_types_file, load_skills_file
 
 # The fields of the official release, in its order. `orig_instruction` equals `instruction` in the release.
 OFFICIAL_FIELDS = ("orig_instruction", "instruction", "input", "output", "skills_joined_str", "query_type", "generator")
@@ -36,7 +37,7 @@ def save_official_json(path: str | Path, records: Iterable[dict[str, Any]]) -> P
 # ---------------------------------------------------------------- datasets
 def records_to_dataset(records: list[dict[str, Any]]):
     """A `datasets.Dataset`; the transcript becomes a list of {role, content} structs, the rest stays as is."""
-    from datasets import Dataset
+    from datasets import Dataset  # heavy: `datasets` loads only when a dataset folder is written or read
 
     if not records:
         return Dataset.from_dict({name: [] for name in OFFICIAL_FIELDS[1:]})
@@ -56,7 +57,7 @@ def load_training_data(path: str | Path, parameter: str = "TRAIN_DATA"):
 
     Returns a `datasets.Dataset` with at least `instruction`, `input` ("" where missing) and `output`.
     """
-    from datasets import Dataset, DatasetDict, load_from_disk
+    from datasets import Dataset, DatasetDict, load_from_disk  # heavy: see records_to_dataset
 
     p = Path(path).expanduser()
     if not p.exists():
@@ -106,8 +107,6 @@ def _for_arrow(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def read_skills_file(path: str | Path, topic_headers: str = "auto") -> list[str]:
     """Skills from stage 1's `skills.jsonl` or an official `skills.txt` (read by stage 1's own reader;
     `topic_headers="none"` keeps every line, as the official code reads the file)."""
-    from ..skills.formats import load_skills_file
-
     records, _report = load_skills_file(path, topic_headers)
     return [r["skill"] for r in records]
 
@@ -115,8 +114,6 @@ def read_skills_file(path: str | Path, topic_headers: str = "auto") -> list[str]
 def read_query_types_file(path: str | Path) -> list[dict[str, Any]]:
     """Query types ({name, definition, examples}, plus the official text when there is one) from
     `query_types.jsonl` or an official `queries.txt`."""
-    from ..skills.formats import OFFICIAL_QUERY_FIELDS, load_query_types_file
-
     types, _report = load_query_types_file(path)
     return [{"name": t["name"], "definition": t.get("definition") or "", "examples": list(t.get("examples") or []),
              **{k: t[k] for k in OFFICIAL_QUERY_FIELDS if t.get(k)}} for t in types]

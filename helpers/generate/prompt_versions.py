@@ -2,12 +2,11 @@
 
 The prompts live as text files beside `versions.yaml` so that a researcher can read, diff and change them without
 touching code; this module only fills in the per-example values and turns a version into the list of user turns
-that `ChatClient.aconverse` sends in ONE conversation.
+that `ChatClient.aconverse` sends in ONE conversation. Reading, strict filling and fingerprints go through
+`helpers.prompts`, like every other prompt of the kit.
 """
 from __future__ import annotations
 
-import hashlib
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -18,11 +17,13 @@ import yaml
 from .sampling import ExamplePlan
 from ..llm.types import ChatResult, Message, Turn
 from ..params import ParameterError
+from ..prompts import fill, fingerprint, placeholders
+from ..prompts import read_prompt as read_prompt_file
 
 PROMPTS_DIR = Path(__file__).with_name("prompts")
 WHEN_CHOICES = ("always", "previous_truncated")
 YIELDS_CHOICES = ("pair", "rewrite", "none")
-_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+PLAN_FIELDS = ("num_skills", "skills_str", "query_name", "query_type")  # what `plan_values` fills in
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,10 @@ def load_versions(prompts_dir: Path = PROMPTS_DIR) -> dict[str, PromptVersion]:
                 raise ValueError(f"versions.yaml: turn {t.name!r} of {name!r} has when={t.when!r} yields={t.yields!r}")
             if not (prompts_dir / t.file).exists():
                 raise FileNotFoundError(f"versions.yaml: {name!r} needs missing prompt file {t.file!r}")
+            unknown = set(placeholders(read_prompt(t.file, prompts_dir))) - set(PLAN_FIELDS)
+            if unknown:
+                raise ValueError(f"generate/prompts/{t.file}: unknown placeholder(s) {sorted(unknown)}; "
+                                 f"an example provides {list(PLAN_FIELDS)}")
         if not turns or turns[0].when != "always":
             raise ValueError(f"versions.yaml: {name!r} must start with a turn sent always")
         versions[name] = PromptVersion(name, spec.get("description", ""), turns)
@@ -82,12 +87,8 @@ def shirker_kinds() -> list[str]:
 
 @lru_cache(maxsize=32)
 def read_prompt(file: str, prompts_dir: Path = PROMPTS_DIR) -> str:
-    return (prompts_dir / file).read_text().strip()
-
-
-def fill(template: str, values: dict[str, Any]) -> str:
-    """Replace `{name}` for the names given; other braces (e.g. in worked examples) are left alone."""
-    return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]) if m.group(1) in values else m.group(0), template)
+    """A prompt file of this folder (read once per process: every example of a run sends the same texts)."""
+    return read_prompt_file(prompts_dir / file)
 
 
 def query_type_text(query_type: dict[str, Any]) -> str:
@@ -119,7 +120,7 @@ def build_turns(plan: ExamplePlan, version: PromptVersion) -> list[Turn]:
     values = plan_values(plan)
     turns: list[Turn] = []
     for spec in version.turns:
-        text = fill(read_prompt(spec.file), values)
+        text = fill(read_prompt(spec.file), values, f"generate/prompts/{spec.file}", allow_unused=True)
         turns.append(text if spec.when == "always" else _conditional(text))
     return turns
 
@@ -141,12 +142,10 @@ def shirker_messages(instruction: str, kind: str) -> list[Message]:
     files = _read_yaml(PROMPTS_DIR).get("shirkers") or {}
     if kind not in files:
         raise ParameterError("SHIRKER_KIND", f"unknown kind {kind!r}", f"use one of {', '.join(repr(k) for k in files)}")
-    return [{"role": "user", "content": fill(read_prompt(files[kind]), {"instruction": instruction})}]
+    return [{"role": "user", "content": fill(read_prompt(files[kind]), {"instruction": instruction},
+                                             f"generate/prompts/{files[kind]}")}]
 
 
 def version_fingerprint(version: PromptVersion) -> str:
     """Changes when any prompt text of the version changes, so stale progress is never reused."""
-    h = hashlib.sha256()
-    for spec in version.turns:
-        h.update(f"{spec}\n{read_prompt(spec.file)}\n".encode())
-    return h.hexdigest()[:16]
+    return fingerprint((f"{spec}\n{read_prompt(spec.file)}\n" for spec in version.turns), 16)

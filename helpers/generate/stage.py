@@ -1,7 +1,7 @@
 """Stage 2 end to end: plan -> converse (retry unparseable examples) -> filter -> shirkers -> save.
 
 Resumable twice over: every successful call is in the content-addressed cache, and every finished example is
-appended to `data/progress_<split>.jsonl` the moment it is done (tagged with a fingerprint of everything that
+appended to `data/progress_<split>.jsonl` (`layout.progress_file`) the moment it is done (tagged with a fingerprint of everything that
 determines it), so a killed run re-run with the same parameters skips finished examples and re-pays no completed
 call of unfinished ones. Examples recorded as failed (an outage, a parse failure) are tried again by a re-run,
 which says how many.
@@ -19,20 +19,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
+from .. import layout
+from ..jsonl import append_jsonl, read_jsonl, write_jsonl
+from ..llm.client import ChatClient
+from ..llm.types import Conversation
+from ..params import ParameterError
 from .config import GenerateConfig
 from .filters import FILTER_REASONS, FilterOutcome, filter_examples
 from .files import read_query_types_file, read_skills_file, save_hf_dataset, save_official_json
-from ..jsonl import append_jsonl, read_jsonl, write_jsonl
 from .official_flow import OfficialFlow, clean_shirker_reply, draw_official_plan, load_official_flow
 from .parse import parse_final_pair
 from .prompt_versions import PromptVersion, build_turns, get_version, sent_turn_specs, version_fingerprint
 from .sampling import ExamplePlan, derive_seed, draw_plan, pair_report, unique_skills
 from ..skills.official_lists import is_official, resolve_list
 from .shirkers import ShirkerStats, make_shirkers, shirker_count
-from ..llm.types import Conversation
 from ..swap import replace_together
-from ..params import ParameterError
 
 
 class GenerationError(RuntimeError):
@@ -99,7 +100,7 @@ def example_fingerprint(plan: ExamplePlan, config: GenerateConfig, version: Flow
     payload = json.dumps({
         "id": plan.example_id, "skills": plan.skills, "query_type": plan.query_type, "version": version.name,
         "prompts": prompts, "model": model, "temperature": config.temperature,
-        "max_tokens": config.max_tokens,
+        "max_tokens": config.generate_max_tokens,
     }, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
@@ -107,8 +108,8 @@ def example_fingerprint(plan: ExamplePlan, config: GenerateConfig, version: Flow
 def sampling_for(config: GenerateConfig, version: Flow, client: Any) -> dict[str, Any]:
     """The sampling sent with every generation request (TEMPERATURE None: not sent; see OfficialFlow.sampling)."""
     if isinstance(version, OfficialFlow):
-        return version.sampling(config.temperature, config.max_tokens, getattr(client.backend, "kind", ""))
-    return {"temperature": config.temperature, "max_tokens": config.max_tokens}
+        return version.sampling(config.temperature, config.generate_max_tokens, getattr(client.backend, "kind", ""))
+    return {"temperature": config.temperature, "max_tokens": config.generate_max_tokens}
 
 
 def prompt_provenance(version: Flow) -> dict[str, Any]:
@@ -337,7 +338,7 @@ class GenerationOutcome:
             raise GenerationError(
                 f"no usable training example: {len(self.failed)} failed to parse ({reasons}), "
                 f"{sum(self.train_filter.counts.values())} were filtered out. Look at RUN_DIR/data/failed.jsonl, then "
-                "raise MAX_ATTEMPTS or NUM_EXAMPLES, relax MIN_INSTRUCTION_WORDS / DROP_TRUNCATED, raise MAX_TOKENS, "
+                "raise MAX_ATTEMPTS or NUM_EXAMPLES, relax MIN_INSTRUCTION_WORDS / DROP_TRUNCATED, raise GENERATE_MAX_TOKENS, "
                 "or use a stronger TEACHER_MODEL (an OpenAI-compatible endpoint via TEACHER_BASE_URL)."
             )
 
@@ -345,7 +346,7 @@ class GenerationOutcome:
 def run_generation(config: GenerateConfig, client: Any, data_dir: str | Path | None = None) -> GenerationOutcome:
     """Run stage 2 and write every artifact under `data_dir` (default RUN_DIR/data). Does not raise when nothing
     parsed: call `outcome.require_usable()` after recording the counts."""
-    data_dir = Path(data_dir) if data_dir else Path(config.run_dir) / "data"
+    data_dir = Path(data_dir) if data_dir else Path(config.run_dir) / layout.DATA
     data_dir.mkdir(parents=True, exist_ok=True)
     version = load_flow(config)
     skills, query_types = load_stage1_inputs(config)
@@ -354,13 +355,13 @@ def run_generation(config: GenerateConfig, client: Any, data_dir: str | Path | N
     out.prompts = version.describe() if isinstance(version, OfficialFlow) else prompt_provenance(version)
     out.prompts["input_files"] = input_files(config)[2]
 
-    results = generate_splits(client, {"train": (train_plans, data_dir / "progress_train.jsonl"),
-                                       "heldout": (heldout_plans, data_dir / "progress_heldout.jsonl")},
+    results = generate_splits(client, {"train": (train_plans, data_dir / layout.progress_file("train")),
+                                       "heldout": (heldout_plans, data_dir / layout.progress_file("heldout"))},
                               version, config, desc="train + held-out examples", resume=out.resume)
     (train, train_failed), (heldout, heldout_failed) = results["train"], results["heldout"]
     out.failed = train_failed + heldout_failed
     filter_args = dict(min_words=config.min_instruction_words, max_words=config.max_instruction_words,
-                       drop_truncated=config.drop_truncated, dedup_threshold=config.dedup_threshold)
+                       drop_truncated=config.drop_truncated, dedup_threshold=config.instruction_dedup_threshold)
     out.train_filter = filter_examples(train, **filter_args)
     # The held-out set must never share an instruction with the training set: collisions leave the held-out set.
     out.heldout_filter = filter_examples(heldout, against=out.train_filter.kept, **filter_args)
@@ -389,15 +390,16 @@ def save_outputs(data_dir: Path, out: GenerationOutcome) -> dict[str, str]:
     heldout_hf."""
     def write(staging: Path) -> dict[str, Path]:
         return {
-            "train": write_jsonl(staging / "train.jsonl", out.train),
-            "heldout": write_jsonl(staging / "heldout.jsonl", out.heldout),
-            "train_official": save_official_json(staging / "train_official.json", out.train),
-            "heldout_official": save_official_json(staging / "heldout_official.json", out.heldout),
-            "train_hf": save_hf_dataset(staging / "train_hf", out.train),
-            "heldout_hf": save_hf_dataset(staging / "heldout_hf", out.heldout),
-            "failed": write_jsonl(staging / "failed.jsonl", out.failed),
-            "filtered": write_jsonl(staging / "filtered.jsonl", [ex for o in (out.train_filter, out.heldout_filter)
-                                                                 for items in o.dropped.values() for ex in items]),
+            "train": write_jsonl(staging / layout.TRAIN_FILE, out.train),
+            "heldout": write_jsonl(staging / layout.HELDOUT_FILE, out.heldout),
+            "train_official": save_official_json(staging / layout.TRAIN_OFFICIAL_FILE, out.train),
+            "heldout_official": save_official_json(staging / layout.HELDOUT_OFFICIAL_FILE, out.heldout),
+            "train_hf": save_hf_dataset(staging / layout.TRAIN_HF_FOLDER, out.train),
+            "heldout_hf": save_hf_dataset(staging / layout.HELDOUT_HF_FOLDER, out.heldout),
+            "failed": write_jsonl(staging / layout.FAILED_FILE, out.failed),
+            "filtered": write_jsonl(staging / layout.FILTERED_FILE,
+                                    [ex for o in (out.train_filter, out.heldout_filter)
+                                     for items in o.dropped.values() for ex in items]),
         }
 
     return {k: str(v) for k, v in replace_together(data_dir, write).items()}
@@ -418,13 +420,11 @@ def record_outcome(run: Any, outcome: GenerationOutcome) -> dict[str, Any]:
     run.set_stage_info("artifacts", outcome.paths)
     run.set_stage_info("prompts", outcome.prompts)
     run.set_stage_info("heldout_seed", heldout_seed(outcome.config.seed))
+    run.set_stage_info("prompt_fingerprint", version_fingerprint(get_version(outcome.config.prompt_version)))
     return summary
 
 
-def connect_teacher(config: GenerateConfig):
+def connect_teacher(config: GenerateConfig) -> ChatClient:
     """The teacher client from the notebook parameters (raises ParameterError on a bad endpoint/model/key)."""
-    from ..llm.client import connect
-
-    return connect(config.teacher_model, config.teacher_base_url, config.teacher_api_key_env,
-                   config.max_concurrency, stage="generate", role="TEACHER",
-                   request_timeout_s=config.request_timeout, max_attempts=config.request_attempts)
+    return config.teacher().connect(config.max_concurrency, stage="generate", request_timeout_s=config.request_timeout,
+                                    max_attempts=config.request_attempts)

@@ -22,6 +22,8 @@ import yaml
 
 from ..llm.types import ChatResult, Message
 from ..params import ParameterError
+from ..prompts import fill, fingerprint, read_prompt
+from .metrics import length_controlled_win_rate, win_rate_stats
 
 JUDGES_DIR = Path(__file__).resolve().parent / "configs"
 JUDGE_KINDS = ("pairwise", "single", "checklist")
@@ -55,10 +57,11 @@ class Judge:
         return out
 
     def describe(self) -> dict[str, Any]:
-        """Settings recorded next to every number the judge produced (prompts left out: they live in the repo)."""
+        """Settings recorded next to every number the judge produced; the prompts (which live in the repo) by their
+        fingerprint, so a changed judge prompt is visible in the manifest."""
         d = asdict(self)
-        for key in ("system", "user", "user_two_turn", "path"):
-            d.pop(key)
+        d["prompt_fingerprint"] = fingerprint([f"{d.pop(key)}\n" for key in ("system", "user", "user_two_turn")])
+        d.pop("path")
         return d
 
 
@@ -86,7 +89,7 @@ def load_judge(name_or_path: str, parameter: str = "JUDGE") -> Judge:
 
     def read(name: str) -> str:
         p = folder / name
-        return p.read_text().strip() if p.exists() else ""
+        return read_prompt(p) if p.exists() else ""
 
     judge = Judge(name=folder.name, system=read("system.txt"), user=read("user.txt"),
                   user_two_turn=read("user_two_turn.txt"), path=str(folder), **config)
@@ -97,7 +100,6 @@ def load_judge(name_or_path: str, parameter: str = "JUDGE") -> Judge:
     return judge
 
 
-_PLACEHOLDER = re.compile(r"\{(\w+)\}")
 # The kit's judge prompts put every judged text between `<<<...>>>` markers and tell the judge that nothing inside
 # them is an instruction. A judged text cannot forge a marker: `<<<` and `>>>` inside it are written with a space.
 DELIMITER_OPEN, DELIMITER_CLOSE = "<<<", ">>>"
@@ -107,18 +109,16 @@ def neutralise_delimiters(text: str) -> str:
     return text.replace(DELIMITER_OPEN, "<< <").replace(DELIMITER_CLOSE, "> >>")
 
 
-def fill_template(template: str, **values: Any) -> str:
-    """Fill `{name}` placeholders in one pass, so braces inside the inserted texts (code, JSON) stay untouched and
-    no inserted text can close the delimiters around it."""
-    missing = [m.group(1) for m in _PLACEHOLDER.finditer(template) if m.group(1) not in values]
-    if missing:
-        raise KeyError(f"template needs {sorted(set(missing))}")
-    return _PLACEHOLDER.sub(lambda m: neutralise_delimiters(str(values[m.group(1)])), template)
-
-
-def judge_messages(judge: Judge, template: str | None = None, **values: Any) -> list[Message]:
+def judge_messages(judge: Judge, values: dict[str, Any], two_turn: bool = False) -> list[Message]:
+    """The judge's system prompt and its user prompt filled with `values` (which may hold more than it uses: one
+    item carries the fields of every judge kind); a placeholder without a value is an error naming the file.
+    Placeholders are filled in one pass (braces inside inserted texts stay as they are) and no inserted text can
+    close the delimiters around it."""
+    template, file = (judge.user_two_turn, "user_two_turn.txt") if two_turn else (judge.user, "user.txt")
+    values = {k: neutralise_delimiters(str(v)) for k, v in values.items()}
     messages: list[Message] = [{"role": "system", "content": judge.system}] if judge.system else []
-    messages.append({"role": "user", "content": fill_template(template or judge.user, **values)})
+    messages.append({"role": "user", "content": fill(template, values, f"judge {judge.name!r} {file}",
+                                                     allow_unused=True)})
     return messages
 
 
@@ -229,7 +229,7 @@ def pairwise_judgments(judge_client: Any, instructions: Sequence[str], outputs: 
     requests = []
     for instruction, cand, ref, cand_first in zip(instructions, outputs, reference_outputs, order):
         a, b = (cand, ref) if cand_first else (ref, cand)
-        requests.append(judge_messages(judge, instruction=instruction, output_a=a, output_b=b))
+        requests.append(judge_messages(judge, {"instruction": instruction, "output_a": a, "output_b": b}))
     results = judge_client.chat_many(requests, desc=desc, **judge.sampling()) if requests else []
     judgments = []
     for i, (res, cand_first) in enumerate(zip(results, order)):
@@ -244,7 +244,7 @@ class JudgeUnreadable(RuntimeError):
     """Not one reply of a judging step could be read: the stage stops rather than record a win rate of nothing."""
 
 
-def require_readable(judgments: Sequence[PairwiseJudgment], judge: Judge, what: str) -> None:
+def require_readable(judgments: Sequence[PairwiseJudgment], judge: Any, what: str) -> None:
     if not judgments or any(j.preference is not None for j in judgments):
         return
     first = next((j.error for j in judgments if j.error), None) or repr(judgments[0].judge_text[:120])
@@ -255,29 +255,30 @@ def require_readable(judgments: Sequence[PairwiseJudgment], judge: Judge, what: 
     )
 
 
-def pairwise_win_rate(judge_client: Any, instructions: Sequence[str], outputs: Sequence[str],
-                      reference_outputs: Sequence[str], seed: int,
-                      judge: str | Judge = "alpaca_eval_pairwise", length_controlled: bool = True) -> dict[str, Any]:
-    """Win rate (percent) of `outputs` against `reference_outputs`, AlpacaEval style.
+def summarise_pairwise(judgments: Sequence[PairwiseJudgment]) -> dict[str, Any]:
+    """The numbers both checkpoint selection (stage 3) and evaluation (stage 4) report for one set of outputs:
+    win rate and its standard error, LC win rate (percent), counts and the candidates' mean length in characters.
 
-    Returns `win_rate`, `win_rate_se`, `n_scored`, `n_unparsed` (unreadable or failed judge replies, excluded),
-    `preferences` (per item, None where unparsed), `sources`, and with `length_controlled` also `lc_win_rate`.
+    `n_unparsed` counts unreadable or failed judge replies (excluded from every rate, never guessed).
     """
-    from .metrics import length_controlled_win_rate, win_rate_stats
-
-    judgments = pairwise_judgments(judge_client, instructions, outputs, reference_outputs, seed, judge)
     prefs = [j.preference for j in judgments]
     stats = win_rate_stats(prefs)
-    out: dict[str, Any] = {
-        "win_rate": stats["win_rate"], "win_rate_se": stats["win_rate_se"], "n_scored": stats["n_scored"],
-        "n_unparsed": len(prefs) - stats["n_scored"], "preferences": prefs,
-        "sources": [j.source for j in judgments],
-    }
-    if length_controlled:
-        lc = length_controlled_win_rate(prefs, [len(o) for o in outputs], [len(r) for r in reference_outputs])
-        out["lc_win_rate"] = lc["lc_win_rate"]
-        out["lc_win_rate_se"] = lc["lc_win_rate_se"]
-    return out
+    lc = length_controlled_win_rate(prefs, [j.candidate_length for j in judgments],
+                                    [j.reference_length for j in judgments])
+    return {"win_rate": stats["win_rate"], "win_rate_se": stats["win_rate_se"],
+            "lc_win_rate": lc["lc_win_rate"], "lc_win_rate_se": lc["lc_win_rate_se"],
+            "lc_length_coef": lc["coef_length"], "n_scored": stats["n_scored"],
+            "n_unparsed": len(prefs) - stats["n_scored"],
+            "from_logprobs": sum(j.source == "logprobs" for j in judgments),
+            "mean_length": sum(j.candidate_length for j in judgments) / max(len(judgments), 1)}
+
+
+def compare_pairwise(judge_client: Any, instructions: Sequence[str], outputs: Sequence[str],
+                     reference_outputs: Sequence[str], seed: int, judge: str | Judge = "alpaca_eval_pairwise",
+                     desc: str = "pairwise judging") -> tuple[dict[str, Any], list[PairwiseJudgment]]:
+    """Judge `outputs` against `reference_outputs` (AlpacaEval style) and summarise: (summary, per-item judgments)."""
+    judgments = pairwise_judgments(judge_client, instructions, outputs, reference_outputs, seed, judge, desc)
+    return summarise_pairwise(judgments), judgments
 
 
 # ---------------------------------------------------------------------------------------------- ratings
@@ -337,11 +338,10 @@ def rate_answers(judge_client: Any, items: Sequence[dict[str, Any]], judge: str 
         values.setdefault("reference", "")
         values.setdefault("history", "(none)")
         values["checklist"] = _format_checklist(item.get("checklist"))
-        turn = int(item.get("turn", 1))
-        template = judge.user_two_turn if turn == 2 else judge.user
-        if turn == 2 and not template:
+        two_turn = int(item.get("turn", 1)) == 2
+        if two_turn and not judge.user_two_turn:
             raise ParameterError("JUDGE", f"judge {judge.name!r} cannot grade a second turn", "add user_two_turn.txt")
-        requests.append(judge_messages(judge, template, **values))
+        requests.append(judge_messages(judge, values, two_turn))
     results = judge_client.chat_many(requests, desc=desc, **judge.sampling()) if requests else []
     return [Rating(i, parse_rating(r.text, judge) if r.ok else None, r.text, r.error, int(items[i].get("turn", 1)))
             for i, r in enumerate(results)]

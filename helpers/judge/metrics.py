@@ -80,7 +80,7 @@ def _soft_log_loss(y: np.ndarray, p: np.ndarray) -> float:
 def _fit_soft_logistic(X: np.ndarray, y: np.ndarray, C: float, seed: int):
     """L1 logistic regression on probability targets: each row appears once as class 1 weighted by y and once as
     class 0 weighted by 1 - y, which minimises the cross-entropy with soft labels."""
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # heavy: scikit-learn loads only for the LC fit
 
     X2 = np.vstack([X, X])
     labels = np.concatenate([np.ones(len(y)), np.zeros(len(y))])
@@ -115,7 +115,7 @@ def length_controlled_win_rate(preferences: Sequence[float | None], output_lengt
     The length difference is candidate minus reference (AlpacaEval uses reference minus candidate: same LC,
     opposite sign of the length coefficient).
     """
-    from sklearn.model_selection import GroupKFold
+    from sklearn.model_selection import GroupKFold  # heavy: see _fit_soft_logistic
 
     prefs = np.array([np.nan if p is None else p for p in preferences], dtype=float)
     lengths = np.asarray(output_lengths, dtype=float) - np.asarray(reference_lengths, dtype=float)

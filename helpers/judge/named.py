@@ -6,11 +6,13 @@
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ..params import ParameterError
-from .judging import Judge, load_judge
-from .official_alpaca_eval import load_alpaca_eval_judge
+from .judging import (Judge, PairwiseJudgment, compare_pairwise, load_judge, require_readable,
+                      summarise_pairwise)
+from .official_alpaca_eval import AlpacaEvalJudge, alpaca_eval_judgments, load_alpaca_eval_judge
 from .official_fastchat import load_fastchat_judges
 from .official_wildbench import load_wildbench_judge
 
@@ -54,3 +56,17 @@ def prompt_source_text(described: dict[str, Any]) -> str:
     if "package" in source:
         return f"{source['package']} {source['version']} {source['prompt']}"
     return f"{source.get('repository')}@{str(source.get('commit'))[:12]} {source.get('path')} ({source.get('origin')})"
+
+
+def compare_with_judge(judge_client: Any, instructions: Sequence[str], outputs: Sequence[str],
+                       reference_outputs: Sequence[str], seed: int, judge: Any,
+                       desc: str = "pairwise judging") -> tuple[dict[str, Any], list[PairwiseJudgment]]:
+    """Pairwise judging with any pairwise judge, the kit's or alpaca_eval's, summarised the same way: what stage 3's
+    checkpoint selection calls, so SELECTION_JUDGE may name either."""
+    if isinstance(judge, str):
+        judge = load_named_judge(judge, "SELECTION_JUDGE")
+    if isinstance(judge, AlpacaEvalJudge):
+        judgments, _ = alpaca_eval_judgments(judge_client, instructions, outputs, reference_outputs, judge, desc)
+        require_readable(judgments, judge, desc)
+        return summarise_pairwise(judgments), judgments
+    return compare_pairwise(judge_client, instructions, outputs, reference_outputs, seed, judge, desc)

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from .models import is_embedded
+
 PRICES_PATH = Path(__file__).with_name("prices.yaml")
 
 
@@ -35,8 +37,6 @@ def price_for(model: str, prices: dict[str, dict[str, float]] | None = None) -> 
     prices = load_prices() if prices is None else prices
     if model in prices:
         return prices[model]
-    from .models import is_embedded
-
     if is_embedded(model) or model.startswith(("/", ".", "~")):
         return {"input": 0.0, "output": 0.0, "batch_input": 0.0, "batch_output": 0.0}  # runs locally
     return None

@@ -18,13 +18,16 @@ from typing import Any, Protocol, TypeVar
 
 from tqdm.auto import tqdm
 
+from ..params import (DEFAULT_REQUEST_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT, ParameterError, check_base_url,
+                      check_env_var_name, check_int, check_request_limits)
 from .accounting import Usage
 from .cache import CallCache, cache_key
 from .ratelimit import RateLimiter, estimate_tokens
-from .types import ChatResult, Conversation, Message, Turn, normalise_sampling
-from ..params import (DEFAULT_REQUEST_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT, ParameterError, check_base_url,
-                      check_env_var_name, check_int, check_request_limits)
 from .errors import PermanentError, TransientError, api_key_from_env  # noqa: F401  (re-exported)
+from .local_backend import LocalBackend
+from .models import EMBEDDED_TEACHER
+from .openai_backend import OpenAIBackend
+from .types import ChatResult, Conversation, Message, Turn, normalise_sampling
 
 T = TypeVar("T")
 
@@ -117,7 +120,8 @@ class ChatClient:
     async def achat(self, messages: Sequence[Message], salt: str = "", **sampling: Any) -> ChatResult:
         sampling = normalise_sampling(sampling)
         messages = [dict(m) for m in messages]
-        key = (cache_key(self.backend.kind, self.model, messages, sampling, salt, self.cache_scope)
+        identity = getattr(self.backend, "cache_identity", self.model)  # a local folder adds its fingerprint
+        key = (cache_key(self.backend.kind, identity, messages, sampling, salt, self.cache_scope)
                if self.cache is not None else "")
         if self.cache is not None:
             hit = self.cache.get(key)
@@ -336,8 +340,6 @@ def connect(
     weights (replicas of one vLLM deployment) can share their cache entries.
     """
     request_timeout_s, max_attempts = check_request_limits(request_timeout_s, max_attempts)
-    from .models import EMBEDDED_TEACHER
-
     check_int("MAX_CONCURRENCY", max_concurrency, 1, 4096)
     check_env_var_name(f"{role}_API_KEY_ENV", api_key_env)
     check_base_url(f"{role}_BASE_URL", base_url)
@@ -350,8 +352,6 @@ def connect(
     if base_url:
         if not model:
             raise ParameterError(f"{role}_MODEL", "is empty", f"set the model id the endpoint at {base_url} serves")
-        from .openai_backend import OpenAIBackend
-
         backend: Backend = OpenAIBackend(model, base_url, api_key_env, role=role, timeout_s=request_timeout_s)
     else:
         if api_key_env:
@@ -359,8 +359,6 @@ def connect(
                 f"{role}_BASE_URL", "is empty (local model) but an API key variable was given",
                 f"set {role}_BASE_URL to the endpoint (e.g. https://api.openai.com/v1) or clear {role}_API_KEY_ENV",
             )
-        from .local_backend import LocalBackend
-
         backend = LocalBackend(model, role=role, chat_template=chat_template)
     if check:
         backend.check()

@@ -13,6 +13,7 @@ the error file) or expired, and the counters say how many batches and duplicate 
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
 import json
@@ -432,8 +433,6 @@ class FakeOpenAIServer:
 
 def main() -> None:
     """`python -m helpers.llm.fake_openai --port 8001 --latency 0.1`: a server to point notebooks at for a demo."""
-    import argparse
-
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--port", type=int, default=8001)
     ap.add_argument("--latency", type=float, default=0.0)

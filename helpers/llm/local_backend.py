@@ -1,18 +1,23 @@
 """Backend that runs a causal LM in-process with transformers (the embedded default, or any checkpoint).
 
-Requests from many concurrent conversations are gathered into batches (left padding, the model's chat template)
-because one batched `generate` is several times faster than the same requests one by one on a CPU. Models are
-loaded once per process and shared between clients (the teacher and the judge are often the same small model).
+Requests from many concurrent conversations are gathered into batches (rendered with the model's chat template and
+decoded by `helpers.llm.generation.generate_batch`, the same function stage 3 answers with) because one batched
+`generate` is several times faster than the same requests one by one on a CPU. Models are loaded once per process
+and shared between clients (the teacher and the judge are often the same small model).
 """
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import weakref
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .errors import PermanentError
+from .generation import generate_batch
+from .models import EMBEDDED_MODELS, folder_fingerprint, resolve_model_path
 from .types import ChatResult, Message
 from ..params import ParameterError
 
@@ -31,14 +36,12 @@ def _load(path: str, chat_template: str | None) -> _LoadedModel:
     with _LOAD_LOCK:
         key = (path, chat_template)
         if key not in _LOADED:
+            # heavy: transformers is imported only by processes that run a model in-process
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(path)
             if chat_template:
                 tokenizer.chat_template = chat_template
-            tokenizer.padding_side = "left"
-            if tokenizer.pad_token is None:
-                tokenizer.pad_token = tokenizer.eos_token
             model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
             model.eval()
             _LOADED[key] = _LoadedModel(tokenizer, model)
@@ -64,16 +67,25 @@ class LocalBackend:
         self._workers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task] = weakref.WeakKeyDictionary()
 
     def describe(self) -> dict[str, Any]:
-        from .models import EMBEDDED_MODELS
-
         upstream = EMBEDDED_MODELS[self.model].upstream_id if self.model in EMBEDDED_MODELS else None
         return {"backend": self.kind, "model": self.model, "base_url": "", "api_key_env": "",
                 "upstream": upstream, "custom_chat_template": self.chat_template is not None}
 
+    @property
+    def cache_identity(self) -> str:
+        """What the call cache knows this model by: the name, plus for a checkpoint folder a fingerprint of its
+        files and for a custom chat template its text, so a model retrained into the same folder (or asked through
+        another template) never gets an earlier model's cached replies."""
+        parts = [self.model]
+        folder = Path(self.model).expanduser()
+        if self.model not in EMBEDDED_MODELS and folder.is_dir():
+            parts.append(folder_fingerprint(folder))
+        if self.chat_template is not None:
+            parts.append(hashlib.sha256(self.chat_template.encode()).hexdigest()[:16])
+        return "@".join(parts)
+
     def _loaded(self) -> _LoadedModel:
         if self._path is None:
-            from .models import resolve_model_path
-
             self._path = resolve_model_path(self.model, f"{self.role}_MODEL")
         return _load(self._path, self.chat_template)
 
@@ -137,52 +149,21 @@ class LocalBackend:
 
     # ------------------------------------------------------------------ generation
     def _generate(self, conversations: list[list[Message]], sampling: dict[str, Any]) -> list[ChatResult]:
-        import torch
-
         loaded = self._loaded()
-        tok, model = loaded.tokenizer, loaded.model
+        tok = loaded.tokenizer
         prompts = [tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in conversations]
-        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        temperature = float(sampling.get("temperature", 0.0) or 0.0)
-        max_new = int(sampling.get("max_tokens", 512))
-        want_top = int(sampling.get("top_logprobs", 0) or 0)
-        gen_kwargs: dict[str, Any] = {
-            "max_new_tokens": max_new, "do_sample": temperature > 0, "pad_token_id": tok.pad_token_id,
-            "return_dict_in_generate": True, "output_logits": bool(want_top),
-        }
-        if temperature > 0:
-            gen_kwargs.update(temperature=temperature, top_p=float(sampling.get("top_p", 1.0)), top_k=0)
-        else:
-            gen_kwargs.update(temperature=None, top_p=None, top_k=None)
-        eos_ids = model.generation_config.eos_token_id
-        eos_ids = set(eos_ids if isinstance(eos_ids, list) else [eos_ids]) | {tok.eos_token_id}
-        eos_ids.discard(None)
-        with loaded.lock, torch.inference_mode():
-            if "seed" in sampling:
-                torch.manual_seed(int(sampling["seed"]))
-            out = model.generate(**enc, **gen_kwargs)
-        prompt_len = enc["input_ids"].shape[1]
+        with loaded.lock:  # one generate per model at a time; it also borrows the shared tokenizer's padding
+            rows = generate_batch(loaded.model, tok, prompts, int(sampling.get("max_tokens", 512)),
+                                  temperature=float(sampling.get("temperature", 0.0) or 0.0),
+                                  top_p=float(sampling.get("top_p", 1.0)), seed=sampling.get("seed"),
+                                  top_logprobs=int(sampling.get("top_logprobs", 0) or 0))
         results = []
-        for row in range(len(prompts)):
-            new_ids = out.sequences[row, prompt_len:].tolist()
-            n_out, finish = len(new_ids), "length"
-            for i, t in enumerate(new_ids):
-                if t in eos_ids:
-                    n_out, finish = i + 1, "stop"
-                    break
-            text = tok.decode(new_ids[:n_out], skip_special_tokens=True)
+        for row in rows:
+            text, finish = row.text, "stop" if row.stopped else "length"
             for stop in sampling.get("stop", []) or []:
                 if stop in text:
                     text, finish = text.split(stop, 1)[0], "stop"
-            top = None
-            if want_top:
-                top = []
-                for step in out.logits[: min(5, n_out)]:
-                    logprobs = torch.log_softmax(step[row].float(), dim=-1)
-                    values, idx = logprobs.topk(want_top)
-                    top.append({tok.decode([int(i)]): float(v) for v, i in zip(values, idx)})
-            results.append(ChatResult(
-                text=text.strip(), finish_reason=finish, input_tokens=int(enc["attention_mask"][row].sum()),
-                output_tokens=n_out, model=self.model, top_logprobs=top,
-            ))
+            results.append(ChatResult(text=text.strip(), finish_reason=finish, input_tokens=row.input_tokens,
+                                      output_tokens=row.output_tokens, model=self.model,
+                                      top_logprobs=row.top_logprobs))
         return results

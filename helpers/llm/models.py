@@ -7,6 +7,7 @@ safetensors, tokenizer) under a local model cache; every later load, training an
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -91,6 +92,7 @@ def materialise_embedded(name: str) -> Path:
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return target
     gguf = embedded_gguf_path(name)
+    # heavy: transformers and safetensors are imported only when a model is materialised or loaded
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -104,7 +106,7 @@ def materialise_embedded(name: str) -> Path:
         if getattr(model, "generation_config", None) is not None:
             gen = model.generation_config.to_dict()
             (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2))
-        from safetensors.torch import save_file
+        from safetensors.torch import save_file  # heavy (imports torch); see above
 
         state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
         # Tied embeddings share storage; safetensors refuses duplicates, transformers re-ties on load.
@@ -144,8 +146,19 @@ def resolve_model_path(name: str, parameter: str = "BASE_MODEL") -> str:
     )
 
 
+def folder_fingerprint(folder: str | Path) -> str:
+    """Changes when a checkpoint folder's files are rewritten (names, sizes, modification times), so answers
+    cached for an earlier model saved under the same path are never reused for a retrained one."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).iterdir() if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def load_tokenizer_and_model(name: str, parameter: str = "BASE_MODEL", dtype: str = "float32"):
     """Load a causal LM for generation or training; embedded names load their materialised checkpoint."""
+    # heavy: transformers is imported only when a model is loaded
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model_path(name, parameter)

@@ -1,10 +1,10 @@
 """Answer held-out instructions with a (fine-tuned or base) model through the SFT chat template.
 
-Used for checkpoint selection, the base-vs-fine-tuned comparison and `eos_stop_rate`. It calls transformers
-directly, in batches, instead of going through `helpers.llm.client`: checkpoints of a LoRA run live only in memory once
-merged, and the stop reason (end-of-turn token vs length limit) is needed exactly. The prompt is rendered and
-tokenised the same way `helpers.llm.client`'s local backend does (template text, no extra special tokens, left padding,
-greedy decoding), so a saved model answers the same way when stage 4 reaches it through `connect(model=<folder>)`.
+Used for checkpoint selection, the base-vs-fine-tuned comparison and `eos_stop_rate`. It runs the model in this
+process with `helpers.llm.generation.generate_batch` (the local backend's own decoding, so a saved model answers the
+same way when stage 4 reaches it through `connect(model=<folder>)`), but not through `ChatClient`: merged LoRA
+checkpoints exist only in memory, the stop reason is needed per answer, and checkpoint folders of different runs
+share names (`checkpoint-40`), so their answers must never come from the shared call cache.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ..llm.generation import generate_batch
 from .templates import render_prompt
 
 
@@ -22,16 +23,7 @@ from .templates import render_prompt
 class Answer:
     text: str
     stopped: bool  # True when the model emitted a stop token itself (False: cut at max_new_tokens)
-    new_tokens: int
-
-
-def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
-    ids = model.generation_config.eos_token_id
-    found = set(ids if isinstance(ids, list) else [ids])
-    if tokenizer.eos_token_id is not None:
-        found.add(tokenizer.eos_token_id)
-    found.discard(None)
-    return found
+    new_tokens: int  # the answer's tokens, the stop token excluded
 
 
 def generate_answers(model: Any, tokenizer: Any, instructions: list[str], max_new_tokens: int = 256,
@@ -42,40 +34,17 @@ def generate_answers(model: Any, tokenizer: Any, instructions: list[str], max_ne
     `prompt_fn(instruction)` replaces the chat template with a plain-text prompt, tokenised with the tokenizer's
     own special tokens (BOS), as a completion server such as vLLM tokenises a raw prompt.
     """
-    import torch
-
-    decoding: dict[str, Any] = {"do_sample": False}
-    if temperature > 0:
-        torch.manual_seed(seed)
-        decoding = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
-
-    stops = stop_token_ids(model, tokenizer)
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
     answers: list[Answer] = []
-    model.eval()
-    try:
-        for start in tqdm(range(0, len(instructions), batch_size), desc=desc, leave=False):
-            batch = instructions[start:start + batch_size]
-            if prompt_fn is None:
-                prompts = [render_prompt(tokenizer, [{"role": "user", "content": text}]) for text in batch]
-            else:
-                prompts = [prompt_fn(text) for text in batch]
-            enc = tokenizer(prompts, return_tensors="pt", padding=True,
-                            add_special_tokens=prompt_fn is not None).to(model.device)
-            with torch.no_grad():
-                out = model.generate(**enc, max_new_tokens=max_new_tokens, **decoding,
-                                     eos_token_id=sorted(stops), pad_token_id=tokenizer.pad_token_id)
-            for row in out[:, enc["input_ids"].shape[1]:].tolist():
-                kept, stopped = [], False
-                for token in row:
-                    if token in stops:
-                        stopped = True
-                        break
-                    kept.append(token)
-                answers.append(Answer(tokenizer.decode(kept, skip_special_tokens=True).strip(), stopped, len(kept)))
-    finally:
-        tokenizer.padding_side = old_side
+    for start in tqdm(range(0, len(instructions), batch_size), desc=desc, leave=False):
+        batch = instructions[start:start + batch_size]
+        if prompt_fn is None:
+            prompts = [render_prompt(tokenizer, [{"role": "user", "content": text}]) for text in batch]
+        else:
+            prompts = [prompt_fn(text) for text in batch]
+        answers.extend(Answer(row.text.strip(), row.stopped, len(row.token_ids))
+                       for row in generate_batch(model, tokenizer, prompts, max_new_tokens, temperature=temperature,
+                                                 top_p=top_p, seed=seed + start if temperature > 0 else None,
+                                                 add_special_tokens=prompt_fn is not None))
     return answers
 
 
@@ -86,6 +55,7 @@ def eos_stop_rate(answers: list[Answer]) -> float:
 
 def load_for_generation(folder: str | Path, dtype: str = "float32") -> tuple[Any, Any]:
     """A saved SFT model (full weights, tokenizer carrying its chat template) ready to answer."""
+    # heavy: transformers is imported only when a model is loaded
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(folder))

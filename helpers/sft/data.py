@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..generate.files import load_training_data
+from ..layout import HELDOUT_JSONL, TRAIN_JSONL
 from ..params import ParameterError
 from .templates import record_to_messages, render_conversation, render_prompt
 
@@ -94,7 +96,7 @@ def check_training_records(dataset: Any, parameter: str) -> None:
 def resolve_data_paths(run_dir: str | Path, train_path: str = "", heldout_path: str = "") -> tuple[Path, Path | None]:
     """Training and held-out data: explicit paths win, otherwise stage 2's files in the run folder."""
     run_dir = Path(run_dir)
-    train = Path(train_path).expanduser() if train_path else run_dir / "data" / "train.jsonl"
+    train = Path(train_path).expanduser() if train_path else run_dir / TRAIN_JSONL
     if not train.exists():
         raise ParameterError("TRAIN_DATA_PATH", f"{str(train)!r} does not exist",
                              "run stage 2 first, or set TRAIN_DATA_PATH to a JSONL file, a saved `datasets` folder "
@@ -105,15 +107,13 @@ def resolve_data_paths(run_dir: str | Path, train_path: str = "", heldout_path: 
             raise ParameterError("HELDOUT_DATA_PATH", f"{heldout_path!r} does not exist",
                                  "point it at the held-out set, or leave it empty")
     else:
-        heldout = run_dir / "data" / "heldout.jsonl"
+        heldout = run_dir / HELDOUT_JSONL
         heldout = heldout if heldout.exists() else None
     return train, heldout
 
 
 def load_records(path: str | Path, parameter: str) -> Any:
     """Load training data through stage 2's loader (JSONL, a saved `datasets` folder, or the official JSON list)."""
-    from ..generate.files import load_training_data
-
     try:
         dataset = load_training_data(path, parameter)
     except ParameterError:

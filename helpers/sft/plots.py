@@ -4,10 +4,12 @@ from __future__ import annotations
 import html
 from typing import Any
 
+import pandas as pd
+
 
 def loss_curves(log_history: list[dict[str, Any]]) -> Any:
     """Training loss per logged step and held-out loss at each evaluation (step 0 = before training)."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: only a notebook drawing the figure needs it
 
     train = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
     heldout = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h and "step" in h]
@@ -40,8 +42,6 @@ def masked_html(view: list[tuple[str, bool]]) -> str:
 def comparison_table(instructions: list[str], base: list[str], tuned: list[str], references: list[str],
                      width: int = 400) -> Any:
     """Side-by-side answers (cut to `width` characters) as a pandas DataFrame."""
-    import pandas as pd
-
     def cut(text: str) -> str:
         return text if len(text) <= width else text[:width] + " ..."
 

@@ -1,8 +1,8 @@
 """Pick the checkpoint stage 4 evaluates, as the paper did: the one a judge likes best on the held-out set.
 
 `SELECTION="judge"` (the paper's criterion): each checkpoint answers the held-out instructions and a pairwise judge
-(`helpers.judge.judging.pairwise_win_rate`, the evaluation stage's AlpacaEval-style judge) compares every answer with the
-held-out reference response; the checkpoint with the highest win rate wins (ties: lower held-out loss, then the
+(`helpers.judge.judging.compare_pairwise`, the evaluation stage's AlpacaEval-style judge and summary) compares every
+answer with the held-out reference response; the checkpoint with the highest win rate wins (ties: lower held-out loss, then the
 later checkpoint). `SELECTION="heldout_loss"` is a cheaper stand-in that needs no judge: the checkpoint with the
 lowest loss on the held-out responses. `SELECTION="last"` takes the final checkpoint.
 """
@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..judge.named import compare_with_judge
+from ..layout import SELECTION_JSON
 from .train import checkpoint_step
 
-SELECTION_FILE = "selection.json"
+JUDGED_SCORES = ("win_rate", "win_rate_se", "lc_win_rate", "n_scored", "n_unparsed")  # kept in selection.json
 
 
 @dataclass
@@ -57,17 +59,15 @@ def select_by_judge(checkpoints: list[Path], answer_fn: Callable[[Path, list[str
     `answer_fn(checkpoint, instructions) -> answers` keeps generation out of this function (tests pass a stub);
     `judge` is SELECTION_JUDGE (a name for the judge loader, or a loaded judge).
     """
-    from ..judge.judging import pairwise_win_rate
-
     if not checkpoints:
         raise ValueError("no checkpoints were saved")
     tie_break = tie_break or {}
     results: dict[str, dict[str, Any]] = {}
     for checkpoint in checkpoints:
         answers = answer_fn(checkpoint, instructions)
-        stats = pairwise_win_rate(judge_client, instructions, answers, references, seed, judge=judge)
-        results[checkpoint.name] = {k: stats.get(k) for k in ("win_rate", "win_rate_se", "lc_win_rate", "n_scored",
-                                                             "n_unparsed")}
+        stats, _ = compare_with_judge(judge_client, instructions, answers, references, seed, judge,
+                                      desc=f"judging {checkpoint.name}")
+        results[checkpoint.name] = {k: stats[k] for k in JUDGED_SCORES}
 
     def key(c: Path) -> tuple[float, float, int]:
         win = results[c.name].get("win_rate")
@@ -78,16 +78,8 @@ def select_by_judge(checkpoints: list[Path], answer_fn: Callable[[Path, list[str
 
 def write_selection(run: Any, selection: Selection) -> Path:
     """`RUN_DIR/sft/selection.json` plus the manifest entry stage 4 reads."""
-    path = run.artifact("sft", SELECTION_FILE)
+    path = run.artifact(SELECTION_JSON)
     path.write_text(json.dumps(selection.to_dict(), indent=2))
     run.set_stage_info("best_checkpoint", selection.best_checkpoint)
     run.set_stage_info("selection", {"criterion": selection.criterion, "file": str(path)})
     return path
-
-
-def read_selection(run_dir: str | Path) -> dict[str, Any]:
-    """What stage 4 calls to find the fine-tuned model."""
-    path = Path(run_dir) / "sft" / SELECTION_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run notebooks/03_sft.ipynb first")
-    return json.loads(path.read_text())

@@ -16,28 +16,30 @@ import gc
 import json
 import shlex
 import shutil
-import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..judge.judging import load_judge
+from .. import layout
+from ..judge.named import load_named_judge
+from ..llm.client import ChatClient
 from ..llm.models import resolve_model_path
 from ..official import resolve
 from ..params import ParameterError, check_choice, check_int
-from ..runs import PROJECT_ROOT, Run
-from .config import SFTStageConfig, load_config
-from .data import load_records, resolve_data_paths
+from ..runs import Run
 from .answers import Answer, eos_stop_rate, generate_answers, load_for_generation
+from .config import SFTStageConfig
+from .data import load_records, resolve_data_paths, tokenize_record
 from .process_trace import process_rank, record_writes_under
-from .select import Selection, select_by_heldout_loss, select_by_judge, write_selection
+from .select import Selection, heldout_losses, select_by_heldout_loss, select_by_judge, write_selection
+from .templates import build_template, install_template, record_to_messages
 from .train import TrainOutcome, load_merged, materialise_checkpoint, prepare_model, train_sft
 
-STAGE = "sft"
+STAGE = layout.SFT
 OFFICIAL_EVAL_PROMPT = "src/eval_configs/templates/prompt.txt"  # the plain Alpaca prompt of the official validation
-GENERATE_STAGE = "generate"  # stage 2's name in the run folder's results
+GENERATE_STAGE = "generate"  # stage 2's name in results.json
 
 
 @dataclass
@@ -87,13 +89,10 @@ def load_data(cfg: SFTStageConfig) -> SFTData:
     return SFTData(train, heldout, train_path, heldout_path, note if cfg.selection != "last" else None)
 
 
-def connect_judge(cfg: SFTStageConfig) -> Any:
+def connect_judge(cfg: SFTStageConfig) -> ChatClient:
     """The pairwise judge for SELECTION='judge' (checked before any training)."""
-    from ..llm.client import connect
-
-    return connect(model=cfg.judge_model, base_url=cfg.judge_base_url, api_key_env=cfg.judge_api_key_env,
-                   max_concurrency=cfg.max_concurrency, stage=STAGE, role="JUDGE",
-                   request_timeout_s=cfg.request_timeout, max_attempts=cfg.request_attempts)
+    return cfg.judge().connect(cfg.max_concurrency, stage=STAGE, request_timeout_s=cfg.request_timeout,
+                               max_attempts=cfg.request_attempts)
 
 
 @dataclass(frozen=True)
@@ -142,7 +141,7 @@ def run_sft_stage(cfg: SFTStageConfig, run: Run | None = None, judge_client: Any
         print(f"NOTE: {data.selection_note}")
         cfg = replace(cfg, selection="last")
     resolve_model_path(cfg.base_model, "BASE_MODEL")  # a bad BASE_MODEL fails here, before anything heavy
-    judge = load_judge(cfg.selection_judge, "SELECTION_JUDGE") if cfg.selection == "judge" else None
+    judge = load_named_judge(cfg.selection_judge, "SELECTION_JUDGE") if cfg.selection == "judge" else None
     prompt = selection_prompt(cfg) if cfg.selection == "judge" else None
     cfg = with_planned_examples(cfg)  # on every process: the batch rule must give all ranks the same batch
     main = process_rank() == 0
@@ -150,8 +149,8 @@ def run_sft_stage(cfg: SFTStageConfig, run: Run | None = None, judge_client: Any
         judge_client = connect_judge(cfg)
     if main:  # other processes of a multi-process launch only train: they never touch the run folder
         run = run or Run(cfg.run_dir)
-        run.begin_stage(STAGE, cfg.to_params(), seeds={"seed": cfg.seed})
-    sft_dir = (run.path if run else Path(cfg.run_dir).expanduser().resolve()) / STAGE / "checkpoints"
+        run.begin_stage(STAGE, cfg.as_params(), seeds={"seed": cfg.seed})
+    sft_dir = (run.path if run else Path(cfg.run_dir).expanduser().resolve()) / layout.SFT_CHECKPOINTS
 
     prepared = prepare_model(cfg)
     spec, base_path = prepared[2], prepared[3]
@@ -192,10 +191,7 @@ def preview_example(cfg: SFTStageConfig, record: dict[str, Any]) -> tuple[Any, A
 
     Returns (template spec, tokenised example, tokenizer) for `helpers.sft.data.masked_view`.
     """
-    from transformers import AutoTokenizer
-
-    from .data import tokenize_record
-    from .templates import build_template, install_template
+    from transformers import AutoTokenizer  # heavy: transformers loads only when a tokenizer is needed
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(cfg.base_model, "BASE_MODEL"))
     spec = build_template(cfg.chat_template, tokenizer)
@@ -217,8 +213,8 @@ def launch_command(cfg: SFTStageConfig, accelerate_config: str = "fsdp", num_pro
     check_choice("accelerate_config", accelerate_config, ACCELERATE_CONFIGS)
     check_int("num_processes", num_processes, 1)
     config_file = f"configs/sft/{cfg.profile}.yaml"
-    baseline = load_config(PROJECT_ROOT / config_file).to_params()
-    sets = [f"{k}={_override_value(v)}" for k, v in cfg.to_params().items() if v != baseline[k]]
+    baseline = SFTStageConfig.load(layout.PROJECT_ROOT / config_file).as_params()
+    sets = [f"{k}={_override_value(v)}" for k, v in cfg.as_params().items() if v != baseline[k]]
     return shlex.join(["accelerate", "launch", "--config_file", f"configs/accelerate/{accelerate_config}.yaml",
                        "--num_processes", str(num_processes), "-m", "helpers.sft", "--config", config_file]
                       + (["--set", *sets] if sets else []))
@@ -253,14 +249,12 @@ def _answers(model_and_tokenizer: tuple[Any, Any], instructions: list[str], cfg:
 
 
 def _to_accelerator(model: Any) -> Any:
-    import torch
+    import torch  # heavy: torch loads only when a model answers
 
     return model.to("cuda") if torch.cuda.is_available() else model
 
 
 def _instructions(held: Any, n: int) -> list[str]:
-    from .templates import record_to_messages
-
     return [record_to_messages(dict(r))[0]["content"] for r in held.select(range(n))] if n else []
 
 
@@ -276,18 +270,16 @@ def planned_examples(run_dir: str | Path) -> int:
 
 
 def with_planned_examples(cfg: SFTStageConfig) -> SFTStageConfig:
-    """NUM_EXAMPLES=0 on the run's own data: take stage 2's planned count, so the batch rule sees the plan."""
-    if cfg.num_examples or cfg.train_data_path:
+    """PLANNED_EXAMPLES=0 on the run's own data: take stage 2's planned count, so the batch rule sees the plan."""
+    if cfg.planned_examples or cfg.train_data_path:
         return cfg
-    return replace(cfg, num_examples=planned_examples(cfg.run_dir))
+    return replace(cfg, planned_examples=planned_examples(cfg.run_dir))
 
 
 def _select(cfg: SFTStageConfig, outcome: TrainOutcome, judge_client: Any, instructions: list[str],
             references: list[str], base_path: str, judge: Any = None,
             prompt: SelectionPrompt | None = None) -> Selection:
     """Apply SELECTION; the chosen checkpoint is returned as a standalone model folder."""
-    from .select import heldout_losses
-
     checkpoints = outcome.checkpoints
     if not checkpoints:
         raise RuntimeError("training saved no checkpoint: check SAVE_STRATEGY / SAVE_EVERY against the number of steps")
@@ -320,7 +312,7 @@ def _remove_other_checkpoints(checkpoints: list[Path], keep: Path) -> None:
 
 
 def _save_answers(run: Run, instructions: list[str], references: list[str], answers: list[Answer]) -> Path:
-    path = run.artifact(STAGE, "heldout_answers.jsonl")
+    path = run.artifact(layout.SFT_HELDOUT_ANSWERS)
     with path.open("w") as fh:
         for ins, ref, ans in zip(instructions, references, answers):
             fh.write(json.dumps({"instruction": ins, "output": ans.text, "stopped_by_eos": ans.stopped,
@@ -357,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
                              "configs/accelerate/<ACCELERATE_CONFIG>.yaml (ddp, fsdp, deepspeed_zero3) and exit")
     parser.add_argument("--num-processes", type=int, default=8, help="GPUs for --launch-command (default 8)")
     args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.set)
+    cfg = SFTStageConfig.load(args.config, args.set)
     if args.launch_command:
         print(launch_command(cfg, args.launch_command, args.num_processes))
         return 0

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..llm.models import load_tokenizer_and_model, resolve_model_path
+from ..params import ParameterError
 from .config import SFTStageConfig
 from .data import tokenize_dataset
 from .process_trace import record_training_rows
@@ -91,9 +92,7 @@ def lora_config(cfg: SFTStageConfig, spec: TemplateSpec, tokenizer: Any) -> Any:
     the raw head weight and bypasses them). Reused turn tokens (Gemma's, ChatML's) and the EOS of the Alpaca format
     are pre-trained rows, so the adapters only have to learn *when* to emit them.
     """
-    from peft import LoraConfig
-
-    from ..params import ParameterError
+    from peft import LoraConfig  # heavy: peft (and torch) load only when a model is trained
 
     if spec.tokens_to_add:
         raise ParameterError("USE_LORA", f"the {spec.name!r} template needs new tokens {spec.tokens_to_add} for this "
@@ -106,7 +105,7 @@ def lora_config(cfg: SFTStageConfig, spec: TemplateSpec, tokenizer: Any) -> Any:
 def trl_config(cfg: SFTStageConfig, output_dir: Path, num_train: int, has_eval: bool, world_size: int = 1,
                **extra: Any) -> Any:
     """The `SFTConfig` for this stage's parameters."""
-    from trl import SFTConfig
+    from trl import SFTConfig  # heavy: TRL loads only when a model is trained
 
     by_steps = cfg.save_strategy == "steps"
     args: dict[str, Any] = dict(
@@ -128,13 +127,13 @@ def trl_config(cfg: SFTStageConfig, output_dir: Path, num_train: int, has_eval: 
 
 
 def _has_accelerator() -> bool:
-    import torch
+    import torch  # heavy: see above
 
     return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
 
 
 def _timing_callback() -> Any:
-    from transformers import TrainerCallback
+    from transformers import TrainerCallback  # heavy: see above
 
     class StepTimer(TrainerCallback):
         """Time spent in optimizer steps only (not in evaluation or checkpoint saving)."""
@@ -160,7 +159,7 @@ def train_sft(cfg: SFTStageConfig, train_records: Any, heldout_records: Any | No
               model_tokenizer: tuple[Any, Any, TemplateSpec, str] | None = None, evaluate_first: bool = True,
               **trl_overrides: Any) -> TrainOutcome:
     """Fine-tune the base model on `train_records` (official fields) and save checkpoints under `output_dir`."""
-    from trl import SFTTrainer
+    from trl import SFTTrainer  # heavy: see above
 
     output_dir = Path(output_dir)
     model, tokenizer, spec, base_path = model_tokenizer or prepare_model(cfg)
@@ -175,8 +174,6 @@ def train_sft(cfg: SFTStageConfig, train_records: Any, heldout_records: Any | No
         train_tok = train_tok.filter(lambda row: not row["truncated"], desc="dropping over-long examples")
         num_dropped, num_truncated = num_truncated, 0
         if len(train_tok) == 0:
-            from ..params import ParameterError
-
             raise ParameterError("MAX_LENGTH", f"all {num_dropped} training examples are longer than {cfg.max_length} "
                                  "tokens and LONG_EXAMPLES='drop' removed them", "raise MAX_LENGTH, or set "
                                  "LONG_EXAMPLES='truncate' (cut examples then lose their end-of-turn token)")
@@ -221,7 +218,7 @@ def training_fingerprint(cfg: SFTStageConfig) -> str:
     ignored = {"RUN_DIR", "SELECTION", "SELECTION_EXAMPLES", "MAX_NEW_TOKENS", "GENERATION_BATCH_SIZE",
                "COMPARE_EXAMPLES", "KEEP_CHECKPOINTS", "JUDGE_MODEL", "JUDGE_BASE_URL", "JUDGE_API_KEY_ENV",
                "MAX_CONCURRENCY", "REQUEST_TIMEOUT", "REQUEST_ATTEMPTS"}
-    params = {k: v for k, v in cfg.to_params().items() if k not in ignored}
+    params = {k: v for k, v in cfg.as_params().items() if k not in ignored}
     return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -247,7 +244,7 @@ def clear_output_dir(output_dir: Path, cfg: SFTStageConfig) -> None:
         shutil.rmtree(old, ignore_errors=True)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / FINGERPRINT_FILE).write_text(json.dumps(
-        {"fingerprint": training_fingerprint(cfg), "params": cfg.to_params()}, indent=2, default=str))
+        {"fingerprint": training_fingerprint(cfg), "params": cfg.as_params()}, indent=2, default=str))
 
 
 def _trained_tokens(log_history: list[dict[str, Any]], train_tok: Any, steps: int, args: Any) -> int:
@@ -296,6 +293,7 @@ def materialise_checkpoint(checkpoint: str | Path, base_model_path: str | None =
 
 def load_merged(checkpoint: str | Path, base_model_path: str | None = None, dtype: str = "float32") -> tuple[Any, Any]:
     """Base model + the checkpoint's LoRA adapter, merged, with the checkpoint's tokenizer and stop ids."""
+    # heavy: peft and transformers load only when a LoRA checkpoint is merged
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from rapidfuzz import fuzz, process
 
+from .embeddings import backend_description, embed_texts
 from .parse import to_snake_case
 
 DEDUP_METHODS = ("embedding", "fuzzy", "exact")
@@ -44,13 +46,9 @@ class DedupReport:
 def similarity_matrix(names: list[str], method: str, embedding_backend: str = "auto") -> np.ndarray:
     """Pairwise similarity in [0, 1] (cosine for embeddings, normalised token-sort ratio for fuzzy)."""
     if method == "embedding":
-        from .embeddings import embed_texts
-
         vectors = embed_texts(names, backend=embedding_backend)
         return vectors @ vectors.T
     if method == "fuzzy":
-        from rapidfuzz import fuzz, process
-
         words = [n.replace("_", " ") for n in names]
         return process.cdist(words, words, scorer=fuzz.token_sort_ratio, workers=1) / 100.0
     raise ValueError(f"no similarity for method {method!r}")
@@ -80,8 +78,6 @@ def dedup_skills(records: list[dict[str, Any]], method: str = "embedding", thres
         survivors[key] = {**record, "skill": key, "merged_count": count, "merged_from": []}
     kept = list(survivors.values())
     if method != "exact" and len(kept) > 1:
-        from .embeddings import backend_description
-
         if method == "embedding":
             report.embedding_backend = backend_description(embedding_backend)
         sims = similarity_matrix([r["skill"] for r in kept], method, embedding_backend)

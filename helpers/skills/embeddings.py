@@ -30,7 +30,7 @@ def minilm_folder() -> Path | None:
 
 @lru_cache(maxsize=1)
 def _minilm_model():
-    from sentence_transformers import SentenceTransformer
+    from sentence_transformers import SentenceTransformer  # heavy (torch): only when MiniLM embeds
 
     folder = minilm_folder()
     if folder is None:
@@ -65,7 +65,7 @@ def embed_texts(texts: list[str], backend: str = "auto", batch_size: int = 128) 
         vectors = _minilm_model().encode(sentences, batch_size=batch_size, show_progress_bar=len(texts) > 2000,
                                          convert_to_numpy=True, normalize_embeddings=True)
         return vectors.astype(np.float32)
-    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.feature_extraction.text import TfidfVectorizer  # heavy: only for the TF-IDF fallback
 
     matrix = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4)).fit_transform(sentences)
     dense = matrix.toarray().astype(np.float32)

@@ -9,455 +9,36 @@ Three routes, chosen by `SKILL_SOURCE`:
 - `import`: read lists someone already made, e.g. the paper's published `skills.txt` / `queries.txt`.
 `SKILLS_PATH` / `QUERY_TYPES_PATH` may also be given with `direct` or `dataset` to replace just one list.
 
-Every route ends the same way: exact and near duplicates merged (`skills_dedup`), too-short lists topped up
-visibly from the kit's shipped lists, and everything written to the run folder.
+Every route ends the same way: exact and near duplicates merged (`skills.dedup`), too-short lists topped up
+visibly from the kit's shipped lists (`skills.fallbacks`), and everything written to the run folder. The routes
+themselves are in `skills.routes`; this module runs them in order and saves and records the outcome.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import math
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..params import ParameterError, check_choice, check_existing_path, check_float, check_int
-from .dedup import DEDUP_METHODS, DedupReport, dedup_skills
-from ..jsonl import read_jsonl, write_jsonl
-from .official_lists import is_official, official_list_path, resolve_list
-from .formats import (TOPIC_HEADER_RULES, load_query_types_file, load_skills_file, skill_record,
-                             write_queries_txt, write_skills_txt)
-from .parse import (ParseReport, parse_clusters, parse_item_list, parse_label, parse_query_types,
-                           to_snake_case)
+from .. import layout
+from ..jsonl import write_jsonl
+from ..params import ParameterError
+from .config import SkillExtractionConfig
+from .dedup import DedupReport, dedup_skills
+from .extraction import SkillExtraction
+from .fallbacks import apply_fallbacks, shipped_query_types
+from .official_lists import is_official, resolve_list
+from .formats import load_query_types_file, load_skills_file, write_queries_txt, write_skills_txt
+from .routes import ask_query_types, extract_direct, extract_from_dataset, prompt_version, relabel_with_clusters
+from .seed_datasets import load_seed_instructions
 
-SKILL_SOURCES = ("direct", "dataset", "import")
-FALLBACKS = ("shipped", "none")
-PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
-SHIPPED_QUERY_TYPES = DATA_DIR / "query_types.jsonl"
-SHIPPED_SEED = DATA_DIR / "seed_instructions.jsonl"
-STAGE = "extract_skills"
+STAGE = layout.EXTRACT
 
-
-def _help(text: str, default: Any) -> Any:
-    return field(default=default, metadata={"help": text})
-
-
-@dataclass
-class SkillExtractionConfig:
-    """Stage 1 parameters; each field is the lower-case form of the notebook parameter of the same name."""
-
-    skill_source: str = _help("'direct' (ask the teacher), 'dataset' (label and cluster a seed dataset) or "
-                              "'import' (read SKILLS_PATH / QUERY_TYPES_PATH).", "direct")
-    num_topics: int = _help("direct route: how many topics to ask the teacher for.", 3)
-    skills_per_topic: int = _help("direct route: how many skills to ask for per topic.", 5)
-    num_query_types: int = _help("how many query types to ask the teacher for (the paper has 16).", 4)
-    temperature: float | None = _help("teacher sampling temperature for every extraction call; None = not sent "
-                                      "(the endpoint's default).", 0.7)
-    max_tokens: int = _help("longest teacher reply per call, in tokens.", 200)
-    seed: int = _help("sampling seed passed to the teacher and used to sample the seed dataset.", 0)
-    dedup_method: str = _help("'embedding' (meaning, all-MiniLM-L6-v2), 'fuzzy' (spelling, rapidfuzz) or 'exact' "
-                              "(normalised names only).", "embedding")
-    dedup_threshold: float = _help("similarity in [0, 1] at or above which two skills are one; 0.9 suits the "
-                                   "embedding method, 0.93 the fuzzy one.", 0.9)
-    embedding_backend: str = _help("'auto' (MiniLM if installed, else TF-IDF character n-grams), 'minilm' or "
-                                   "'tfidf'.", "auto")
-    skills_path: str = _help("a skills.txt (official format) or skills.jsonl to import, or 'official:<teacher>' "
-                             "(the paper's released list, e.g. 'official:gpt-4-turbo-2024-04-09'); with "
-                             "'direct'/'dataset' it replaces only the skill list.", "")
-    query_types_path: str = _help("a queries.txt (official format) or query_types.jsonl to import, or "
-                                  "'official:<teacher>'; with 'direct'/'dataset' it replaces only the query-type "
-                                  "list.", "")
-    import_merge: bool = _help("merge exact and near duplicates of an imported skill list (False: keep every line "
-                               "in file order, as the official generation code samples them).", True)
-    instruct_skillmix_repo: str = _help("root of a local clone of princeton-pli/Instruct-SkillMix for 'official:' "
-                                        "lists; empty = download the pinned files into the cache.", "")
-    topic_headers: str = _help("how to treat topic-header lines in an imported skills.txt: 'auto', 'blocks' "
-                               "(always look for them) or 'none' (every line is a skill, like the official code).",
-                               "auto")
-    seed_dataset: str = _help("dataset route: 'shipped', a local .json/.jsonl file, or a hub dataset id such as "
-                              "'tatsu-lab/alpaca'.", "shipped")
-    seed_dataset_field: str = _help("the field that holds the instruction ('' = guess: instruction, prompt, ...).", "")
-    seed_dataset_split: str = _help("split of a hub dataset ('' = train, or the first one).", "")
-    seed_dataset_limit: int = _help("label at most this many instructions (a seeded sample; 0 = all).", 24)
-    cluster_batch_size: int = _help("dataset route: labels shown to the teacher per clustering call.", 40)
-    num_clusters: int = _help("dataset route: roughly how many clusters (final skills) to ask for in total.", 8)
-    min_skills: int = _help("fewest usable skills stage 2 can work with (it draws K_SKILLS=2 per example).", 2)
-    min_query_types: int = _help("fewest usable query types stage 2 can work with.", 1)
-    fallback: str = _help("when too few skills or query types come out: 'shipped' tops up from the kit's lists "
-                          "(said in the notebook and recorded), 'none' stops with an error.", "shipped")
-
-    @classmethod
-    def help(cls) -> dict[str, str]:
-        return {f.name.upper(): f.metadata["help"] for f in fields(cls)}
-
-    def as_params(self) -> dict[str, Any]:
-        return {k.upper(): v for k, v in asdict(self).items()}
-
-    def validate(self) -> "SkillExtractionConfig":
-        """Raise ParameterError naming the notebook parameter, before any model is loaded or called."""
-        check_choice("SKILL_SOURCE", self.skill_source, SKILL_SOURCES)
-        self.num_topics = check_int("NUM_TOPICS", self.num_topics, 1, 1000)
-        self.skills_per_topic = check_int("SKILLS_PER_TOPIC", self.skills_per_topic, 1, 500)
-        self.num_query_types = check_int("NUM_QUERY_TYPES", self.num_query_types, 1, 200)
-        if self.temperature is not None:
-            self.temperature = check_float("TEMPERATURE", self.temperature, 0.0, 2.0)
-        self.max_tokens = check_int("MAX_TOKENS", self.max_tokens, 16, 32768)
-        self.seed = check_int("SEED", self.seed, 0)
-        check_choice("DEDUP_METHOD", self.dedup_method, DEDUP_METHODS)
-        self.dedup_threshold = check_float("DEDUP_THRESHOLD", self.dedup_threshold, 0.0, 1.0)
-        check_choice("EMBEDDING_BACKEND", self.embedding_backend, ("auto", "minilm", "tfidf"))
-        check_choice("TOPIC_HEADERS", self.topic_headers, TOPIC_HEADER_RULES)
-        self.seed_dataset_limit = check_int("SEED_DATASET_LIMIT", self.seed_dataset_limit, 0)
-        self.cluster_batch_size = check_int("CLUSTER_BATCH_SIZE", self.cluster_batch_size, 2, 5000)
-        self.num_clusters = check_int("NUM_CLUSTERS", self.num_clusters, 1, 10000)
-        self.min_skills = check_int("MIN_SKILLS", self.min_skills, 0)
-        self.min_query_types = check_int("MIN_QUERY_TYPES", self.min_query_types, 0)
-        check_choice("FALLBACK", self.fallback, FALLBACKS)
-        if not isinstance(self.import_merge, bool):
-            raise ParameterError("IMPORT_MERGE", f"expected True or False, got {self.import_merge!r}",
-                                 "use True or False")
-        if self.instruct_skillmix_repo:
-            check_existing_path("INSTRUCT_SKILLMIX_REPO", self.instruct_skillmix_repo, "folder")
-        for name, value in (("SKILLS_PATH", self.skills_path), ("QUERY_TYPES_PATH", self.query_types_path)):
-            if is_official(value):
-                official_list_path(name, value)
-            elif value:
-                path = check_existing_path(name, value)
-                if path.suffix not in (".txt", ".jsonl", ".json"):
-                    raise ParameterError(name, f"{path.name!r} is neither .txt, .jsonl nor .json",
-                                         "give an official skills.txt / queries.txt or the kit's JSONL records")
-        if self.skill_source == "import" and not self.skills_path:
-            raise ParameterError("SKILLS_PATH", "is empty but SKILL_SOURCE='import'",
-                                 "point SKILLS_PATH at a skills.txt or skills.jsonl, or use SKILL_SOURCE='direct'")
-        if self.skill_source == "dataset" and self.seed_dataset not in ("", "shipped"):
-            local = Path(self.seed_dataset).expanduser()
-            looks_local = self.seed_dataset.endswith((".json", ".jsonl")) or self.seed_dataset.startswith((".", "/", "~"))
-            if looks_local and not local.exists():
-                raise ParameterError("SEED_DATASET", f"{self.seed_dataset!r} does not exist",
-                                     "use 'shipped', an existing .json/.jsonl file, or a hub id like 'tatsu-lab/alpaca'")
-        return self
-
-    @property
-    def needs_teacher(self) -> bool:
-        """Import needs no model: a missing query-type list is then taken from the shipped one."""
-        return self.skill_source != "import"
-
-    def sampling(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "max_tokens": self.max_tokens, "seed": self.seed}
-
-
-# ---------------------------------------------------------------------- prompts
-
-def load_prompt(name: str) -> str:
-    return (PROMPT_DIR / f"{name}.txt").read_text(encoding="utf-8")
-
-
-def prompt_version() -> str:
-    """A short hash of all stage-1 prompt files, recorded so a changed prompt is visible in the manifest."""
-    digest = hashlib.sha256()
-    for path in sorted(PROMPT_DIR.glob("*.txt")):
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()[:12]
-
-
-def _user(text: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": text}]
-
-
-def _readable(name: str) -> str:
-    return name.replace("_", " ")
-
-
-# ---------------------------------------------------------------------- results
-
-@dataclass
-class SkillExtraction:
-    """Everything stage 1 produced, for the notebook's tables and plots and for saving."""
-
-    source: str
-    raw_skills: list[dict[str, Any]] = field(default_factory=list)  # before dedup
-    skills: list[dict[str, Any]] = field(default_factory=list)  # after dedup (and fallback)
-    query_types: list[dict[str, Any]] = field(default_factory=list)
-    topics: list[str] = field(default_factory=list)
-    parse_report: ParseReport = field(default_factory=ParseReport)
-    dedup_report: DedupReport | None = None
-    import_reports: dict[str, dict[str, Any]] = field(default_factory=dict)
-    transcripts: list[dict[str, Any]] = field(default_factory=list)
-    instruction_labels: list[dict[str, Any]] = field(default_factory=list)  # dataset route
-    coverage: dict[str, int] = field(default_factory=dict)  # dataset route: instructions per cluster
-    num_seed_instructions: int = 0  # dataset route: instructions sent for labelling
-    notes: list[str] = field(default_factory=list)  # everything a reader must be told (fallbacks, shortfalls)
-    official_files: dict[str, dict[str, Any]] = field(default_factory=dict)  # 'official:' lists: source, sha256
-    num_fallback_topics: int = 0
-    num_fallback_skills: int = 0
-    num_fallback_query_types: int = 0
-
-    def summary(self) -> dict[str, Any]:
-        dedup = self.dedup_report
-        return {
-            "skill_source": self.source,
-            "num_skills": len(self.skills),
-            "num_query_types": len(self.query_types),
-            "num_raw_skills": len(self.raw_skills),
-            "num_duplicates_merged": dedup.num_merged if dedup else 0,
-            "num_exact_duplicates_merged": dedup.num_exact_merged if dedup else 0,
-            "num_near_duplicates_merged": dedup.num_near_merged if dedup else 0,
-            "num_dropped_lines": self.parse_report.num_dropped,
-            "num_empty_replies": self.parse_report.empty_replies,
-            "num_topics": len(self.topics),
-            "num_seed_instructions": self.num_seed_instructions,
-            "num_labelled_instructions": len(self.instruction_labels),
-            "num_teacher_calls": len(self.transcripts),
-            "num_failed_calls": sum(1 for t in self.transcripts if t["error"]),
-            "num_fallback_topics": self.num_fallback_topics,
-            "num_fallback_skills": self.num_fallback_skills,
-            "num_fallback_query_types": self.num_fallback_query_types,
-        }
-
-
-def _log(extraction: SkillExtraction, step: str, requests: list[list[dict[str, str]]], results: list[Any],
-         keys: list[Any] | None = None) -> None:
-    """Keep every raw teacher exchange, failures included, for `transcripts.jsonl`."""
-    keys = keys if keys is not None else list(range(len(requests)))
-    for key, messages, result in zip(keys, requests, results):
-        extraction.transcripts.append({
-            "step": step, "key": key, "messages": messages, "reply": result.text, "error": result.error,
-            "finish_reason": result.finish_reason, "input_tokens": result.input_tokens,
-            "output_tokens": result.output_tokens, "cached": result.cached, "model": result.model,
-        })
-
-
-def _failed(extraction: SkillExtraction, results: list[Any], step: str) -> None:
-    failed = [r for r in results if not r.ok]
-    if failed:
-        extraction.notes.append(f"{len(failed)} of {len(results)} teacher calls for {step} failed after retries "
-                                f"(first error: {failed[0].error}); their items are missing")
-
-
-# ---------------------------------------------------------------------- query types
-
-def ask_query_types(client: Any, cfg: SkillExtractionConfig, extraction: SkillExtraction) -> list[dict[str, Any]]:
-    messages = _user(load_prompt("query_types").format(num_query_types=cfg.num_query_types))
-    result = client.chat_many([messages], desc="query types", **cfg.sampling())
-    _log(extraction, "query_types", [messages], result)
-    _failed(extraction, result, "query types")
-    types, _ = parse_query_types(result[0].text if result[0].ok else "", extraction.parse_report)
-    for extra in types[cfg.num_query_types:]:
-        extraction.parse_report.drop("beyond NUM_QUERY_TYPES", extra["name"])
-    types = types[: cfg.num_query_types]
-    for qt in types:
-        qt["source"] = cfg.skill_source
-    return types
-
-
-# ---------------------------------------------------------------------- direct route
-
-def extract_direct(client: Any, cfg: SkillExtractionConfig, extraction: SkillExtraction) -> None:
-    """Topics, then skills per topic (all topics in flight at once)."""
-    sampling = cfg.sampling()
-    messages = _user(load_prompt("topics").format(num_topics=cfg.num_topics))
-    result = client.chat_many([messages], desc="topics", **sampling)
-    _log(extraction, "topics", [messages], result)
-    _failed(extraction, result, "topics")
-    topics, _ = parse_item_list(result[0].text if result[0].ok else "", max_words=6, report=extraction.parse_report)
-    for extra in topics[cfg.num_topics:]:
-        extraction.parse_report.drop("beyond NUM_TOPICS", extra)
-    topics = topics[: cfg.num_topics]
-    if len(topics) < cfg.num_topics:
-        extraction.notes.append(f"the teacher named {len(topics)} usable topics of the {cfg.num_topics} asked for")
-        if cfg.fallback == "shipped":
-            extra = [t for t in shipped_fallback_skills() if t not in topics][: cfg.num_topics - len(topics)]
-            topics = topics + extra
-            extraction.num_fallback_topics = len(extra)
-            extraction.notes.append(f"FALLBACK: added {len(extra)} topics from the shipped seed categories "
-                                    f"({', '.join(extra)}) so the teacher is still asked for skills")
-    extraction.topics = topics
-    requests = [_user(load_prompt("skills_for_topic").format(topic=_readable(t), num_skills=cfg.skills_per_topic))
-                for t in topics]
-    results = client.chat_many(requests, desc="skills per topic", **sampling) if requests else []
-    _log(extraction, "skills_for_topic", requests, results, keys=topics)
-    _failed(extraction, results, "skills per topic")
-    for topic, reply in zip(topics, results):
-        skills, _ = parse_item_list(reply.text if reply.ok else "", max_words=6, report=extraction.parse_report)
-        for extra in skills[cfg.skills_per_topic:]:
-            extraction.parse_report.drop("beyond SKILLS_PER_TOPIC", extra)
-        extraction.raw_skills.extend(skill_record(s, topic, "direct") for s in skills[: cfg.skills_per_topic])
-
-
-# ---------------------------------------------------------------------- dataset route
-
-def _batches(items: list[Any], size: int) -> list[list[Any]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
-
-
-def match_cluster(reply: str, clusters: list[str], cutoff: float = 80.0) -> str | None:
-    """The cluster a relabel reply names: exact snake_case match first, then the closest fuzzy match."""
-    if not reply or not reply.strip():
-        return None
-    key = to_snake_case(reply.strip().split("\n")[0])
-    if key in clusters:
-        return key
-    for cluster in clusters:  # the name inside a sentence ("The skill is data_analysis.")
-        if cluster in to_snake_case(reply):
-            return cluster
-    from rapidfuzz import fuzz, process
-
-    best = process.extractOne(key, clusters, scorer=fuzz.ratio)
-    return best[0] if best and best[1] >= cutoff else None
-
-
-def extract_from_dataset(client: Any, cfg: SkillExtractionConfig, extraction: SkillExtraction,
-                         instructions: list[dict[str, Any]]) -> None:
-    """Label, cluster in batches, relabel; the clusters become the skills and their coverage is counted."""
-    sampling = cfg.sampling()
-    report = extraction.parse_report
-    extraction.num_seed_instructions = len(instructions)
-    # 1. one fine-grained label per instruction
-    requests = [_user(load_prompt("label_instruction").format(instruction=item["instruction"])) for item in instructions]
-    results = client.chat_many(requests, desc="labelling instructions", **sampling)
-    _log(extraction, "label_instruction", requests, results, keys=[item["id"] for item in instructions])
-    _failed(extraction, results, "labelling")
-    labelled = []
-    for item, reply in zip(instructions, results):
-        label, _ = parse_label(reply.text if reply.ok else "", report=report)
-        if label is None:
-            continue
-        labelled.append({"id": item["id"], "instruction": item["instruction"], "category": item.get("category"),
-                         "label": label})
-    if len(labelled) < len(instructions):
-        extraction.notes.append(f"{len(instructions) - len(labelled)} of {len(instructions)} instructions got no "
-                                "usable label and are left out of clustering")
-    label_counts: dict[str, int] = {}
-    for row in labelled:
-        label_counts[row["label"]] = label_counts.get(row["label"], 0) + 1
-    labels = list(label_counts)
-    # 2. merge labels into clusters, batch by batch
-    batches = _batches(labels, cfg.cluster_batch_size)
-    requests = [_user(load_prompt("cluster_labels").format(
-        labels="\n".join(batch),
-        num_clusters=max(1, math.ceil(cfg.num_clusters * len(batch) / max(len(labels), 1)))))
-        for batch in batches]
-    results = client.chat_many(requests, desc="clustering labels", **sampling) if requests else []
-    _log(extraction, "cluster_labels", requests, results)
-    _failed(extraction, results, "clustering")
-    label_to_cluster: dict[str, str] = {}
-    unclustered = 0
-    for batch, reply in zip(batches, results):
-        clusters, _ = parse_clusters(reply.text if reply.ok else "", batch, report=report)
-        for name, members in clusters.items():
-            for label in members:
-                label_to_cluster[label] = name
-        for label in batch:
-            if label not in label_to_cluster:
-                label_to_cluster[label] = label  # kept as its own cluster rather than lost
-                unclustered += 1
-    if unclustered:
-        extraction.notes.append(f"{unclustered} of {len(labels)} labels were not placed in any cluster by the "
-                                "teacher and stay as clusters of their own")
-    members: dict[str, list[str]] = {}
-    for label, cluster in label_to_cluster.items():
-        members.setdefault(cluster, []).append(label)
-    extraction.raw_skills = [skill_record(cluster, None, "dataset", merged_count=len(labs), labels=labs)
-                             for cluster, labs in members.items()]
-    for row in labelled:
-        row["cluster"] = label_to_cluster[row["label"]]
-    extraction.instruction_labels = labelled
-
-
-def relabel_with_clusters(client: Any, cfg: SkillExtractionConfig, extraction: SkillExtraction) -> None:
-    """Step 3 of the recipe: each instruction gets one of the final clusters; coverage counts follow."""
-    rows = extraction.instruction_labels
-    final = [s["skill"] for s in extraction.skills if s["source"] == "dataset"]
-    if not rows or not final:
-        return
-    survivor = {}
-    for skill in extraction.skills:
-        for name in [skill["skill"], *skill.get("merged_from", [])]:
-            survivor[name] = skill["skill"]
-    cluster_list = "\n".join(f"- {c}" for c in final)
-    requests = [_user(load_prompt("assign_cluster").format(instruction=r["instruction"], clusters=cluster_list))
-                for r in rows]
-    results = client.chat_many(requests, desc="relabelling with clusters", **cfg.sampling())
-    _log(extraction, "assign_cluster", requests, results, keys=[r["id"] for r in rows])
-    _failed(extraction, results, "relabelling")
-    fell_back = 0
-    for row, reply in zip(rows, results):
-        chosen = match_cluster(reply.text, final) if reply.ok else None
-        if chosen is None:
-            extraction.parse_report.drop("relabel reply names no cluster (kept the label's own cluster)",
-                                         reply.text or "<empty>")
-            chosen = survivor.get(row["cluster"], row["cluster"])
-            fell_back += 1
-        else:
-            extraction.parse_report.kept += 1
-        row["final_skill"] = chosen
-    if fell_back:
-        extraction.notes.append(f"{fell_back} of {len(rows)} relabel replies named no cluster; those instructions "
-                                "keep the cluster of their own label")
-    coverage = {c: 0 for c in final}
-    for row in rows:
-        coverage[row["final_skill"]] = coverage.get(row["final_skill"], 0) + 1
-    extraction.coverage = dict(sorted(coverage.items(), key=lambda kv: -kv[1]))
-    for skill in extraction.skills:
-        if skill["source"] == "dataset":
-            skill["num_instructions"] = coverage.get(skill["skill"], 0)
-
-
-# ---------------------------------------------------------------------- fallbacks
-
-def shipped_query_types() -> list[dict[str, Any]]:
-    return read_jsonl(SHIPPED_QUERY_TYPES)
-
-
-def shipped_fallback_skills() -> list[str]:
-    """The categories of the shipped seed set: broad but real skill areas, used only to top up a short list."""
-    seen: list[str] = []
-    for row in read_jsonl(SHIPPED_SEED):
-        if row.get("category") and row["category"] not in seen:
-            seen.append(row["category"])
-    return seen
-
-
-def apply_fallbacks(extraction: SkillExtraction, cfg: SkillExtractionConfig) -> None:
-    """Top up too-short lists from the shipped ones, loudly; or stop, if FALLBACK='none'."""
-    short_skills = max(cfg.min_skills - len(extraction.skills), 0)
-    short_types = max(cfg.min_query_types - len(extraction.query_types), 0)
-    if not (short_skills or short_types):
-        return
-    if cfg.fallback == "none":
-        raise ParameterError(
-            "FALLBACK", f"stage 1 produced {len(extraction.skills)} skills and {len(extraction.query_types)} query "
-            f"types (need {cfg.min_skills} and {cfg.min_query_types}) and FALLBACK='none'",
-            "use a stronger teacher, raise NUM_TOPICS / SKILLS_PER_TOPIC / MAX_TOKENS, or set FALLBACK='shipped'")
-    if short_skills:
-        have = {s["skill"] for s in extraction.skills}
-        extra = [s for s in shipped_fallback_skills() if s not in have][:short_skills]
-        extraction.skills.extend(skill_record(s, None, "fallback") for s in extra)
-        extraction.num_fallback_skills = len(extra)
-        extraction.notes.append(f"FALLBACK: only {len(have)} usable skills came out (stage 2 needs "
-                                f"{cfg.min_skills}); added {len(extra)} from the shipped seed categories: "
-                                f"{', '.join(extra)}")
-    if short_types:
-        have_names = {q["name"].lower() for q in extraction.query_types}
-        extra_types = [dict(q, source="fallback") for q in shipped_query_types()
-                       if q["name"].lower() not in have_names][:short_types]
-        extraction.query_types.extend(extra_types)
-        extraction.num_fallback_query_types = len(extra_types)
-        extraction.notes.append(f"FALLBACK: only {len(have_names)} usable query types came out (stage 2 needs "
-                                f"{cfg.min_query_types}); added {len(extra_types)} from data/query_types.jsonl: "
-                                f"{', '.join(q['name'] for q in extra_types)}")
-
-
-# ---------------------------------------------------------------------- the stage
 
 def load_seed_for(cfg: SkillExtractionConfig) -> list[dict[str, Any]] | None:
     """The seed instructions the dataset route will label, loaded up front so a wrong SEED_DATASET or
     SEED_DATASET_FIELD fails before the teacher is loaded; None for the other routes."""
     if cfg.skill_source != "dataset" or cfg.skills_path:
         return None
-    from .seed_datasets import load_seed_instructions
-
     return load_seed_instructions(cfg.seed_dataset, cfg.seed_dataset_field, cfg.seed_dataset_limit, cfg.seed,
                                   cfg.seed_dataset_split)
 
@@ -488,7 +69,7 @@ def extract_skills(cfg: SkillExtractionConfig, client: Any | None = None,
     extraction = SkillExtraction(source=cfg.skill_source)
     if cfg.needs_teacher and client is None:
         raise ParameterError("TEACHER_MODEL", f"SKILL_SOURCE={cfg.skill_source!r} needs a teacher but none was "
-                             "connected", "connect one with helpers.llm.client.connect(...)")
+                             "connected", "connect one with cfg.teacher().connect(cfg.max_concurrency)")
     skills_path, query_types_path = resolve_import_paths(cfg, extraction)
     if skills_path:
         extraction.raw_skills, extraction.import_reports["skills"] = load_skills_file(
@@ -517,7 +98,7 @@ def extract_skills(cfg: SkillExtractionConfig, client: Any | None = None,
                                 "(duplicates included), as the official generation code samples them")
     else:
         extraction.skills, extraction.dedup_report = dedup_skills(
-            extraction.raw_skills, cfg.dedup_method, cfg.dedup_threshold, cfg.embedding_backend)
+            extraction.raw_skills, cfg.dedup_method, cfg.skill_dedup_threshold, cfg.embedding_backend)
     if cfg.skill_source == "dataset" and not cfg.skills_path:
         relabel_with_clusters(client, cfg, extraction)
     apply_fallbacks(extraction, cfg)
@@ -527,21 +108,20 @@ def extract_skills(cfg: SkillExtractionConfig, client: Any | None = None,
 def save_extraction(run: Any, extraction: SkillExtraction) -> dict[str, Path]:
     """Write the stage's artifacts into the run folder (the contract stage 2 reads) and return their paths."""
     skills = [{k: v for k, v in s.items() if k != "merged_from" or v} for s in extraction.skills]
-    paths = {
-        "skills.jsonl": write_jsonl(run.artifact("skills.jsonl"), skills),
-        "query_types.jsonl": write_jsonl(run.artifact("query_types.jsonl"), extraction.query_types),
-        "skills.txt": write_skills_txt(extraction.skills, run.artifact("skills.txt")),
-        "queries.txt": write_queries_txt(extraction.query_types, run.artifact("queries.txt"), style="gpt"),
-        "skills_with_topics.txt": write_skills_txt(extraction.skills, run.artifact(STAGE, "skills_with_topics.txt"),
-                                                   with_topic_headers=True),
-        "queries_definition_style.txt": write_queries_txt(
-            extraction.query_types, run.artifact(STAGE, "queries_definition_style.txt"), style="claude"),
-        "transcripts.jsonl": write_jsonl(run.artifact(STAGE, "transcripts.jsonl"), extraction.transcripts),
-        "raw_skills.jsonl": write_jsonl(run.artifact(STAGE, "raw_skills.jsonl"), extraction.raw_skills),
-    }
+    written = [
+        write_jsonl(run.artifact(layout.SKILLS_JSONL), skills),
+        write_jsonl(run.artifact(layout.QUERY_TYPES_JSONL), extraction.query_types),
+        write_skills_txt(extraction.skills, run.artifact(layout.SKILLS_TXT)),
+        write_queries_txt(extraction.query_types, run.artifact(layout.QUERIES_TXT), style="gpt"),
+        write_skills_txt(extraction.skills, run.artifact(layout.EXTRACT_SKILLS_WITH_TOPICS), with_topic_headers=True),
+        write_queries_txt(extraction.query_types, run.artifact(layout.EXTRACT_QUERIES_DEFINITION_STYLE),
+                          style="claude"),
+        write_jsonl(run.artifact(layout.EXTRACT_TRANSCRIPTS), extraction.transcripts),
+        write_jsonl(run.artifact(layout.EXTRACT_RAW_SKILLS), extraction.raw_skills),
+    ]
     if extraction.instruction_labels:
-        paths["instruction_labels.jsonl"] = write_jsonl(run.artifact(STAGE, "instruction_labels.jsonl"),
-                                                        extraction.instruction_labels)
+        written.append(write_jsonl(run.artifact(layout.EXTRACT_INSTRUCTION_LABELS), extraction.instruction_labels))
+    paths = {Path(p).name: Path(p) for p in written}
     dedup = extraction.dedup_report
     report = {
         "summary": extraction.summary(),
@@ -555,7 +135,7 @@ def save_extraction(run: Any, extraction: SkillExtraction) -> dict[str, Path]:
         "official_files": extraction.official_files,
         "prompt_version": prompt_version(),
     }
-    path = run.artifact(STAGE, "report.json")
+    path = run.artifact(layout.EXTRACT_REPORT)
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     paths["report.json"] = path
     return paths

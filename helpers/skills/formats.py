@@ -19,6 +19,7 @@ import numpy as np
 
 from ..jsonl import read_jsonl
 from ..params import KEY_PREFIXES, ParameterError, looks_random
+from .embeddings import backend_description, embed_texts
 from .parse import ParseReport, parse_query_types, to_snake_case
 
 TOPIC_HEADER_RULES = ("auto", "none", "blocks")
@@ -198,8 +199,6 @@ def read_skills_txt(path: str | Path, topic_headers: str = "auto", embedding_bac
             report.blank_lines += 1
     headers: set[int] = set()
     if topic_headers != "none" and names:
-        from .embeddings import backend_description, embed_texts
-
         vectors = embed_texts(names, backend=embedding_backend)
         grouped = list_is_grouped(vectors)
         if topic_headers == "blocks" or grouped:

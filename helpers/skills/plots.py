@@ -33,10 +33,10 @@ def project_2d(vectors: np.ndarray, method: str = "pca", seed: int = 0) -> np.nd
     if n < 3:
         return np.column_stack([np.arange(n, dtype=float), np.zeros(n)])
     if method == "tsne" and n >= 30:
-        from sklearn.manifold import TSNE
+        from sklearn.manifold import TSNE  # heavy: scikit-learn loads only when a map is drawn
 
         return TSNE(n_components=2, perplexity=min(30, (n - 1) / 3), init="pca", random_state=seed).fit_transform(vectors)
-    from sklearn.decomposition import PCA
+    from sklearn.decomposition import PCA  # heavy: see above
 
     return PCA(n_components=2, random_state=seed).fit_transform(vectors)
 

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from ..jsonl import read_jsonl
+from ..layout import SHIPPED_SEED_INSTRUCTIONS
 from ..params import ParameterError
 
 SHIPPED = "shipped"
-SHIPPED_PATH = Path(__file__).resolve().parents[2] / "data" / "seed_instructions.jsonl"
+SHIPPED_PATH = SHIPPED_SEED_INSTRUCTIONS
 # Field names tried in order when none is given: Alpaca / Dolly / UltraChat / generic prompt sets.
 FIELD_GUESSES = ("instruction", "prompt", "query", "question", "input", "text")
 # Splits tried in order when a hub dataset has several: Alpaca has "train", UltraChat-200k "train_sft".
@@ -33,7 +34,7 @@ def _rows_from_file(path: Path) -> list[dict[str, Any]]:
 
 
 def _rows_from_hub(dataset_id: str, split: str) -> list[dict[str, Any]]:
-    import datasets
+    import datasets  # heavy: imported only when a hub dataset is actually read
 
     try:
         loaded = datasets.load_dataset(dataset_id, split=split or None)

@@ -1,0 +1,158 @@
+"""What stage 4 writes into the run folder and records as named results, one function per step of the notebook.
+
+Recorded names are what tests, sweeps (`sweep.csv` columns such as `evaluate.lc_win_rate`) and readers look up:
+the student's numbers carry no suffix, another model's carry `_<model>` (e.g. `mt_bench_avg_base`). `Run.record`
+stores NaN (a mean over nothing) as null. A number that rests on fewer than 10 items, or on fewer than half of its
+items because the judge's replies could not be read, is recorded with its count and a flag
+(`{"value", "n", "n_total", "flag"}`, see `judge.small_numbers`), never as a plain number.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from ..judge.metrics import mt_bench_summary, wb_score
+from ..judge.small_numbers import reportable
+from ..layout import (EVAL_ANSWERS_REFERENCE, EVAL_MT_BENCH_SCORES, EVAL_PAIRWISE_ITEMS, EVAL_PAIRWISE_SUMMARY,
+                      EVAL_SCORES_SUMMARY, EVAL_SHIRKER_PROBE, EVAL_WB_REWARD, EVAL_WILDBENCH_SCORES,
+                      eval_annotations_file, eval_answers_file)
+from ..llm.client import ChatClient
+from ..runs import Run
+from .answers import DecodingConfig, generate_answers, save_answers
+from .candidates import candidate_outputs
+from .config import STAGE, EvalConfig
+from .suite import summarise_scores
+
+STUDENT = "student"
+PAIRWISE_KEYS = ("win_rate", "win_rate_se", "lc_win_rate", "n_unparsed")
+
+
+def _suffix(model: str) -> str:
+    return "" if model == STUDENT else f"_{model}"
+
+
+def record_setup(run: Run, cfg: EvalConfig, answerers: Mapping[str, ChatClient], judge: ChatClient) -> None:
+    """The models, the judge, the decoding settings and the judge configs, in the manifest."""
+    for role, client in answerers.items():
+        run.add_model(role.upper(), client.describe())
+    run.add_model("JUDGE", judge.describe())
+    run.set_stage_info("decoding", cfg.decoding().sampling())
+    run.set_stage_info("judges", cfg.judges())
+
+
+def answer_eval_set(run: Run, answerers: Mapping[str, ChatClient], items: list[dict[str, Any]],
+                    decoding: DecodingConfig, candidate_file: str = "") -> dict[str, list[str]]:
+    """Every evaluated model answers every instruction; the answers are saved as `eval/answers_<role>.jsonl`.
+    With `candidate_file` (CANDIDATE_OUTPUTS) the student's answers are that file's, matched by instruction."""
+    outputs = {}
+    if candidate_file:
+        outputs[STUDENT], generator = candidate_outputs(candidate_file, items)
+        run.add_model("STUDENT", {"model": generator, "outputs_file": candidate_file})
+    for role, client in answerers.items():
+        answers = generate_answers(client, items, decoding, desc=f"{role} answers")
+        save_answers(run.artifact(eval_answers_file(role)), answers, client.model, decoding)
+        outputs[role] = [a["output"] for a in answers]
+    return outputs
+
+
+def reference_outputs(run: Run, cfg: EvalConfig, items: list[dict[str, Any]]) -> list[str]:
+    """The answers candidates are compared with: the eval set's own, or the teacher's (saved and recorded)."""
+    run.set_stage_info("reference", cfg.reference)
+    if cfg.reference != "teacher":
+        return [item["reference_output"] for item in items]
+    teacher = cfg.teacher().connect(cfg.max_concurrency, stage=STAGE, **cfg.request_limits())
+    answers = generate_answers(teacher, items, cfg.decoding(), desc="reference answers")
+    save_answers(run.artifact(EVAL_ANSWERS_REFERENCE), answers, teacher.model, cfg.decoding())
+    run.add_model("REFERENCE", teacher.describe())
+    return [a["output"] for a in answers]
+
+
+def _counts(row: Mapping[str, Any]) -> tuple[int, int]:
+    used = int(row["n_scored"])
+    return used, used + int(row["n_unparsed"])
+
+
+def record_pairwise(run: Run, summary: pd.DataFrame, per_item: pd.DataFrame, n_eval: int) -> dict[str, Any]:
+    """Win rate, its standard error, LC win rate and unreadable verdicts per model, the student's as headline, with
+    the judge, its prompt source and the GLM behind the LC ("LC" only for the leaderboard's length_controlled_v1,
+    else "LC (minimal GLM)"). alpaca_eval-style annotations are saved for `score-alpaca-eval`."""
+    for model, rows in summary.attrs.get("annotations", {}).items():
+        pd.DataFrame(rows).to_json(run.artifact(eval_annotations_file(model)), orient="records", indent=1)
+    per_item.to_csv(run.artifact(EVAL_PAIRWISE_ITEMS), index=False)
+    summary.to_csv(run.artifact(EVAL_PAIRWISE_SUMMARY), index=False)
+    recorded: dict[str, Any] = {}
+    for row in summary.to_dict("records"):
+        for key in PAIRWISE_KEYS[:3]:
+            recorded[f"{key}_{row['model']}"] = reportable(row[key], *_counts(row))
+        recorded[f"n_unparsed_{row['model']}"] = int(row["n_unparsed"])
+    student = summary.set_index("model").loc[STUDENT]
+    recorded.update({key: reportable(student[key], *_counts(student)) for key in PAIRWISE_KEYS[:3]})
+    recorded.update(lc_label=student["lc_label"], lc_glm=student["lc_glm"], pairwise_judge=student["judge"],
+                    pairwise_prompt_source=student["prompt_source"], n_eval=n_eval,
+                    n_unparsed_judgments=int(summary["n_unparsed"].sum()))
+    return {name: run.record(name, value) for name, value in recorded.items()}
+
+
+def record_mt_bench(run: Run, mt_rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """MT-Bench average, turn 1, turn 2 and unreadable grades per model; returns the per-category tables."""
+    if len(mt_rows):
+        mt_rows.to_csv(run.artifact(EVAL_MT_BENCH_SCORES), index=False)
+    per_category = {}
+    for model, rows in mt_rows.groupby("model"):
+        scores = mt_bench_summary(rows)
+        per_category[model] = scores["per_category"]
+        counts = scores["n_graded"], scores["n_graded"] + scores["n_unparsed"]
+        for key in ("mt_bench_avg", "mt_bench_turn1", "mt_bench_turn2"):
+            run.record(f"{key}{_suffix(model)}", reportable(scores[key], *counts))
+        run.record(f"mt_bench_unparsed{_suffix(model)}", scores["n_unparsed"])
+    return per_category
+
+
+def record_wildbench(run: Run, wb_rows: pd.DataFrame, mt_rows: pd.DataFrame) -> pd.DataFrame:
+    """WB-Score and unreadable grades per model; returns (and saves) the table of every rating-based score."""
+    if len(wb_rows):
+        wb_rows.to_json(run.artifact(EVAL_WILDBENCH_SCORES), orient="records", lines=True)
+    for model, rows in wb_rows.groupby("model"):
+        scores = wb_score(rows)
+        run.record(f"wb_score{_suffix(model)}",
+                   reportable(scores["wb_score"], scores["n_graded"], scores["n_graded"] + scores["n_unparsed"]))
+        run.record(f"wb_unparsed{_suffix(model)}", scores["n_unparsed"])
+    table = summarise_scores(mt_rows, wb_rows)
+    table.to_csv(run.artifact(EVAL_SCORES_SUMMARY), index=False)
+    return table
+
+
+def record_wb_reward(run: Run, reward_rows: pd.DataFrame, rewards: pd.DataFrame) -> None:
+    """WB-Reward per model (K = -1 in the paper), flagged when it rests on few judged tasks."""
+    reward_rows.to_json(run.artifact(EVAL_WB_REWARD), orient="records", lines=True)
+    for row in rewards.to_dict("records"):
+        run.record(f"wb_reward{_suffix(row['model'])}", reportable(row["wb_reward"], row["n_judged"], row["n_total"]))
+
+
+def record_probe(run: Run, probe: pd.DataFrame) -> None:
+    probe.to_csv(run.artifact(EVAL_SHIRKER_PROBE), index=False)
+    run.record("shirker_probe", probe.to_dict("records"))
+
+
+def record_accounting(run: Run, clients: Mapping[str, ChatClient]) -> pd.DataFrame:
+    """Calls, tokens and cost per model, in the manifest; returns them as a table."""
+    for role, client in clients.items():
+        run.add_accounting(role.upper(), client.usage)
+    return pd.DataFrame({role.upper(): client.usage.as_dict() for role, client in clients.items()}).T
+
+
+def ok_sweep_rows(sweep_csv: str) -> pd.DataFrame:
+    """The finished cells of a sweep table (empty when none is given)."""
+    sweep = pd.read_csv(sweep_csv) if sweep_csv else pd.DataFrame()
+    return sweep[sweep["status"] == "ok"] if "status" in sweep else sweep
+
+
+def leaderboard_rows(summary: pd.DataFrame, judge_model: str) -> dict[str, float]:
+    """Our LC win rates, labelled with the GLM and judge that produced them, for the leaderboard context figure;
+    flagged (small-sample) numbers are left out."""
+    return {f"{row['model']} ({row['lc_label']}, judge {judge_model})": row["lc_win_rate"]
+            for row in summary.to_dict("records") if not row.get("flag")}
+
+
