@@ -2,7 +2,9 @@
 
 Requests from many concurrent conversations are gathered into batches (rendered with the model's chat template and
 decoded by `helpers.llm.generation.generate_batch`, the same function stage 3 answers with) because one batched
-`generate` is several times faster than the same requests one by one on a CPU. Models are loaded once per process
+`generate` is several times faster than the same requests one by one on a CPU. Each model keeps the keys and values
+of its recent prompts and replies (`PrefixCache`), so the next turn of a conversation, or another request opening
+with the same long judge template, computes only its new tokens. Models are loaded once per process
 and shared between clients (the teacher and the judge are often the same small model).
 """
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PermanentError
-from .generation import generate_batch
+from .generation import PrefixCache, generate_batch
 from .models import EMBEDDED_MODELS, folder_fingerprint, resolve_model_path
 from .types import ChatResult, Message
 from ..params import ParameterError
@@ -30,6 +32,7 @@ class _LoadedModel:
     tokenizer: Any
     model: Any
     lock: threading.Lock = field(default_factory=threading.Lock)
+    prefixes: PrefixCache = field(default_factory=lambda: PrefixCache(max_tokens=16_384))
 
 
 def _load(path: str, chat_template: str | None) -> _LoadedModel:
@@ -59,8 +62,9 @@ class LocalBackend:
     kind = "local"
 
     def __init__(self, model: str, role: str = "TEACHER", chat_template: str | None = None,
-                 batch_size: int = 8, gather_window_s: float = 0.02) -> None:
+                 batch_size: int = 8, gather_window_s: float = 0.02, reuse_prefixes: bool = True) -> None:
         self.model, self.role, self.chat_template = model, role, chat_template
+        self.reuse_prefixes = reuse_prefixes  # False: every prompt is computed in full (the slower reference path)
         self.batch_size, self.gather_window_s = batch_size, gather_window_s
         self._path: str | None = None
         self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Queue] = weakref.WeakKeyDictionary()
@@ -156,7 +160,8 @@ class LocalBackend:
             rows = generate_batch(loaded.model, tok, prompts, int(sampling.get("max_tokens", 512)),
                                   temperature=float(sampling.get("temperature", 0.0) or 0.0),
                                   top_p=float(sampling.get("top_p", 1.0)), seed=sampling.get("seed"),
-                                  top_logprobs=int(sampling.get("top_logprobs", 0) or 0))
+                                  top_logprobs=int(sampling.get("top_logprobs", 0) or 0),
+                                  prefix_cache=loaded.prefixes if self.reuse_prefixes else None)
         results = []
         for row in rows:
             text, finish = row.text, "stop" if row.stopped else "length"
