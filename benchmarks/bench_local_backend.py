@@ -29,8 +29,8 @@ SKILLS = ["budget_planning", "persuasive_writing", "time_management", "data_inte
           "summarization", "historical_context"]
 
 
-def run_path(turns: list, reuse: bool, max_tokens: int) -> dict:
-    backend = LocalBackend(EMBEDDED_TEACHER, reuse_prefixes=reuse)
+def run_path(turns: list, reuse: bool, max_tokens: int, dtype: str = "float32") -> dict:
+    backend = LocalBackend(EMBEDDED_TEACHER, reuse_prefixes=reuse, dtype=dtype)
     backend.check()  # loads the model once per process (both paths share it); not timed
     client = ChatClient(backend, use_cache=False, max_concurrency=len(turns), show_progress=False)
     start, cpu0 = time.perf_counter(), time.process_time()
@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--conversations", type=int, default=8, help="the demo's 6 training + 2 held-out examples")
     ap.add_argument("--max-tokens", type=int, default=160, help="the demo's GENERATE_MAX_TOKENS")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--bf16", action="store_true", help="also time the opt-in bfloat16 path (replies differ)")
     args = ap.parse_args()
 
     import torch  # heavy: imported after argument parsing so --help stays quick
@@ -60,6 +61,13 @@ def main() -> None:
     reused = run_path(turns, True, args.max_tokens)
     pairs = [(a, b) for ca, cb in zip(full["replies"], reused["replies"]) for a, b in zip(ca, cb)]
     identical = sum(a == b for a, b in pairs)
+    extra = {}
+    if args.bf16:
+        bf16 = run_path(turns, True, args.max_tokens, "bfloat16")
+        same = [a == b for ca, cb in zip(full["replies"], bf16["replies"]) for a, b in zip(ca, cb)]
+        extra = {"bf16_reused_wall_s": round(bf16["wall_s"], 2), "bf16_wall_ratio": round(bf16["wall_s"] / full["wall_s"], 3),
+                 "bf16_cpu_ratio": round(bf16["cpu_s"] / full["cpu_s"], 3),
+                 "bf16_match_rate": round(sum(same) / max(1, len(same)), 3)}
     print(json.dumps({
         "conversations": args.conversations, "turns": len(turns[0]), "max_tokens": args.max_tokens,
         "torch_threads": torch.get_num_threads(),
@@ -69,6 +77,7 @@ def main() -> None:
         "full_prompts_cpu_s": round(full["cpu_s"], 2), "reused_prefixes_cpu_s": round(reused["cpu_s"], 2),
         "cpu_ratio": round(reused["cpu_s"] / full["cpu_s"], 3),
         "replies": len(pairs), "identical_replies": identical, "match_rate": round(identical / max(1, len(pairs)), 3),
+        **extra,
         "note": "greedy decoding; times on a shared machine are noisy, compare the ratios within one run",
     }, indent=2))
 

@@ -274,6 +274,9 @@ def test_local_cache_identity_follows_the_checkpoint_files(tmp_path):
     assert LocalBackend(str(folder)).cache_identity != before
     assert LocalBackend("smollm2-135m-instruct").cache_identity == "smollm2-135m-instruct"  # the demo's keys
     assert LocalBackend("smollm2-135m-instruct", chat_template="{{ x }}").cache_identity != "smollm2-135m-instruct"
+    assert LocalBackend("smollm2-135m-instruct", dtype="bfloat16").cache_identity == "smollm2-135m-instruct@bfloat16"
+    with pytest.raises(ParameterError, match="local_dtype"):
+        LocalBackend("smollm2-135m-instruct", dtype="float16")
 
 
 def test_chat_result_to_dict_round_trips_with_its_own_containers():
