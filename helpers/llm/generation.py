@@ -164,7 +164,7 @@ def _store_prefixes(cache: PrefixCache, out: Any, inputs: dict[str, Any], rows: 
         length = min(int(real.sum()), len(ids) + kept_lengths[i])
         positions = real.nonzero().squeeze(1)[:length]
         seq = out.sequences[i, positions].cpu()
-        kv = [(k[i][:, positions].clone(), v[i][:, positions].clone()) for k, v in layers]
+        kv = [(k[i][:, positions], v[i][:, positions]) for k, v in layers]  # indexing copies: no view of the batch
         cache.add(seq, kv, replaces=found[i][1])
 
 
