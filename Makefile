@@ -29,6 +29,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_llm.py
 	$(BIN)/python benchmarks/bench_scale.py
+	$(BIN)/python benchmarks/bench_stage2.py
+	$(BIN)/python benchmarks/bench_local_backend.py
 	@if [ -f benchmarks/bench_sft_packing.py ]; then $(BIN)/python benchmarks/bench_sft_packing.py; fi
 
 lab: $(STAMP)

@@ -19,13 +19,23 @@ from pathlib import Path
 import openai
 
 
-def _serve(latency: float, port_q) -> None:  # runs in its own process so the server does not share our GIL
+def _serve(latency: float, port_q, reply_fn=None) -> None:  # its own process: the server must not share our GIL
     from helpers.llm.fake_openai import FakeOpenAIServer
 
-    srv = FakeOpenAIServer(latency_s=latency).start()
+    srv = FakeOpenAIServer(latency_s=latency, **({"reply_fn": reply_fn} if reply_fn else {})).start()
     port_q.put(srv.port)
     while True:
         time.sleep(3600)
+
+
+def start_server(latency: float, reply_fn=None) -> tuple[multiprocessing.process.BaseProcess, str]:
+    """The fake server in a child process (terminate it when done) and its base URL. `reply_fn` must be a
+    module-level function (it is pickled into the child)."""
+    ctx = multiprocessing.get_context("spawn")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_serve, args=(latency, q, reply_fn), daemon=True)
+    proc.start()
+    return proc, f"http://127.0.0.1:{q.get(timeout=30)}/v1"
 
 
 def bench_async(base_url: str, concurrency: int, turns: int, n_conv: int) -> tuple[float, float]:
@@ -79,11 +89,7 @@ def main() -> None:
     ap.add_argument("--baseline-conversations", type=int, default=32)
     args = ap.parse_args()
 
-    ctx = multiprocessing.get_context("spawn")
-    q = ctx.Queue()
-    proc = ctx.Process(target=_serve, args=(args.latency, q), daemon=True)
-    proc.start()
-    base_url = f"http://127.0.0.1:{q.get(timeout=30)}/v1"
+    proc, base_url = start_server(args.latency)
     try:
         ideal = args.concurrency / (args.turns * args.latency)
         rate, cpu_ms = bench_async(base_url, args.concurrency, args.turns, args.conversations)

@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 import warnings
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -83,3 +84,52 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
         f.write(_line(record))
         f.flush()
         os.fsync(f.fileno())
+
+
+class JsonlAppender:
+    """Appends records to one JSONL file for the length of a run, without stalling the caller on the disk.
+
+    Each record is written and flushed at once, so a killed process keeps every record appended before the kill
+    (the operating system holds it). Forcing it onto the disk (fsync, which can take tens of milliseconds on a busy
+    machine) happens in a background thread that covers every line written since its last pass, so an event loop
+    appending a record per finished example never waits for the disk. `close()` (or leaving the `with` block)
+    syncs the last lines.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("a", encoding="utf-8")
+        self._dirty = threading.Event()
+        self._closing = False
+        self._syncer = threading.Thread(target=self._sync_until_closed, name=f"fsync {self.path.name}", daemon=True)
+        self._syncer.start()
+
+    def append(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()
+        self._dirty.set()
+
+    def _sync_until_closed(self) -> None:
+        while True:
+            self._dirty.wait()
+            if self._closing:
+                return
+            self._dirty.clear()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file.closed:
+            return
+        self._closing = True
+        self._dirty.set()
+        self._syncer.join()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+    def __enter__(self) -> "JsonlAppender":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -6,7 +6,7 @@ import pytest
 
 from helpers.generate.files import (load_training_data, read_query_types_file, read_skills_file, save_hf_dataset,
                             save_official_json, to_official)
-from helpers.jsonl import append_jsonl, read_jsonl
+from helpers.jsonl import JsonlAppender, append_jsonl, read_jsonl
 from helpers.params import ParameterError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "generate"
@@ -65,3 +65,23 @@ def test_stage1_inputs_read_from_jsonl():
     qts = read_query_types_file(FIXTURES / "query_types.jsonl")
     assert qts[1] == {"name": "Planning", "definition": "The person wants a plan for a goal.",
                       "examples": ["Plan a three-day trip to Lisbon."]}
+
+
+def test_appended_records_survive_a_kill_before_close(tmp_path):
+    """The progress log syncs to disk in the background, but a record is in the file the moment it is appended."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "progress.jsonl"
+    script = ("import os, signal\nfrom helpers.jsonl import JsonlAppender\n"
+              f"log = JsonlAppender({str(path)!r})\n"
+              "for i in range(3):\n    log.append({'i': i})\n"
+              "os.kill(os.getpid(), signal.SIGKILL)\n")
+    root = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, env={"PYTHONPATH": root}, timeout=60)
+    assert done.returncode == -9
+    assert read_jsonl(path) == [{"i": 0}, {"i": 1}, {"i": 2}]
+    with JsonlAppender(path) as log:  # appends to what is there; closing is safe twice
+        log.append({"i": 3})
+    log.close()
+    assert [r["i"] for r in read_jsonl(path)] == [0, 1, 2, 3]

@@ -52,3 +52,34 @@ def test_left_padding_and_pad_fallback_leave_the_tokenizer_as_it_was(tiny):
         tok.pad_token, tok.padding_side = pad, side
     assert [r.token_ids for r in batched] == alone  # padding never changes an answer
     assert batched[0].input_tokens < batched[1].input_tokens
+
+
+def test_reused_prefixes_give_the_same_tokens_as_full_prompts(tiny):
+    """Three turns of two chats of different lengths: each turn's prompt extends the last prompt and reply."""
+    from helpers.llm.generation import PrefixCache
+
+    model, tok = tiny
+    cache = PrefixCache(min_reuse=1)
+    histories = {"full": list(PROMPTS), "reused": list(PROMPTS)}
+    for turn in range(3):
+        full = generate_batch(model, tok, histories["full"], max_new_tokens=6)
+        reused = generate_batch(model, tok, histories["reused"], max_new_tokens=6, prefix_cache=cache)
+        assert [r.token_ids for r in reused] == [r.token_ids for r in full]
+        assert [r.input_tokens for r in reused] == [r.input_tokens for r in full]
+        for name, rows in (("full", full), ("reused", reused)):
+            histories[name] = [h + r.text + f" Say more, part {turn}." for h, r in zip(histories[name], rows)]
+    assert cache.reused_tokens > 0 and 0 < cache.tokens <= cache.max_tokens
+
+
+def test_prefix_cache_evicts_the_least_recently_used_beyond_its_budget():
+    import torch
+
+    from helpers.llm.generation import PrefixCache
+
+    cache = PrefixCache(max_tokens=10, min_reuse=2)
+    kv = [(torch.zeros(1, 6, 2), torch.zeros(1, 6, 2))]
+    cache.add(torch.arange(6), kv)
+    assert cache.longest_prefix(torch.tensor([0, 1, 2, 9])) == (3, 0)
+    assert cache.longest_prefix(torch.tensor([0, 1])) == (0, None)  # at most len - 1, below min_reuse
+    cache.add(torch.arange(6) + 100, kv)  # 12 tokens > 10: the older entry goes
+    assert cache.tokens == 6 and cache.longest_prefix(torch.arange(6))[0] == 0

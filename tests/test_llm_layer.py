@@ -274,3 +274,17 @@ def test_local_cache_identity_follows_the_checkpoint_files(tmp_path):
     assert LocalBackend(str(folder)).cache_identity != before
     assert LocalBackend("smollm2-135m-instruct").cache_identity == "smollm2-135m-instruct"  # the demo's keys
     assert LocalBackend("smollm2-135m-instruct", chat_template="{{ x }}").cache_identity != "smollm2-135m-instruct"
+    assert LocalBackend("smollm2-135m-instruct", dtype="bfloat16").cache_identity == "smollm2-135m-instruct@bfloat16"
+    with pytest.raises(ParameterError, match="local_dtype"):
+        LocalBackend("smollm2-135m-instruct", dtype="float16")
+
+
+def test_chat_result_to_dict_round_trips_with_its_own_containers():
+    from helpers.llm.types import ChatResult
+
+    r = ChatResult(text="hi", finish_reason="stop", input_tokens=3, output_tokens=1, model="m",
+                   top_logprobs=[{"A": -0.1, "B": -2.5}])
+    data = r.to_dict()
+    assert ChatResult(**data) == r
+    data["top_logprobs"][0]["A"] = 0.0  # the dict is the caller's to change
+    assert r.top_logprobs == [{"A": -0.1, "B": -2.5}]

@@ -6,7 +6,9 @@ official release file as-is.
 """
 from __future__ import annotations
 
+import importlib
 import json
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,12 @@ def save_official_json(path: str | Path, records: Iterable[dict[str, Any]]) -> P
 
 
 # ---------------------------------------------------------------- datasets
+def start_loading_datasets() -> None:
+    """Import `datasets` in a background thread while the stage waits on the model: the import takes about a
+    second, which would otherwise be added to the end of a run that is bound by network latency."""
+    threading.Thread(target=importlib.import_module, args=("datasets",), name="import datasets", daemon=True).start()
+
+
 def records_to_dataset(records: list[dict[str, Any]]):
     """A `datasets.Dataset`; the transcript becomes a list of {role, content} structs, the rest stays as is."""
     from datasets import Dataset  # heavy: `datasets` loads only when a dataset folder is written or read

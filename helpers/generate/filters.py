@@ -44,10 +44,17 @@ def normalise_instruction(text: str) -> str:
 
 def rouge_l_f1(a: str, b: str) -> float:
     """Word-level ROUGE-L F1 (beta 1) between two texts."""
-    wa, wb = words(a), words(b)
+    return _rouge_l_f1_words(words(a), words(b))
+
+
+def _rouge_l_f1_words(wa: list[str], wb: list[str], cutoff: float = 0.0) -> float:
+    """ROUGE-L F1 of two word lists; below `cutoff` it may return 0.0 early (the bound 2*min/(sum) of the lengths
+    rules most pairs out without computing the LCS)."""
     if not wa and not wb:
         return 1.0
-    return float(Indel.normalized_similarity(wa, wb))
+    if 2 * min(len(wa), len(wb)) < cutoff * (len(wa) + len(wb)):
+        return 0.0
+    return float(Indel.normalized_similarity(wa, wb, score_cutoff=cutoff))
 
 
 def _shingles(text: str) -> set[int]:
@@ -67,7 +74,8 @@ class NearDuplicateIndex:
         self._a = rng.integers(1, _PRIME, size=num_perm, dtype=np.uint64)
         self._b = rng.integers(0, _PRIME, size=num_perm, dtype=np.uint64)
         self._buckets: list[dict[bytes, list[Any]]] = [defaultdict(list) for _ in range(bands)]
-        self._texts: dict[Any, str] = {}
+        self._words: dict[Any, list[str]] = {}
+        self._last: tuple[str | None, list[bytes]] = (None, [])
 
     def _signature(self, text: str) -> np.ndarray:
         sh = np.fromiter(_shingles(text), dtype=np.uint64)
@@ -80,18 +88,26 @@ class NearDuplicateIndex:
     def _band_keys(self, sig: np.ndarray) -> list[bytes]:
         return [sig[i * self.rows:(i + 1) * self.rows].tobytes() for i in range(self.bands)]
 
+    def _keys_of(self, text: str) -> list[bytes]:
+        """Band keys of `text`; the last text's are kept, as a `find` is usually followed by an `add` of it."""
+        if self._last[0] != text:
+            self._last = (text, self._band_keys(self._signature(text)))
+        return self._last[1]
+
     def candidates(self, text: str) -> set[Any]:
         found: set[Any] = set()
-        for band, key in zip(self._buckets, self._band_keys(self._signature(text))):
+        for band, key in zip(self._buckets, self._keys_of(text)):
             found.update(band.get(key, ()))
         return found
 
     def find(self, text: str) -> list[Any]:
-        return [i for i in self.candidates(text) if rouge_l_f1(text, self._texts[i]) >= self.threshold]
+        wa = words(text)
+        return [i for i in self.candidates(text)
+                if _rouge_l_f1_words(wa, self._words[i], self.threshold) >= self.threshold]
 
     def add(self, item_id: Any, text: str) -> None:
-        self._texts[item_id] = text
-        for band, key in zip(self._buckets, self._band_keys(self._signature(text))):
+        self._words[item_id] = words(text)  # tokenised once: every later `find` compares against these
+        for band, key in zip(self._buckets, self._keys_of(text)):
             band[key].append(item_id)
 
 

@@ -15,18 +15,19 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import layout
-from ..jsonl import append_jsonl, read_jsonl, write_jsonl
+from ..jsonl import JsonlAppender, read_jsonl, write_jsonl
 from ..llm.client import ChatClient
 from ..llm.types import Conversation
 from ..params import ParameterError
 from .config import GenerateConfig
 from .filters import FILTER_REASONS, FilterOutcome, filter_examples
-from .files import read_query_types_file, read_skills_file, save_hf_dataset, save_official_json
+from .files import read_query_types_file, read_skills_file, save_hf_dataset, save_official_json, start_loading_datasets
 from .official_flow import OfficialFlow, clean_shirker_reply, draw_official_plan, load_official_flow
 from .parse import parse_final_pair
 from .prompt_versions import PromptVersion, build_turns, get_version, sent_turn_specs, version_fingerprint
@@ -180,7 +181,7 @@ async def _converse(client: Any, plan: ExamplePlan, version: Flow, attempt: int,
 
 
 async def _generate_one(client: Any, plan: ExamplePlan, version: Flow, config: GenerateConfig,
-                        fingerprint: str, progress_path: Path) -> dict[str, Any]:
+                        fingerprint: str, progress: JsonlAppender) -> dict[str, Any]:
     sampling = sampling_for(config, version, client)
     reasons: list[str] = []
     tokens_in = tokens_out = 0
@@ -191,7 +192,7 @@ async def _generate_one(client: Any, plan: ExamplePlan, version: Flow, config: G
         record = _record(plan, conv, version, attempt, client.model, (tokens_in, tokens_out)) if conv.ok else None
         if record is not None:
             entry = {"fingerprint": fingerprint, "status": "ok", "record": record}
-            append_jsonl(progress_path, entry)
+            progress.append(entry)
             return entry
         reasons.append(_parse_failure_reason(conv, version))
     failure = {
@@ -201,7 +202,7 @@ async def _generate_one(client: Any, plan: ExamplePlan, version: Flow, config: G
         "reasons": reasons, "input_tokens": tokens_in, "output_tokens": tokens_out, "transcript": conv.messages,
     }
     entry = {"fingerprint": fingerprint, "status": "failed", "record": failure}
-    append_jsonl(progress_path, entry)
+    progress.append(entry)
     return entry
 
 
@@ -254,11 +255,13 @@ def generate_splits(client: Any, splits: dict[str, tuple[list[ExamplePlan], Path
         nonlocal ok
         done[entry["record"]["example_id"]] = entry
         ok += entry["status"] == "ok"
-        bar.set_postfix(parsed=ok, failed=len(done) - ok)
+        bar.set_postfix(parsed=ok, failed=len(done) - ok, refresh=False)  # the bar redraws at its own pace
 
     if todo:
-        client.gather([_generate_one(client, p, version, config, fps[p.example_id], path) for p, path in todo],
-                      desc=desc, on_done=finished, initial=total - len(todo))
+        with ExitStack() as files:
+            logs = {path: files.enter_context(JsonlAppender(path)) for path in {path for _, path in todo}}
+            client.gather([_generate_one(client, p, version, config, fps[p.example_id], logs[path]) for p, path in todo],
+                          desc=desc, on_done=finished, initial=total - len(todo))
     out = {}
     for name, (plans, _) in splits.items():
         entries = [done[p.example_id] for p in plans]
@@ -354,6 +357,7 @@ def run_generation(config: GenerateConfig, client: Any, data_dir: str | Path | N
     out = GenerationOutcome(config, train_plans, heldout_plans)
     out.prompts = version.describe() if isinstance(version, OfficialFlow) else prompt_provenance(version)
     out.prompts["input_files"] = input_files(config)[2]
+    start_loading_datasets()
 
     results = generate_splits(client, {"train": (train_plans, data_dir / layout.progress_file("train")),
                                        "heldout": (heldout_plans, data_dir / layout.progress_file("heldout"))},

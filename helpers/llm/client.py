@@ -323,12 +323,14 @@ def connect(
     batch_dir: str | Path | None = None,
     batch_poll_s: float = 30.0,
     cache_scope: str | None = None,
+    local_dtype: str = "float32",
 ) -> ChatClient:
     """Build a client from the notebook parameters `{role}_MODEL`, `{role}_BASE_URL`, `{role}_API_KEY_ENV`.
 
     Empty `base_url` runs the model in-process (embedded name, checkpoint folder or hub id); otherwise `model` is
     the id served by the OpenAI-compatible endpoint. With `check`, a wrong endpoint, unknown model or missing key
-    raises `ParameterError` now, before any work is queued.
+    raises `ParameterError` now, before any work is queued. `local_dtype="bfloat16"` runs an in-process model in
+    bf16: about half the CPU time per token on CPUs with bf16 instructions, but replies differ from float32's.
 
     `max_requests_per_minute` / `max_tokens_per_minute` (`{role}_MAX_REQUESTS_PER_MINUTE`, `..._TOKENS_...`; empty
     or None = no limit) pace requests below a provider's limits (see `ratelimit.py`). `batch` (`{role}_BATCH`) sends
@@ -359,7 +361,7 @@ def connect(
                 f"{role}_BASE_URL", "is empty (local model) but an API key variable was given",
                 f"set {role}_BASE_URL to the endpoint (e.g. https://api.openai.com/v1) or clear {role}_API_KEY_ENV",
             )
-        backend = LocalBackend(model, role=role, chat_template=chat_template)
+        backend = LocalBackend(model, role=role, chat_template=chat_template, dtype=local_dtype)
     if check:
         backend.check()
     cache = CallCache(cache_path) if use_cache else None

@@ -5,12 +5,20 @@ through `connect(model=<folder>)`: prompts rendered by the caller (chat template
 padding, the pad token falling back to the end-of-sequence token, and generation stopping at ANY of the model's stop
 tokens (the generation config's and the tokenizer's end-of-sequence, which an SFT template may have changed).
 
+Prompt prefixes already seen are not computed again when a `PrefixCache` is passed: a multi-turn chat's next
+prompt starts with the previous prompt and reply, whose keys and values the model produced last time. Each row
+reuses the longest cached prefix of its own tokens and only its new suffix goes through the model. In the batch,
+a row is laid out as [padding, cached prefix, padding, new suffix] with the attention mask off on both paddings;
+positions come from the mask, so every real token sees the same positions and keys as without the cache (the
+replies agree up to float rounding). Models with sliding-window layers are run without it.
+
 What one row yields (`Generated`): the answer's tokens up to, not including, the first stop token; whether the model
 stopped by itself (`stopped`, False when it hit `max_new_tokens`); and `output_tokens`, the tokens generated
 including that stop token (what an OpenAI-compatible server counts as completion tokens).
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -54,10 +62,117 @@ def left_padded(tokenizer: Any) -> Iterator[Any]:
             tokenizer.pad_token = None
 
 
+class PrefixCache:
+    """Keys and values of recently computed token sequences, one entry per sequence (real tokens only, on the
+    model's device), to be reused as prompt prefixes. Bounded by the number of tokens held; the least recently
+    used entries go first. Not thread-safe: use it under the model's lock."""
+
+    def __init__(self, max_tokens: int = 32_768, min_reuse: int = 16) -> None:
+        self.max_tokens, self.min_reuse = max_tokens, min_reuse  # shorter shared prefixes are not worth a lookup
+        self._entries: OrderedDict[int, tuple[Any, list[tuple[Any, Any]]]] = OrderedDict()
+        self._next_id = 0
+        self.tokens = 0
+        self.reused_tokens = 0  # prompt tokens not computed again, for reports
+
+    def longest_prefix(self, ids: Any) -> tuple[int, int | None]:
+        """(length, entry id) of the longest cached prefix of the 1-D token tensor `ids`, at most len(ids) - 1."""
+        best, best_id = 0, None
+        for entry_id, (cached, _) in self._entries.items():
+            n = min(len(cached), len(ids) - 1)
+            if n <= best:
+                continue
+            same = (cached[:n] == ids[:n]).int()
+            common = int(same.argmin()) if not bool(same.all()) else n
+            if common > best:
+                best, best_id = common, entry_id
+        return (best, best_id) if best >= self.min_reuse else (0, None)
+
+    def kv(self, entry_id: int) -> list[tuple[Any, Any]]:
+        self._entries.move_to_end(entry_id)
+        return self._entries[entry_id][1]
+
+    def add(self, ids: Any, kv: list[tuple[Any, Any]], replaces: int | None = None) -> None:
+        """Store a sequence; `replaces` names the entry it extends (now redundant)."""
+        if replaces is not None and replaces in self._entries:
+            self.tokens -= len(self._entries.pop(replaces)[0])
+        if len(ids) > self.max_tokens:
+            return
+        self._entries[self._next_id] = (ids, kv)
+        self._next_id += 1
+        self.tokens += len(ids)
+        while self.tokens > self.max_tokens:
+            self.tokens -= len(self._entries.popitem(last=False)[1][0])
+
+
+def supports_prefix_cache(model: Any) -> bool:
+    """Only models whose every layer attends to the whole sequence (no sliding window) keep whole-prefix caches."""
+    config = model.config.get_text_config(decoder=True) if hasattr(model.config, "get_text_config") else model.config
+    types = getattr(config, "layer_types", None)
+    if types is not None:
+        return all(t == "full_attention" for t in types)
+    return not getattr(config, "sliding_window", None)
+
+
+def _with_cached_prefixes(model: Any, rows: list[Any], pad_id: int, cache: PrefixCache) -> tuple[dict[str, Any], list]:
+    """Inputs for `generate` that reuse each row's longest cached prefix: input_ids and attention_mask covering
+    [padding, prefix, padding, suffix], and past_key_values holding the prefixes' keys and values."""
+    import torch  # heavy: only processes that run a model in-process pay for importing it
+    from transformers import DynamicCache
+
+    found = [cache.longest_prefix(ids) for ids in rows]
+    n_cached = max(n for n, _ in found)
+    n_new = max(len(ids) - n for ids, (n, _) in zip(rows, found))
+    batch = len(rows)
+    input_ids = torch.full((batch, n_cached + n_new), pad_id, dtype=torch.long)
+    mask = torch.zeros((batch, n_cached + n_new), dtype=torch.long)
+    layers = None
+    for i, (ids, (n, entry_id)) in enumerate(zip(rows, found)):
+        input_ids[i, n_cached - n:n_cached] = ids[:n]
+        mask[i, n_cached - n:n_cached] = 1
+        input_ids[i, n_cached + n_new - (len(ids) - n):] = ids[n:]
+        mask[i, n_cached + n_new - (len(ids) - n):] = 1
+        if entry_id is None:
+            continue
+        kv = cache.kv(entry_id)
+        if layers is None:
+            layers = [(k.new_zeros((batch, k.shape[0], n_cached, k.shape[2])),
+                       v.new_zeros((batch, v.shape[0], n_cached, v.shape[2]))) for k, v in kv]
+        for (k_all, v_all), (k, v) in zip(layers, kv):
+            k_all[i, :, n_cached - n:] = k[:, :n]
+            v_all[i, :, n_cached - n:] = v[:, :n]
+        cache.reused_tokens += n
+    inputs: dict[str, Any] = {"input_ids": input_ids.to(model.device), "attention_mask": mask.to(model.device)}
+    if layers is not None:
+        inputs["past_key_values"] = DynamicCache(ddp_cache_data=layers, config=model.config)
+    return inputs, found
+
+
+def _store_prefixes(cache: PrefixCache, out: Any, inputs: dict[str, Any], rows: list[Any], found: list,
+                    kept_lengths: list[int]) -> None:
+    """Keep each row's prompt + answer keys and values (real tokens only) for its next turn."""
+    import torch  # heavy: only processes that run a model in-process pay for importing it
+
+    past = out.past_key_values
+    if past is None:
+        return
+    layers = [(layer.keys, layer.values) for layer in past.layers]
+    n_kv = layers[0][0].shape[2]
+    generated = out.sequences.shape[1] - inputs["input_ids"].shape[1]
+    full_mask = torch.cat([inputs["attention_mask"], inputs["attention_mask"].new_ones((len(rows), generated))], 1)
+    for i, ids in enumerate(rows):
+        real = full_mask[i, :n_kv].bool()
+        length = min(int(real.sum()), len(ids) + kept_lengths[i])
+        positions = real.nonzero().squeeze(1)[:length]
+        seq = out.sequences[i, positions].cpu()
+        kv = [(k[i][:, positions], v[i][:, positions]) for k, v in layers]  # indexing copies: no view of the batch
+        cache.add(seq, kv, replaces=found[i][1])
+
+
 def generate_batch(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, temperature: float = 0.0,
                    top_p: float = 1.0, seed: int | None = None, top_logprobs: int = 0,
-                   add_special_tokens: bool = False) -> list[Generated]:
-    """Continue each rendered prompt; greedy at temperature 0, nucleus sampling (no top-k) above it.
+                   prefix_cache: PrefixCache | None = None, add_special_tokens: bool = False) -> list[Generated]:
+    """Continue each rendered prompt; greedy at temperature 0, nucleus sampling (no top-k) above it. With a
+    `prefix_cache`, prompt prefixes computed before are reused (see the module docstring).
 
     `add_special_tokens=True` is for plain-text prompts (not rendered by a chat template): the tokenizer adds its
     own BOS, as a completion server tokenises a raw prompt.
@@ -66,8 +181,15 @@ def generate_batch(model: Any, tokenizer: Any, prompts: list[str], max_new_token
 
     stops = stop_token_ids(model, tokenizer)
     with left_padded(tokenizer):
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens).to(model.device)
         pad_id = tokenizer.pad_token_id
+        if prefix_cache is not None and supports_prefix_cache(model):
+            rows = [torch.tensor(ids, dtype=torch.long)
+                    for ids in tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]]
+            enc, found = _with_cached_prefixes(model, rows, pad_id, prefix_cache)
+        else:
+            prefix_cache = None
+            enc = tokenizer(prompts, return_tensors="pt", padding=True,
+                            add_special_tokens=add_special_tokens).to(model.device)
     kwargs: dict[str, Any] = {
         "max_new_tokens": max_new_tokens, "do_sample": temperature > 0, "eos_token_id": sorted(stops),
         "pad_token_id": pad_id, "return_dict_in_generate": True, "output_logits": bool(top_logprobs),
@@ -98,4 +220,6 @@ def generate_batch(model: Any, tokenizer: Any, prompts: list[str], max_new_token
                 top.append({tokenizer.decode([int(i)]): float(v) for v, i in zip(values, idx)})
         results.append(Generated(tokenizer.decode(kept, skip_special_tokens=True), kept, stopped,
                                  int(enc["attention_mask"][row].sum()), top))
+    if prefix_cache is not None:
+        _store_prefixes(prefix_cache, out, enc, rows, found, [r.output_tokens for r in results])
     return results

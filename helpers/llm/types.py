@@ -5,7 +5,7 @@ Kept apart from the client so stages and tests can build and inspect results wit
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": "..."}
@@ -40,7 +40,11 @@ class ChatResult:
         return self.finish_reason == "length"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow, with fresh containers: `asdict`'s recursive copy costs more than the cache write it feeds.
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.top_logprobs is not None:
+            data["top_logprobs"] = [dict(step) for step in self.top_logprobs]
+        return data
 
 
 # A turn is either fixed text or a function of the replies so far (e.g. "rewrite it only if it was cut off");
