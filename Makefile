@@ -31,7 +31,6 @@ bench: $(STAMP)
 	@if [ -f benchmarks/bench_sft_packing.py ]; then $(BIN)/python benchmarks/bench_sft_packing.py; fi
 
 lab: $(STAMP)
-	$(BIN)/python -m pip install -q jupyterlab==4.6.6 nbconvert
 	$(BIN)/jupyter lab notebooks/
 
 html: $(STAMP)
