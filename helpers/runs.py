@@ -20,6 +20,8 @@ from typing import Any
 
 from filelock import FileLock
 
+from .figures import save_figure_files
+
 RECORD_MIME = "application/vnd.instruct-skillmix.record+json"
 TRACKED_PACKAGES = ("torch", "transformers", "trl", "openai", "datasets", "peft", "accelerate", "papermill")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -175,10 +177,9 @@ class Run:
         return value
 
     def save_figure(self, fig: Any, name: str, stage: str | None = None) -> Path:
+        """Save as figures/STAGE_NAME.png and .svg; returns the PNG path."""
         stage = stage or self._require_stage()
-        path = self.figures / f"{stage}_{name}.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        return path
+        return save_figure_files(fig, self.figures / f"{stage}_{name}")[0]
 
 
 def _emit_record(stage: str, name: str, value: Any) -> None:
