@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from .params import ParameterError
+from .runs import resolve_run_dir
 from .pipeline import NOTEBOOKS, NotebookFailed, export_html, notebook_parameters, run_pipeline
 
 
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         params = load_params(args.config, args.param)
         executed = run_pipeline(args.run_dir, params, _select(args.only, args.start), log_output=args.log_output)
-        run_dir = Path(args.run_dir).resolve()
+        run_dir = resolve_run_dir(args.run_dir)
         print(f"\nDone. Run folder: {run_dir}")
         print(f"  executed notebooks: {run_dir / 'notebooks'} ({len(executed)})")
         print(f"  figures:            {run_dir / 'figures'}")

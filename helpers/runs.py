@@ -27,6 +27,24 @@ TRACKED_PACKAGES = ("torch", "transformers", "trl", "openai", "datasets", "peft"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+def resolve_run_dir(run_dir: str | Path) -> Path:
+    """The absolute run folder. A relative RUN_DIR is relative to the project root, not to the working directory:
+    the command line and papermill start in the project root but JupyterLab runs a notebook in `notebooks/`, and
+    all of them must read and write the same folder. (Outside a project checkout: relative to the working directory.)
+    """
+    path = Path(run_dir).expanduser()
+    if not path.is_absolute():
+        root = PROJECT_ROOT if (PROJECT_ROOT / "notebooks").is_dir() else Path.cwd()
+        path = root / path
+    return path.resolve()
+
+
+def run_dir_parameter(value: str) -> str:
+    """A stage config's RUN_DIR as an absolute path string (see resolve_run_dir); empty stays empty so that the
+    config's own check can report it."""
+    return str(resolve_run_dir(value)) if str(value).strip() else value
+
+
 def package_versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {"python": platform.python_version()}
     for name in TRACKED_PACKAGES:
@@ -77,7 +95,7 @@ class Run:
     """One run folder. Safe to open from several notebooks or processes: writes go through a file lock."""
 
     def __init__(self, run_dir: str | Path, stage: str | None = None) -> None:
-        self.path = Path(run_dir).expanduser().resolve()
+        self.path = resolve_run_dir(run_dir)
         self.path.mkdir(parents=True, exist_ok=True)
         self.figures = self.path / "figures"
         self.figures.mkdir(exist_ok=True)

@@ -39,6 +39,7 @@ import pandas as pd
 import yaml
 
 from .params import ParameterError
+from .runs import resolve_run_dir
 
 STAGE1_NOTEBOOK = "01_extract_skills"
 LATER_NOTEBOOKS = ("02_generate", "03_sft", "04_eval_ablations")
@@ -152,7 +153,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, parallel: int = 1, runner: C
     """
     if runner is None:
         from .pipeline import run_pipeline as runner  # noqa: N813
-    out = Path(out_dir)
+    out = resolve_run_dir(out_dir)  # like RUN_DIR: relative to the project root
     out.mkdir(parents=True, exist_ok=True)
     stage1_keys = declared(STAGE1_NOTEBOOK)
     later_keys = set().union(*(declared(nb) for nb in LATER_NOTEBOOKS))
@@ -221,7 +222,7 @@ def _flatten(results: dict[str, Any]) -> dict[str, Any]:
 def collect_results(out_dir: str | Path, write: bool = True) -> pd.DataFrame:
     """One row per cell folder (a cell and seed): parameters, seed, status, error, seconds, run_dir, items_path
     (per-item judge preferences, empty when stage 4 wrote none) and every recorded scalar result."""
-    out = Path(out_dir)
+    out = resolve_run_dir(out_dir)
     rows = []
     for cell_json in sorted((out / "cells").glob("*/cell.json")):
         cell = json.loads(cell_json.read_text())
@@ -263,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     print(df.drop(columns=["run_dir", "items_path"], errors="ignore").to_string(index=False))
-    print(f"\nwrote {Path(args.out) / 'sweep.csv'}")
+    print(f"\nwrote {resolve_run_dir(args.out) / 'sweep.csv'}")
     return 0 if df.empty or (df["status"] == "ok").all() else 1
 
 

@@ -9,6 +9,7 @@ from .answers import DecodingConfig, read_selection
 from .sets import EVAL_SETS
 from .suite import SHIRKER_KINDS
 from ..judge.judging import Judge, load_judge
+from ..runs import run_dir_parameter
 from ..params import ParameterError, check_choice, check_env_var_name, check_float, check_int
 
 REFERENCES = ("bundled", "teacher")
@@ -51,6 +52,9 @@ class EvalConfig:
     SHIRKER_PROBE_FRACTIONS: list = field(default_factory=lambda: [0.0, 0.5], metadata={"help": "Fractions for the shirker probe."})
     SHIRKER_PROBE_KINDS: list = field(default_factory=lambda: ["brevity", "junk"], metadata={"help": "Kinds for the shirker probe."})
     SWEEP_CSV: str = field(default="", metadata={"help": "A sweep.csv from helpers.sweep to plot (ablation curves); empty = none."})
+
+    def __post_init__(self) -> None:
+        self.RUN_DIR = run_dir_parameter(self.RUN_DIR)  # relative to the project root, whatever the working directory
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> EvalConfig:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..llm.models import EMBEDDED_TEACHER
+from ..runs import run_dir_parameter
 from ..params import ParameterError, check_choice, check_env_var_name, check_existing_path, check_float, check_int
 
 
@@ -41,6 +42,9 @@ class GenerateConfig:
     shirker_fraction: float = _f(0.0, "Fraction of training examples whose response is replaced by a low-quality one (the paper's ablation: 0.2).")
     shirker_kind: str = _f("junk", "'brevity' (one paragraph) or 'junk' (unhelpful, vague, long, filler-laden).")
     dry_run: bool = _f(False, "Only plan and estimate calls, tokens and cost; call no model.")
+
+    def __post_init__(self) -> None:
+        self.run_dir = run_dir_parameter(self.run_dir)  # relative to the project root, whatever the working directory
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "GenerateConfig":

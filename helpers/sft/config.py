@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..llm.models import EMBEDDED_STUDENT, EMBEDDED_TEACHER
+from ..runs import run_dir_parameter
 from ..params import ParameterError, check_choice, check_env_var_name, check_float, check_int
 from .templates import TEMPLATE_NAMES
 
@@ -79,6 +80,9 @@ class SFTStageConfig:
                 "size per checkpoint)."})
 
     # ------------------------------------------------------------------ derived values
+    def __post_init__(self) -> None:
+        self.run_dir = run_dir_parameter(self.run_dir)  # relative to the project root, whatever the working directory
+
     def gradient_accumulation(self, num_train_examples: int, world_size: int = 1) -> int:
         """Accumulation steps that give the requested effective batch on `world_size` devices."""
         target = self.target_effective_batch(num_train_examples)
