@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), help="one parameter (YAML value)")
     r.add_argument("--only", help="comma-separated notebook prefixes to run, e.g. 02,03")
     r.add_argument("--from", dest="start", help="start at this notebook (prefix), e.g. 03")
-    r.add_argument("--log-output", action="store_true", help="stream cell outputs to the terminal")
+    r.add_argument("--log-output", action="store_true", help="also log every cell output (tables, figures as text)")
+    r.add_argument("--quiet", action="store_true", help="no stage progress lines, only papermill's cell counter")
     r.add_argument("--html", action="store_true", help="also export the executed notebooks to HTML")
     sub.add_parser("params", help="list every notebook parameter with its default")
     h = sub.add_parser("html", help="export a run folder's executed notebooks to HTML")
@@ -78,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(path)
             return 0
         params = load_params(args.config, args.param)
-        executed = run_pipeline(args.run_dir, params, _select(args.only, args.start), log_output=args.log_output)
+        executed = run_pipeline(args.run_dir, params, _select(args.only, args.start), log_output=args.log_output,
+                                stream_progress=not args.quiet)
         run_dir = resolve_run_dir(args.run_dir)
         print(f"\nDone. Run folder: {run_dir}")
         print(f"  executed notebooks: {run_dir / 'notebooks'} ({len(executed)})")

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import nullcontext
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from .params import ParameterError
-from .runs import PROJECT_ROOT, Run
+from .progress import LineRelay, plain_progress_env, stage_summary_lines
+from .runs import PROJECT_ROOT, Run, read_notebook_records
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 NOTEBOOKS = ("01_extract_skills", "02_generate", "03_sft", "04_eval_ablations")
@@ -68,27 +70,46 @@ def split_parameters(params: Mapping[str, Any], notebooks: Iterable[str]) -> dic
 
 
 def run_notebook(name: str | Path, run_dir: str | Path, params: Mapping[str, Any], *, log_output: bool = False,
-                 progress: bool = True, kernel_name: str | None = None) -> Path:
+                 progress: bool = True, kernel_name: str | None = None,
+                 stream: Callable[[str], None] | None = None) -> Path:
+    """Execute one notebook into the run folder. With `stream`, the kernel's progress bars print plain lines and
+    every line the notebook writes to stdout/stderr is passed to `stream` as it arrives (prefixed with its name)."""
     import papermill as pm
 
     run = Run(run_dir)
     src = notebook_path(name)
     out = run.artifact("notebooks", src.name)
     all_params = {**params, "RUN_DIR": str(run.path)}
+    prefix = f"  {src.stem} | "
+    relays = (LineRelay(prefix, stream), LineRelay(prefix, stream)) if stream else (None, None)  # stdout, stderr
     try:
-        pm.execute_notebook(
-            str(src), str(out), parameters=all_params, cwd=str(PROJECT_ROOT), log_output=log_output,
-            progress_bar=progress, kernel_name=kernel_name, report_mode=False,
-        )
+        with plain_progress_env() if stream else nullcontext():
+            pm.execute_notebook(
+                str(src), str(out), parameters=all_params, cwd=str(PROJECT_ROOT), log_output=log_output,
+                progress_bar=progress and not stream, kernel_name=kernel_name, report_mode=False,
+                stdout_file=relays[0], stderr_file=relays[1],
+            )
     except pm.PapermillExecutionError as exc:
         raise NotebookFailed(src.stem, exc.cell_index, exc.ename, exc.evalue, out) from None
+    finally:
+        for relay in relays:
+            if relay:
+                relay.close()
     return out
+
+
+def stage_numbers(run: Run, executed: Path) -> list[str]:
+    """The numbers the stages of an executed notebook recorded, read back from the run's results.json."""
+    return stage_summary_lines(run.results(), read_notebook_records(executed))
 
 
 def run_pipeline(run_dir: str | Path, params: Mapping[str, Any] | None = None,
                  notebooks: Iterable[str] = NOTEBOOKS, *, log: Callable[[str], None] = print,
-                 log_output: bool = False, progress: bool = True) -> list[Path]:
-    """Run the given notebooks in order into `run_dir`; stop at the first failure (raises NotebookFailed)."""
+                 log_output: bool = False, progress: bool = True, stream_progress: bool = False) -> list[Path]:
+    """Run the given notebooks in order into `run_dir`; stop at the first failure (raises NotebookFailed).
+
+    With `stream_progress`, each notebook's own progress lines go to `log` while it runs, and its recorded
+    numbers are logged when it ends."""
     params = dict(params or {})
     notebooks = list(notebooks)
     routed = split_parameters(params, notebooks)
@@ -97,10 +118,14 @@ def run_pipeline(run_dir: str | Path, params: Mapping[str, Any] | None = None,
     for nb in notebooks:
         log(f"[{time.strftime('%H:%M:%S')}] running {nb} -> {run.path / 'notebooks'}")
         start = time.perf_counter()
-        done.append(run_notebook(nb, run.path, routed[nb], log_output=log_output, progress=progress))
+        done.append(run_notebook(nb, run.path, routed[nb], log_output=log_output, progress=progress,
+                                 stream=log if stream_progress else None))
         seconds = round(time.perf_counter() - start, 1)
         run.set_stage_info(nb, {"seconds": seconds, "executed": str(done[-1])}, stage="_pipeline")
         log(f"[{time.strftime('%H:%M:%S')}] {nb} finished in {seconds} s")
+        if stream_progress:
+            for line in stage_numbers(run, done[-1]):
+                log(f"  {line}")
     return done
 
 

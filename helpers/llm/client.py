@@ -16,12 +16,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from tqdm.auto import tqdm
 
 from .accounting import Usage
 from .cache import CallCache, cache_key
 from .types import ChatResult, Conversation, Message, Turn, normalise_sampling
 from ..params import ParameterError, check_env_var_name, check_int
+from ..progress import progress_bar
 from .errors import PermanentError, TransientError, api_key_from_env  # noqa: F401  (re-exported)
 
 T = TypeVar("T")
@@ -171,7 +171,7 @@ class ChatClient:
 
         out: list[Any] = [None] * len(coros)
         tasks = [asyncio.ensure_future(indexed(i, c)) for i, c in enumerate(coros)]
-        bar = tqdm(total=initial + len(tasks), initial=initial, desc=desc,
+        bar = progress_bar(total=initial + len(tasks), initial=initial, desc=desc,
                    disable=not self.show_progress or not tasks, leave=False)
         start = time.perf_counter()
         try:

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
+from ..progress import progress_bar
 from .templates import render_prompt
 
 
@@ -44,7 +43,7 @@ def generate_answers(model: Any, tokenizer: Any, instructions: list[str], max_ne
     answers: list[Answer] = []
     model.eval()
     try:
-        for start in tqdm(range(0, len(instructions), batch_size), desc=desc, leave=False):
+        for start in progress_bar(range(0, len(instructions), batch_size), desc=desc, leave=False):
             batch = instructions[start:start + batch_size]
             prompts = [render_prompt(tokenizer, [{"role": "user", "content": text}]) for text in batch]
             enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
