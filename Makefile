@@ -35,6 +35,7 @@ lab: $(STAMP)
 
 html: $(STAMP)
 	$(BIN)/python -m helpers html --run-dir $(RUN_DIR)
+	$(BIN)/python -m helpers report --run-dir $(RUN_DIR)
 
 strip: $(STAMP)
 	$(BIN)/python -m helpers.notebook_hygiene notebooks/*.ipynb

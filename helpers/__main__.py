@@ -1,9 +1,11 @@
-"""Command line: `python -m helpers run|params|html ...` (also installed as `ism`).
+"""Command line: `python -m helpers run|params|html|report|compare ...` (also installed as `ism`).
 
     python -m helpers run --run-dir runs/demo                       # all four stages, embedded defaults
     python -m helpers run --run-dir runs/x --config my.yaml -p NUM_EXAMPLES 1000 --only 02_generate
     python -m helpers params                                        # every notebook parameter and its default
     python -m helpers html --run-dir runs/demo                      # executed notebooks -> HTML
+    python -m helpers report --run-dir runs/demo                    # one self-contained page: runs/demo/report.html
+    python -m helpers compare runs/a runs/b [--plot cmp]            # recorded results side by side
 """
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ from typing import Any
 
 import yaml
 
+from . import report
 from .params import ParameterError
-from .runs import resolve_run_dir
 from .pipeline import NOTEBOOKS, NotebookFailed, export_html, notebook_parameters, run_pipeline
+from .runs import resolve_run_dir
 
 
 def _parse_value(text: str) -> Any:
@@ -68,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("params", help="list every notebook parameter with its default")
     h = sub.add_parser("html", help="export a run folder's executed notebooks to HTML")
     h.add_argument("--run-dir", required=True)
+    report.add_commands(sub)
     args = ap.parse_args(argv)
+    if args.cmd in ("report", "compare"):
+        return report.run_command(args)
 
     try:
         if args.cmd == "params":

@@ -134,7 +134,8 @@ def export_html(run_dir: str | Path) -> list[Path]:
     try:
         from nbconvert import HTMLExporter
     except ImportError:
-        raise ParameterError("export", "nbconvert is not installed", "run `make lab` (it installs JupyterLab and nbconvert) or `pip install nbconvert`") from None
+        raise ParameterError("export", "nbconvert is not installed",
+                             "run `make setup` (requirements.txt pins nbconvert) or `pip install -r requirements.txt`") from None
     import nbformat
 
     run = Run(run_dir)
