@@ -21,6 +21,11 @@ from tqdm import std as tqdm_std
 PLAIN_ENV = "ISM_PLAIN_PROGRESS"
 PLAIN_INTERVAL_S = 5.0  # seconds between two lines of one bar in plain mode
 
+# The kernel environment of plain mode: our bars print lines; other libraries' bars redraw at most every few
+# seconds, and the datasets library's per-map bars (tokenising, filtering: seconds each) stay quiet.
+_PLAIN_SETTINGS = ((PLAIN_ENV, "1"), ("TQDM_MININTERVAL", str(PLAIN_INTERVAL_S)),
+                   ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"))
+
 _env_lock = threading.Lock()
 _env_users = 0
 _env_saved: dict[str, str | None] = {}
@@ -66,7 +71,7 @@ def plain_progress_env() -> Iterator[None]:
     with _env_lock:
         if _env_users == 0:
             _env_saved.clear()
-            for name, value in ((PLAIN_ENV, "1"), ("TQDM_MININTERVAL", str(PLAIN_INTERVAL_S))):
+            for name, value in _PLAIN_SETTINGS:
                 _env_saved[name] = os.environ.get(name)
                 os.environ[name] = value
         _env_users += 1
