@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .params import ParameterError
-from .progress import LineRelay, plain_progress_env, stage_summary_lines
+from .progress import LineRelay, plain_progress_env, say, stage_summary_lines
 from .runs import PROJECT_ROOT, Run, read_notebook_records
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
@@ -104,7 +104,7 @@ def stage_numbers(run: Run, executed: Path) -> list[str]:
 
 
 def run_pipeline(run_dir: str | Path, params: Mapping[str, Any] | None = None,
-                 notebooks: Iterable[str] = NOTEBOOKS, *, log: Callable[[str], None] = print,
+                 notebooks: Iterable[str] = NOTEBOOKS, *, log: Callable[[str], None] = say,
                  log_output: bool = False, progress: bool = True, stream_progress: bool = False) -> list[Path]:
     """Run the given notebooks in order into `run_dir`; stop at the first failure (raises NotebookFailed).
 

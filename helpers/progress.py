@@ -31,6 +31,11 @@ _env_users = 0
 _env_saved: dict[str, str | None] = {}
 
 
+def say(line: str) -> None:
+    """Print a progress line now, also when stdout is a pipe (`make demo | tee log`) rather than a terminal."""
+    print(line, flush=True)
+
+
 def plain_progress() -> bool:
     """True when progress must be plain-text lines (set by the pipeline driver for the kernels it starts)."""
     return os.environ.get(PLAIN_ENV) == "1"
