@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--from", dest="start", help="start at this notebook (prefix), e.g. 03")
     r.add_argument("--log-output", action="store_true", help="also log every cell output (tables, figures as text)")
     r.add_argument("--quiet", action="store_true", help="no stage progress lines, only papermill's cell counter")
-    r.add_argument("--html", action="store_true", help="also export the executed notebooks to HTML")
+    r.add_argument("--html", action="store_true", help="also export the executed notebooks to HTML and write report.html")
     sub.add_parser("params", help="list every notebook parameter with its default")
     h = sub.add_parser("html", help="export a run folder's executed notebooks to HTML")
     h.add_argument("--run-dir", required=True)
@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.html:
             for path in export_html(run_dir):
                 print(f"  html: {path}")
+            print(f"  report:             {report.write_report(run_dir)}")
         return 0
     except ParameterError as exc:
         print(f"error: {exc}", file=sys.stderr)
