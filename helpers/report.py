@@ -31,8 +31,6 @@ from .runs import resolve_run_dir
 # Which parameter of the evaluation stage names the judge of a metric (by the metric's name).
 _JUDGE_PARAMETER = (("mt_bench", "MT_BENCH_JUDGE"), ("wb_", "WILDBENCH_JUDGE"), ("win_rate", "PAIRWISE_JUDGE"),
                     ("shirker", "PAIRWISE_JUDGE"))
-# Keys of a recorded dict that describe its value rather than being numbers of their own.
-_CONTEXT_KEYS = ("judge", "prompt_source", "n_items", "n", "n_scored")
 HEADLINE = ("win_rate", "lc_win_rate", "mt_bench_avg", "wb_score")
 
 
@@ -101,6 +99,15 @@ def _item_count(named: Mapping[str, Any], stage_params: Mapping[str, Any], name:
     return ""
 
 
+def _flatten(prefix: str, value: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Nested dicts as dotted names: {"a": {"b": 1}} under 'x' -> [('x.a.b', 1)]."""
+    out = []
+    for key, item in value.items():
+        label = f"{prefix}.{key}"
+        out += _flatten(label, item) if isinstance(item, Mapping) else [(label, item)]
+    return out
+
+
 def recorded_numbers(run_dir: str | Path) -> pd.DataFrame:
     """Every number in results.json: (stage, name, value, judge, prompt_source, n_items). A recorded dict gives
     one row per number in it (or one row when it is `{"value": ..., "judge": ..., ...}`); lists of records (tables)
@@ -118,7 +125,7 @@ def recorded_numbers(run_dir: str | Path) -> pd.DataFrame:
             if isinstance(value, Mapping) and "value" in value:
                 entries.append((name, value["value"], value))
             elif isinstance(value, Mapping):
-                entries += [(f"{name}.{k}", v, {}) for k, v in value.items() if k not in _CONTEXT_KEYS]
+                entries += [(label, v, {}) for label, v in _flatten(name, value)]
             else:
                 entries.append((name, value, {}))
             for label, number, context in entries:

@@ -24,7 +24,8 @@ def fabricate_run(folder, win_rate: float = 41.5):
     run.add_model("teacher", {"backend": "local", "model": "smollm2-135m-instruct"})
     run.add_accounting("teacher", {"calls": 12, "input_tokens": 3400, "cost_usd": None})
     run.record("n_train", 38, display=False)
-    run.record("estimate", {"calls": 120, "cost_usd": 0.0, "model": "x"}, display=False)
+    run.record("estimate", {"calls": 120, "cost_usd": 0.0, "model": "x", "per_role": {"teacher": {"tokens": 777}}},
+               display=False)
     run.begin_stage("evaluate", {"N_EVAL": 20, "N_MT_BENCH": 3})
     run.add_model("judge", {"backend": "local", "model": "smollm2-135m-instruct"})
     run.set_stage_info("judges", {"PAIRWISE_JUDGE": {"name": "alpaca_eval_pairwise", "prompt_source": "kit"},
@@ -53,6 +54,7 @@ def test_report_is_self_contained_and_lists_every_number(tmp_path):
     assert numbers.loc["win_rate", "prompt_source"] == "kit" and numbers.loc["win_rate", "n_items"] == 20
     assert numbers.loc["mt_bench_avg", "judge"].startswith("mt_bench_single") and numbers.loc["mt_bench_avg", "n_items"] == 3
     assert numbers.loc["estimate.calls", "value"] == 120 and "estimate.model" not in numbers.index
+    assert numbers.loc["estimate.per_role.teacher.tokens", "value"] == 777
     assert numbers.loc["n_train", "judge"] == ""
 
     changed = changed_parameters(folder, DEFAULTS)
@@ -64,7 +66,7 @@ def test_report_is_self_contained_and_lists_every_number(tmp_path):
     assert "<script" not in page.lower() and "<link" not in page.lower()
     assert page.count('src="data:image/png;base64,') == 1
     assert 'href="notebooks/02_generate.ipynb"' in page
-    for value in ("41.5", "37.25", "38", "120", "3400", "22"):
+    for value in ("41.5", "37.25", "38", "120", "777", "3400", "22"):
         assert f">{value}<" in page, value
     assert "NUM_EXAMPLES" in page and "shirker_probe" in page
 
