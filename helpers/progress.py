@@ -22,9 +22,11 @@ PLAIN_ENV = "ISM_PLAIN_PROGRESS"
 PLAIN_INTERVAL_S = 5.0  # seconds between two lines of one bar in plain mode
 
 # The kernel environment of plain mode: our bars print lines; other libraries' bars redraw at most every few
-# seconds, and the datasets library's per-map bars (tokenising, filtering: seconds each) stay quiet.
+# seconds, the datasets library's per-map bars (tokenising, filtering: seconds each) stay quiet, and tqdm's warning
+# that the kernel has no widgets (irrelevant when nobody watches the notebook) is not printed.
 _PLAIN_SETTINGS = ((PLAIN_ENV, "1"), ("TQDM_MININTERVAL", str(PLAIN_INTERVAL_S)),
                    ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"))
+_NO_WIDGET_WARNING = "ignore:IProgress not found"
 
 _env_lock = threading.Lock()
 _env_users = 0
@@ -76,7 +78,8 @@ def plain_progress_env() -> Iterator[None]:
     with _env_lock:
         if _env_users == 0:
             _env_saved.clear()
-            for name, value in _PLAIN_SETTINGS:
+            warnings = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), _NO_WIDGET_WARNING]))
+            for name, value in (*_PLAIN_SETTINGS, ("PYTHONWARNINGS", warnings)):
                 _env_saved[name] = os.environ.get(name)
                 os.environ[name] = value
         _env_users += 1
@@ -96,7 +99,7 @@ def plain_progress_env() -> Iterator[None]:
 class LineRelay:
     """A write-only text stream (papermill's `stdout_file` / `stderr_file`) that passes each complete line,
     prefixed, to `emit`. Carriage returns end a line too (that is how a text bar redraws itself); empty lines and a
-    line equal to the previous one are dropped."""
+    line that repeats the previous one (a bar redrawn with only its timings changed) are dropped."""
 
     def __init__(self, prefix: str, emit: Callable[[str], None]) -> None:
         self.prefix, self.emit = prefix, emit
@@ -112,8 +115,9 @@ class LineRelay:
 
     def _send(self, line: str) -> None:
         line = line.rstrip()
-        if line.strip() and line != self._last:
-            self._last = line
+        key = re.sub(r"\[[^\]]*\]$", "", line).rstrip()  # a bar's line without its [elapsed<left, rate]
+        if line.strip() and key != self._last:
+            self._last = key
             self.emit(f"{self.prefix}{line}")
 
     def flush(self) -> None:

@@ -13,8 +13,9 @@ def test_line_relay_splits_redraws_and_drops_repeats():
     lines: list[str] = []
     relay = LineRelay("nb | ", lines.append)
     relay.write("gen:  10%|#         | 1/10\rgen:  10%|#         | 1/10\r")
-    relay.write("gen: 100%|##########| 10/10\nhalf a li")
-    assert lines == ["nb | gen:  10%|#         | 1/10", "nb | gen: 100%|##########| 10/10"]
+    relay.write("gen: 100%|##########| 10/10 [00:09<00:00, 1.01it/s]\rgen: 100%|##########| 10/10 [00:09<00:00, 1.0")
+    relay.write("2it/s]\nhalf a li")
+    assert lines == ["nb | gen:  10%|#         | 1/10", "nb | gen: 100%|##########| 10/10 [00:09<00:00, 1.01it/s]"]
     relay.write("ne\n\n\n")
     relay.write("tail")
     relay.close()
@@ -29,13 +30,17 @@ def test_plain_progress_bar_prints_its_final_state(monkeypatch, capsys):
     assert "judging" in err and "3/3" in err  # kept at the end even though the caller asked leave=False
 
 
-def test_plain_progress_env_is_scoped():
+def test_plain_progress_env_is_scoped(monkeypatch):
     before = os.environ.get(PLAIN_ENV)
     with plain_progress_env():
         with plain_progress_env():
             assert os.environ[PLAIN_ENV] == "1"
         assert os.environ[PLAIN_ENV] == "1"
     assert os.environ.get(PLAIN_ENV) == before
+    monkeypatch.setenv("PYTHONWARNINGS", "error::DeprecationWarning")
+    with plain_progress_env():
+        assert os.environ["PYTHONWARNINGS"] == "error::DeprecationWarning,ignore:IProgress not found"
+    assert os.environ["PYTHONWARNINGS"] == "error::DeprecationWarning"
 
 
 def test_stage_summary_lines_show_numbers_only():
