@@ -63,7 +63,7 @@ def plot_ablation(intervals: pd.DataFrame, x: str, line: str | None = None, per_
     methods = sorted(set(intervals["method"].dropna())) if "method" in intervals else []
     ax.set_title(title or f"{metric} vs {x}", fontsize=10)
     level = intervals["level"].iloc[0] if "level" in intervals else 0.95
-    note = f"mean over seeds; bars: {level:.0%} interval ({'; '.join(methods)}); dots: single seeds"
+    note = f"mean over seeds; bars: {level:.0%} interval, {'; '.join(methods)}; dots: single seeds"
     fig.text(0.01, -0.06, note, fontsize=7, ha="left", va="top", wrap=True)
     ax.legend(fontsize=8)
     return fig
