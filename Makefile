@@ -34,11 +34,11 @@ bench: $(STAMP)
 	@if [ -f benchmarks/bench_sft_packing.py ]; then $(BIN)/python benchmarks/bench_sft_packing.py; fi
 
 lab: $(STAMP)
-	$(BIN)/python -m pip install -q jupyterlab==4.6.6 nbconvert
 	$(BIN)/jupyter lab notebooks/
 
 html: $(STAMP)
 	$(BIN)/python -m helpers html --run-dir $(RUN_DIR)
+	$(BIN)/python -m helpers report --run-dir $(RUN_DIR)
 
 strip: $(STAMP)
 	$(BIN)/python -m helpers.notebook_hygiene notebooks/*.ipynb

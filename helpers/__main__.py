@@ -1,10 +1,12 @@
-"""Command line: `python -m helpers run|params|html ...` (also installed as `ism`).
+"""Command line: `python -m helpers run|params|html|report|compare ...` (also installed as `ism`).
 
     python -m helpers run --run-dir runs/demo                       # all four stages, embedded defaults
     python -m helpers run --run-dir runs/x --config my.yaml -p NUM_EXAMPLES 1000 --only 02_generate
     python -m helpers params                                        # every parameter: stages, default, help
     python -m helpers score-alpaca-eval annotations.json --glm v1   # the leaderboard's win rate and LC
     python -m helpers html --run-dir runs/demo                      # executed notebooks -> HTML
+    python -m helpers report --run-dir runs/demo                    # one self-contained page: runs/demo/report.html
+    python -m helpers compare runs/a runs/b [--plot cmp]            # recorded results side by side
 """
 from __future__ import annotations
 
@@ -13,12 +15,13 @@ import json
 import shutil
 import sys
 import textwrap
-from pathlib import Path
 from typing import Any
 
+from . import report
 from .config import merge_overrides, parse_value, read_params_file
 from .params import ParameterError
 from .pipeline import NOTEBOOKS, NotebookFailed, export_html, parameter_table, run_pipeline
+from .runs import resolve_run_dir
 
 
 def load_params(config: str | None, pairs: list[list[str]] | None) -> dict[str, Any]:
@@ -81,13 +84,17 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), help="one parameter (YAML value)")
     r.add_argument("--only", help="comma-separated notebook prefixes to run, e.g. 02,03")
     r.add_argument("--from", dest="start", help="start at this notebook (prefix), e.g. 03")
-    r.add_argument("--log-output", action="store_true", help="stream cell outputs to the terminal")
-    r.add_argument("--html", action="store_true", help="also export the executed notebooks to HTML")
+    r.add_argument("--log-output", action="store_true", help="also log every cell output (tables, figures as text)")
+    r.add_argument("--quiet", action="store_true", help="no stage progress lines, only papermill's cell counter")
+    r.add_argument("--html", action="store_true", help="also export the executed notebooks to HTML and write report.html")
     sub.add_parser("params", help="list every parameter: the stages that take it, its default and its help")
     h = sub.add_parser("html", help="export a run folder's executed notebooks to HTML")
     h.add_argument("--run-dir", required=True)
+    report.add_commands(sub)
     _add_score_alpaca_eval(sub)
     args = ap.parse_args(argv)
+    if args.cmd in ("report", "compare"):
+        return report.run_command(args)
 
     try:
         if args.cmd == "params":
@@ -100,8 +107,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(path)
             return 0
         params = load_params(args.config, args.param)
-        executed = run_pipeline(args.run_dir, params, _select(args.only, args.start), log_output=args.log_output)
-        run_dir = Path(args.run_dir).resolve()
+        executed = run_pipeline(args.run_dir, params, _select(args.only, args.start), log_output=args.log_output,
+                                stream_progress=not args.quiet)
+        run_dir = resolve_run_dir(args.run_dir)
         print(f"\nDone. Run folder: {run_dir}")
         print(f"  executed notebooks: {run_dir / 'notebooks'} ({len(executed)})")
         print(f"  figures:            {run_dir / 'figures'}")
@@ -110,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.html:
             for path in export_html(run_dir):
                 print(f"  html: {path}")
+            print(f"  report:             {report.write_report(run_dir)}")
         return 0
     except ParameterError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -25,6 +25,7 @@ import yaml
 from .layout import CONFIGS_DIR
 from .params import (DEFAULT_REQUEST_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT, REQUEST_ATTEMPTS_HELP, REQUEST_TIMEOUT_HELP,
                      ParameterError, check_choice)
+from .runs import run_dir_parameter
 
 C = TypeVar("C", bound="StageConfig")
 
@@ -169,6 +170,10 @@ class StageConfig:
     profile_dir: ClassVar[str | None] = None  # configs/<profile_dir>/<PROFILE>.yaml fills fields left at None
 
     def __post_init__(self) -> None:
+        if isinstance(getattr(self, "run_dir", None), str):
+            # a relative RUN_DIR is relative to the project root, whatever the working directory (JupyterLab runs
+            # notebooks in notebooks/): the command line, papermill and JupyterLab see one run folder
+            self.run_dir = run_dir_parameter(self.run_dir)
         if self.profile_dir:
             self._apply_profile()
 

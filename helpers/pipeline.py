@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,8 @@ from .evaluate.config import EvalConfig
 from .generate.config import GenerateConfig
 from .layout import NOTEBOOKS_DIR, PROJECT_ROOT, RUN_NOTEBOOKS
 from .params import ParameterError, check_secret_parameters
-from .runs import Run, check_run_dir
+from .progress import LineRelay, plain_progress_env, say, stage_summary_lines
+from .runs import Run, check_run_dir, read_notebook_records
 from .sft.config import SFTStageConfig
 from .skills.config import SkillExtractionConfig
 
@@ -127,31 +128,48 @@ def parameter_table() -> list[dict[str, str]]:
 
 
 def run_notebook(name: str | Path, run_dir: str | Path, params: Mapping[str, Any], *, log_output: bool = False,
-                 progress: bool = True, kernel_name: str | None = None) -> Path:
+                 progress: bool = True, kernel_name: str | None = None,
+                 stream: Callable[[str], None] | None = None) -> Path:
+    """Execute one notebook into the run folder. With `stream`, the kernel's progress bars print plain lines and
+    every line the notebook writes to stdout/stderr is passed to `stream` as it arrives (prefixed with its name)."""
     import papermill as pm
 
     run = Run(run_dir)
     src = notebook_path(name)
     out = run.artifact(RUN_NOTEBOOKS, src.name)
     all_params = {**params, "RUN_DIR": str(run.path)}
+    prefix = f"  {src.stem} | "
+    relays = (LineRelay(prefix, stream), LineRelay(prefix, stream)) if stream else (None, None)  # stdout, stderr
     try:
-        pm.execute_notebook(
-            str(src), str(out), parameters=all_params, cwd=str(PROJECT_ROOT), log_output=log_output,
-            progress_bar=progress, kernel_name=kernel_name, report_mode=False,
-        )
+        with plain_progress_env() if stream else nullcontext():
+            pm.execute_notebook(
+                str(src), str(out), parameters=all_params, cwd=str(PROJECT_ROOT), log_output=log_output,
+                progress_bar=progress and not stream, kernel_name=kernel_name, report_mode=False,
+                stdout_file=relays[0], stderr_file=relays[1],
+            )
     except pm.PapermillExecutionError as exc:
         raise NotebookFailed(src.stem, exc.cell_index, exc.ename, exc.evalue, out) from None
+    finally:
+        for relay in relays:
+            if relay:
+                relay.close()
     return out
 
 
+def stage_numbers(run: Run, executed: Path) -> list[str]:
+    """The numbers the stages of an executed notebook recorded, read back from the run's results.json."""
+    return stage_summary_lines(run.results(), read_notebook_records(executed))
+
+
 def run_pipeline(run_dir: str | Path, params: Mapping[str, Any] | None = None,
-                 notebooks: Iterable[str] = NOTEBOOKS, *, log: Callable[[str], None] = print,
-                 log_output: bool = False, progress: bool = True) -> list[Path]:
+                 notebooks: Iterable[str] = NOTEBOOKS, *, log: Callable[[str], None] = say,
+                 log_output: bool = False, progress: bool = True, stream_progress: bool = False) -> list[Path]:
     """Run the given notebooks in order into `run_dir`; stop at the first failure (raises NotebookFailed).
 
     Before anything is written: a pasted key or a URL with credentials is refused (papermill would store it in the
     executed notebook), so is a run folder that is the kit itself, and every selected stage's parameters are checked.
-    One run at a time per run folder.
+    One run at a time per run folder. With `stream_progress`, each notebook's own progress lines go to `log` while
+    it runs, and its recorded numbers are logged when it ends.
     """
     params = dict(params or {})
     check_secret_parameters(params)
@@ -167,13 +185,17 @@ def run_pipeline(run_dir: str | Path, params: Mapping[str, Any] | None = None,
             starts_before = stage_starts(run)
             start = time.perf_counter()
             try:
-                done.append(run_notebook(nb, run.path, routed[nb], log_output=log_output, progress=progress))
+                done.append(run_notebook(nb, run.path, routed[nb], log_output=log_output, progress=progress,
+                                         stream=log if stream_progress else None))
             finally:  # the notes matter most when the stage failed
                 for note in new_stage_notes(run, starts_before):
                     log(f"  note: {note}")
             seconds = round(time.perf_counter() - start, 1)
             run.set_stage_info(nb, {"seconds": seconds, "executed": str(done[-1])}, stage="_pipeline")
             log(f"[{time.strftime('%H:%M:%S')}] {nb} finished in {seconds} s")
+            if stream_progress:
+                for line in stage_numbers(run, done[-1]):
+                    log(f"  {line}")
     return done
 
 
@@ -212,7 +234,8 @@ def export_html(run_dir: str | Path) -> list[Path]:
     try:
         from nbconvert import HTMLExporter
     except ImportError:
-        raise ParameterError("export", "nbconvert is not installed", "run `make lab` (it installs JupyterLab and nbconvert) or `pip install nbconvert`") from None
+        raise ParameterError("export", "nbconvert is not installed",
+                             "run `make setup` (requirements.txt pins nbconvert) or `pip install -r requirements.txt`") from None
     import nbformat
 
     run = Run(run_dir)

@@ -20,7 +20,8 @@ from typing import Any
 
 from filelock import FileLock
 
-from .layout import FIGURES, MANIFEST_JSON, PROJECT_ROOT, RESULTS_JSON, figure_file
+from .figures import save_figure_files
+from .layout import FIGURES, MANIFEST_JSON, PROJECT_ROOT, RESULTS_JSON
 from .params import ParameterError, check_secret_parameters, redact_url
 
 RECORD_MIME = "application/vnd.instruct-skillmix.record+json"
@@ -50,7 +51,7 @@ def check_run_dir(run_dir: str | Path | None, parameter: str = "RUN_DIR") -> Pat
     if run_dir is None or not str(run_dir).strip():
         raise ParameterError(parameter, "is empty, which would write into the current folder",
                              "name a run folder such as runs/demo")
-    path = Path(run_dir).expanduser().resolve()
+    path = resolve_run_dir(run_dir)
     if path.exists() and not path.is_dir():
         raise ParameterError(parameter, f"{path} is a file, not a folder", "name a folder (it is created if missing)")
     inside_kit_code = path == PROJECT_ROOT / "notebooks" or any(path.is_relative_to(PROJECT_ROOT / name)
@@ -59,6 +60,24 @@ def check_run_dir(run_dir: str | Path | None, parameter: str = "RUN_DIR") -> Pat
         raise ParameterError(parameter, f"{path} is (or holds) the kit's own files, which a run would overwrite",
                              "use a folder of its own, e.g. runs/demo")
     return path
+
+
+def resolve_run_dir(run_dir: str | Path) -> Path:
+    """The absolute run folder. A relative RUN_DIR is relative to the project root, not to the working directory:
+    the command line and papermill start in the project root but JupyterLab runs a notebook in `notebooks/`, and
+    all of them must read and write the same folder. (Outside a project checkout: relative to the working directory.)
+    """
+    path = Path(run_dir).expanduser()
+    if not path.is_absolute():
+        root = PROJECT_ROOT if (PROJECT_ROOT / "notebooks").is_dir() else Path.cwd()
+        path = root / path
+    return path.resolve()
+
+
+def run_dir_parameter(value: str) -> str:
+    """A stage config's RUN_DIR as an absolute path string (see resolve_run_dir); empty stays empty so that the
+    config's own check can report it."""
+    return str(resolve_run_dir(value)) if str(value).strip() else value
 
 
 def package_versions() -> dict[str, str | None]:
@@ -215,10 +234,9 @@ class Run:
         return value
 
     def save_figure(self, fig: Any, name: str, stage: str | None = None) -> Path:
+        """Save as figures/STAGE_NAME.png and .svg; returns the PNG path."""
         stage = stage or self._require_stage()
-        path = self.path / figure_file(stage, name)
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        return path
+        return save_figure_files(fig, self.figures / f"{stage}_{name}")[0]
 
 
 def _emit_record(stage: str, name: str, value: Any) -> None:

@@ -2,6 +2,7 @@
 
     python -m helpers.sweep --grid grid.yaml --out sweeps/shirkers [--parallel 2] [--set NUM_EXAMPLES=200]
     python -m helpers.sweep --grid shirkers --out sweeps/shirkers      # a built-in grid from the paper
+    python -m helpers.sweep --grid shirkers --out sweeps/shirkers --seeds 0,1,2   # each cell with 3 seeds
 
 A grid file is YAML:
 
@@ -10,10 +11,14 @@ A grid file is YAML:
     grid:            # every combination of these values is one cell
       SHIRKER_FRACTION: [0.0, 0.2, 0.5]
       SHIRKER_KIND: [brevity, junk]
+    SEEDS: [0, 1, 2] # optional: every cell once per seed (or --seeds 0,1,2)
 
 Stage 1 runs once per distinct set of stage-1 parameters (once, if the grid varies only later stages) in
 `OUT/_stage1/…`; its artifacts are copied into each cell's run folder. Cells share the LLM call cache, so repeated
-requests are free. `OUT/sweep.csv` holds one row per cell: its parameters, status and every recorded result.
+requests are free. With seeds, stages 2-4 of every cell run once per seed (SEED sets the generation plan, the
+shirker choice, training and judging order), while stage 1 stays shared. `OUT/sweep.csv` holds one row per
+(cell, seed): its parameters, `seed`, status, every recorded result and `items_path`, the per-item judge
+preferences the intervals of `helpers.evaluate.ablations` are computed from.
 """
 from __future__ import annotations
 
@@ -35,13 +40,18 @@ import pandas as pd
 import yaml
 
 from .config import refuse_renamed
-from .layout import RESULTS_JSON, SKILLS_JSONL, STAGE1_LISTS
+from .layout import EVAL_PAIRWISE_ITEMS, RESULTS_JSON, SKILLS_JSONL, STAGE1_LISTS
 from .params import ParameterError, check_secret_parameters
 from .pipeline import notebook_parameters, run_pipeline
+from .runs import resolve_run_dir
 
 STAGE1_NOTEBOOK = "01_extract_skills"
 LATER_NOTEBOOKS = ("02_generate", "03_sft", "04_eval_ablations")
 STAGE1_ARTIFACTS = STAGE1_LISTS
+# The parameters a seed of the seed dimension sets in stages 2-4 (stage 1 keeps the base value: it is shared).
+SEED_PARAMETERS = ("SEED",)
+# Per-item judge preferences written by stage 4 (model, id, preference, ...), relative to a cell's run folder.
+PAIRWISE_ITEMS = Path(EVAL_PAIRWISE_ITEMS)
 
 # The paper's ablations (shirker fraction and kind, k, data size, skill source), ready to run.
 PAPER_GRIDS: dict[str, dict[str, Any]] = {
@@ -58,10 +68,12 @@ class SweepSpec:
 
     base: dict[str, Any] = field(default_factory=dict, metadata={"help": "Parameters shared by every cell."})
     grid: dict[str, list[Any]] = field(default_factory=dict, metadata={"help": "Parameter -> values; cells are all combinations."})
+    seeds: list[int] = field(default_factory=list, metadata={"help": "Run every cell once per seed (empty: once, with the base SEED)."})
 
 
-def load_grid(grid: str | Path, overrides: dict[str, Any] | None = None) -> SweepSpec:
-    """A grid from a YAML file or a built-in name (see PAPER_GRIDS); `overrides` are added to `base`."""
+def load_grid(grid: str | Path, overrides: dict[str, Any] | None = None, seeds: list[int] | None = None) -> SweepSpec:
+    """A grid from a YAML file or a built-in name (see PAPER_GRIDS); `overrides` are added to `base`; `seeds`
+    (when given) replace the file's SEEDS."""
     if str(grid) in PAPER_GRIDS:
         data = PAPER_GRIDS[str(grid)]
     else:
@@ -70,12 +82,16 @@ def load_grid(grid: str | Path, overrides: dict[str, Any] | None = None) -> Swee
             raise ParameterError("--grid", f"{grid!r} is neither a file nor a built-in grid",
                                  f"give a YAML file or one of {', '.join(PAPER_GRIDS)}")
         data = yaml.safe_load(path.read_text()) or {}
-    unknown = set(data) - {"base", "grid"}
+    unknown = set(data) - {"base", "grid", "SEEDS"}
     if unknown:
-        raise ParameterError("--grid", f"unknown top-level keys {sorted(unknown)}", "use only 'base' and 'grid'")
+        raise ParameterError("--grid", f"unknown top-level keys {sorted(unknown)}", "use only 'base', 'grid' and 'SEEDS'")
     spec = SweepSpec(base=dict(data.get("base") or {}), grid={k: list(v) if isinstance(v, (list, tuple)) else [v]
                                                               for k, v in (data.get("grid") or {}).items()})
     spec.base.update(overrides or {})
+    spec.seeds = check_seeds(data.get("SEEDS") if seeds is None else seeds)
+    if spec.seeds and any(k in spec.grid for k in SEED_PARAMETERS):
+        raise ParameterError("SEEDS", "the grid varies SEED and a seed dimension is given as well",
+                             "list the seeds once: either under SEEDS (or --seeds) or as grid values of SEED")
     if not spec.grid:
         raise ParameterError("--grid", "the grid is empty", "list at least one parameter with its values under 'grid'")
     return spec
@@ -85,6 +101,33 @@ def expand_grid(spec: SweepSpec) -> list[dict[str, Any]]:
     """All cells in a stable order (first key varies slowest), each the full parameter dict of that cell."""
     keys = list(spec.grid)
     return [{**spec.base, **dict(zip(keys, values))} for values in itertools.product(*(spec.grid[k] for k in keys))]
+
+
+def check_seeds(seeds: Any) -> list[int]:
+    """SEEDS as a list of distinct integers ([] = no seed dimension); '0,1,2' is accepted as well."""
+    if seeds is None or seeds == "":
+        return []
+    if isinstance(seeds, str):
+        seeds = [s.strip() for s in seeds.split(",") if s.strip()]
+    if isinstance(seeds, int):
+        seeds = [seeds]
+    try:
+        values = [int(s) for s in seeds]
+    except (TypeError, ValueError):
+        raise ParameterError("SEEDS", f"{seeds!r} is not a list of integers", "write e.g. --seeds 0,1,2 or SEEDS: [0, 1, 2]") from None
+    if len(set(values)) != len(values):
+        raise ParameterError("SEEDS", f"{values} repeats a seed", "list each seed once")
+    return values
+
+
+def expand_seeds(cells: list[dict[str, Any]], seeds: list[int]) -> list[tuple[dict[str, Any], int | None]]:
+    """(cell, seed) pairs, every cell once per seed (seed None: no seed dimension, the cell keeps its SEED)."""
+    return [(cell, seed) for cell in cells for seed in (seeds or [None])]
+
+
+def seeded_cell_name(name: str, seed: int | None) -> str:
+    """The folder of one seed of a cell: NAME__seed=S (NAME itself without a seed dimension)."""
+    return name if seed is None else f"{name}__seed={seed}"
 
 
 def cell_name(params: dict[str, Any], keys: Iterable[str]) -> str:
@@ -119,7 +162,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, parallel: int = 1, runner: C
     `runner(run_dir, params, notebooks=...)` is `helpers.pipeline.run_pipeline` unless a test injects another.
     """
     runner = runner or run_pipeline
-    out = Path(out_dir)
+    out = resolve_run_dir(out_dir)  # like RUN_DIR: relative to the project root
     out.mkdir(parents=True, exist_ok=True)
     stage1_keys = declared(STAGE1_NOTEBOOK)
     later_keys = set().union(*(declared(nb) for nb in LATER_NOTEBOOKS))
@@ -134,7 +177,8 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, parallel: int = 1, runner: C
     names = [cell_name(c, varied) for c in cells]
     if len(set(names)) < len(names):
         raise ParameterError("--grid", "two cells have the same values", "list each value once per parameter")
-    (out / "grid.json").write_text(json.dumps({"base": spec.base, "grid": spec.grid}, indent=2, default=str))
+    (out / "grid.json").write_text(json.dumps({"base": spec.base, "grid": spec.grid, "SEEDS": spec.seeds}, indent=2,
+                                              default=str))
 
     # Stage 1 once per distinct stage-1 parameter set.
     stage1_dirs: dict[str, Path] = {}
@@ -150,17 +194,22 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, parallel: int = 1, runner: C
             log(f"stage 1 -> {folder}")
             runner(folder, s1, notebooks=(STAGE1_NOTEBOOK,))
 
-    def run_cell(cell: dict[str, Any]) -> None:
-        name = cell_name(cell, varied)
+    def run_cell(cell_seed: tuple[dict[str, Any], int | None]) -> None:
+        cell, seed = cell_seed
+        name = seeded_cell_name(cell_name(cell, varied), seed)
         cell_dir = out / "cells" / name
         cell_dir.mkdir(parents=True, exist_ok=True)
         s1 = {k: v for k, v in cell.items() if k in stage1_keys}
         _copy_stage1(stage1_dirs[json.dumps(s1, sort_keys=True, default=str)], cell_dir)
-        status: dict[str, Any] = {"cell": name, "params": cell, "status": "running"}
+        later = {k: v for k, v in cell.items() if k in later_keys}
+        if seed is not None:
+            later.update({k: seed for k in SEED_PARAMETERS if k in later_keys})
+        status: dict[str, Any] = {"cell": name, "params": {**cell, **later}, "seed": later.get("SEED"),
+                                  "status": "running"}
         (cell_dir / "cell.json").write_text(json.dumps(status, indent=2, default=str))
         start = time.perf_counter()
         try:
-            runner(cell_dir, {k: v for k, v in cell.items() if k in later_keys}, notebooks=LATER_NOTEBOOKS)
+            runner(cell_dir, later, notebooks=LATER_NOTEBOOKS)
             status.update(status="ok", error="")
         except Exception as exc:  # one failed cell must not stop the sweep; the error is kept in the table
             status.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
@@ -169,7 +218,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, parallel: int = 1, runner: C
         (cell_dir / "cell.json").write_text(json.dumps(status, indent=2, default=str))
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        list(pool.map(run_cell, cells))
+        list(pool.map(run_cell, expand_seeds(cells, spec.seeds)))
     return collect_results(out)
 
 
@@ -186,16 +235,20 @@ def _flatten(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def collect_results(out_dir: str | Path, write: bool = True) -> pd.DataFrame:
-    """One row per cell folder: parameters, status, error, seconds, run_dir and every recorded scalar result."""
-    out = Path(out_dir)
+    """One row per cell folder (a cell and seed): parameters, seed, status, error, seconds, run_dir, items_path
+    (per-item judge preferences, empty when stage 4 wrote none) and every recorded scalar result."""
+    out = resolve_run_dir(out_dir)
     rows = []
     for cell_json in sorted((out / "cells").glob("*/cell.json")):
         cell = json.loads(cell_json.read_text())
         results_path = cell_json.parent / RESULTS_JSON
         results = json.loads(results_path.read_text()) if results_path.exists() else {}
-        rows.append({"cell": cell["cell"], **cell.get("params", {}), "status": cell.get("status"),
+        items = cell_json.parent / PAIRWISE_ITEMS
+        rows.append({"cell": cell["cell"], **cell.get("params", {}),
+                     "seed": cell.get("seed", cell.get("params", {}).get("SEED")), "status": cell.get("status"),
                      "error": cell.get("error", ""), "seconds": cell.get("seconds"),
-                     "run_dir": str(cell_json.parent), **_flatten(results)})
+                     "run_dir": str(cell_json.parent), "items_path": str(items) if items.exists() else "",
+                     **_flatten(results)})
     df = pd.DataFrame(rows)
     if write:
         df.to_csv(out / "sweep.csv", index=False)
@@ -209,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel", type=int, default=1, help="cells run at the same time (each starts its own kernels)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra base parameter (YAML value), repeatable")
+    parser.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2: every cell once per seed (stage 1 shared)")
     parser.add_argument("--collect-only", action="store_true", help="only rebuild sweep.csv from the cell folders")
     args = parser.parse_args(argv)
     if args.collect_only:
@@ -219,12 +273,13 @@ def main(argv: list[str] | None = None) -> int:
             key, _, value = item.partition("=")
             overrides[key] = yaml.safe_load(value)
         try:
-            df = run_sweep(load_grid(args.grid, overrides), args.out, parallel=args.parallel)
+            df = run_sweep(load_grid(args.grid, overrides, check_seeds(args.seeds) if args.seeds else None), args.out,
+                           parallel=args.parallel)
         except ParameterError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    print(df.drop(columns=["run_dir"], errors="ignore").to_string(index=False))
-    print(f"\nwrote {Path(args.out) / 'sweep.csv'}")
+    print(df.drop(columns=["run_dir", "items_path"], errors="ignore").to_string(index=False))
+    print(f"\nwrote {resolve_run_dir(args.out) / 'sweep.csv'}")
     return 0 if df.empty or (df["status"] == "ok").all() else 1
 
 

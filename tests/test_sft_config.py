@@ -33,7 +33,7 @@ def test_demo_profile_is_small():
 @pytest.mark.parametrize("name", ["demo", "paper"])
 def test_shipped_config_files_load(name):
     cfg = SFTStageConfig.load(PROJECT_ROOT / "configs" / "sft" / f"{name}.yaml", ["MAX_STEPS=7", "RUN_DIR=runs/x"])
-    assert cfg.profile == name and cfg.max_steps == 7 and cfg.run_dir == "runs/x"
+    assert cfg.profile == name and cfg.max_steps == 7 and cfg.run_dir == str(PROJECT_ROOT / "runs" / "x")
 
 
 @pytest.mark.parametrize("override,name", [(["CHAT_TEMPLATE=vicuna"], "CHAT_TEMPLATE"),

@@ -118,3 +118,51 @@ def test_a_pasted_key_in_a_grid_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ParameterError, match="TEACHER_API_KEY_ENV: this is not the name of an environment variable"):
         run_sweep(load_grid(grid), tmp_path / "sw", runner=FakeRunner(), declared=declared.__getitem__)
     assert not (tmp_path / "sw" / "grid.json").exists()
+def test_seeds_expand_cells_times_seeds_with_stage1_shared(tmp_path):
+    runner = FakeRunner()
+    spec = load_grid("shirkers", {"NUM_EXAMPLES": 8, "SEED": 5}, seeds=[0, 1, 2])
+    spec.grid = {"SHIRKER_FRACTION": [0.0, 0.2]}
+    df = run_sweep(spec, tmp_path / "sw", runner=runner, declared=DECLARED.__getitem__, log=lambda m: None)
+    stage1 = [c for c in runner.calls if c[2] == ("01_extract_skills",)]
+    assert len(stage1) == 1 and stage1[0][1] == {"SEED": 5}  # the base seed: stage 1 is not repeated per seed
+    later = [c for c in runner.calls if c[2] != ("01_extract_skills",)]
+    assert sorted((c[1]["SHIRKER_FRACTION"], c[1]["SEED"]) for c in later) == [
+        (f, s) for f in (0.0, 0.2) for s in (0, 1, 2)]
+    assert len(df) == 6 and sorted(df["seed"]) == [0, 0, 1, 1, 2, 2] and (df["SEED"] == df["seed"]).all()
+    assert "SHIRKER_FRACTION=0.2__seed=1" in set(df["cell"])
+    assert (df["items_path"].fillna("") == "").all()  # the fake stage 4 wrote no per-item table
+    on_disk = pd.read_csv(tmp_path / "sw" / "sweep.csv")
+    assert len(on_disk) == 6 and "seed" in on_disk.columns
+
+
+def test_seeds_from_grid_file_and_cli(tmp_path, monkeypatch):
+    grid = tmp_path / "g.yaml"
+    grid.write_text("grid:\n  K_SKILLS: [1, 2]\nSEEDS: [3, 4]\n")
+    assert load_grid(grid).seeds == [3, 4]
+    assert load_grid(grid, seeds=[7]).seeds == [7]
+    with pytest.raises(ParameterError):
+        load_grid(grid, seeds="1,1")
+    grid.write_text("grid:\n  SEED: [1, 2]\nSEEDS: [3]\n")
+    with pytest.raises(ParameterError):
+        load_grid(grid)
+    seen = {}
+
+    def fake_run_sweep(spec, out, parallel=1):
+        seen["seeds"] = spec.seeds
+        return pd.DataFrame({"status": ["ok"], "run_dir": ["x"]})
+
+    monkeypatch.setattr("helpers.sweep.run_sweep", fake_run_sweep)
+    assert main(["--grid", "k", "--out", str(tmp_path / "sw"), "--seeds", "0,1,2"]) == 0
+    assert seen["seeds"] == [0, 1, 2]
+    assert main(["--grid", "k", "--out", str(tmp_path / "sw"), "--seeds", "0,x"]) == 2
+
+
+def test_items_path_is_collected(tmp_path):
+    runner = FakeRunner()
+    run_sweep(load_grid("k"), tmp_path / "sw", runner=runner, declared=DECLARED.__getitem__, log=lambda m: None)
+    cell = tmp_path / "sw" / "cells" / "K_SKILLS=1"
+    (cell / "eval").mkdir()
+    (cell / "eval" / "pairwise_items.csv").write_text("model,id,preference\nstudent,a,1.0\n")
+    df = collect_results(tmp_path / "sw").set_index("cell")
+    assert df.loc["K_SKILLS=1", "items_path"].endswith("pairwise_items.csv")
+    assert pd.isna(df.loc["K_SKILLS=2", "items_path"]) or df.loc["K_SKILLS=2", "items_path"] == ""

@@ -7,31 +7,26 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..figures import apply_theme
+from .interval_plots import plot_win_rate_bars
+
 
 def _empty(ax, message: str) -> None:
     ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, fontsize=9)
     ax.set_axis_off()
 
 
-def plot_win_rates(summary: pd.DataFrame, judge_name: str = ""):
-    """Win rate and LC win rate per model, with standard-error bars, and the 50 % line (= as good as the reference)."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    x = np.arange(len(summary))
-    ax.bar(x - 0.2, summary["win_rate"], 0.4, yerr=summary["win_rate_se"].fillna(0), capsize=3, label="win rate")
-    ax.bar(x + 0.2, summary["lc_win_rate"], 0.4, yerr=summary["lc_win_rate_se"].fillna(0), capsize=3,
-           label="LC win rate")
-    ax.axhline(50, color="grey", lw=0.8, ls="--")
-    ax.set_xticks(x, summary["model"], rotation=15)
-    ax.set_ylabel("% vs reference")
-    ax.set_ylim(0, 100)
-    ax.set_title(f"Pairwise vs reference (judge: {judge_name})" if judge_name else "Pairwise vs reference")
-    ax.legend()
-    return fig
+def plot_win_rates(summary: pd.DataFrame, judge_name: str = "", per_item: pd.DataFrame | None = None):
+    """Win rate and LC win rate per model with 95 % intervals (bootstrap over the per-item table when given), and
+    the 50 % line (= as good as the reference)."""
+    return plot_win_rate_bars(summary, per_item, judge_name)
 
 
 def plot_metric_by(df: pd.DataFrame, x: str, metric: str, line: str | None = None, title: str = "",
                    empty_message: str = "no data"):
-    """A metric against one sweep parameter, one line per value of another (e.g. shirker fraction x kind)."""
+    """A metric against one parameter, one line per value of another (e.g. shirker fraction x kind), with 95 %
+    normal intervals (±1.96 standard errors) when a `METRIC_se` column is given."""
+    apply_theme()
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     if df is None or df.empty or x not in df or metric not in df or df[metric].isna().all():
         _empty(ax, empty_message)
@@ -40,7 +35,7 @@ def plot_metric_by(df: pd.DataFrame, x: str, metric: str, line: str | None = Non
     se_col = f"{metric}_se"
     for name, g in groups:
         g = g.sort_values(x)
-        yerr = g[se_col] if se_col in g else None
+        yerr = 1.96 * g[se_col].fillna(0) if se_col in g else None
         ax.errorbar(g[x], g[metric], yerr=yerr, marker="o", capsize=3, label=str(name))
     ax.set_xlabel(x)
     ax.set_ylabel(metric)
@@ -52,6 +47,7 @@ def plot_metric_by(df: pd.DataFrame, x: str, metric: str, line: str | None = Non
 
 def plot_mt_bench_categories(per_category: Mapping[str, pd.DataFrame]):
     """MT-Bench average score per category, one bar group per category and one bar per model."""
+    apply_theme()
     fig, ax = plt.subplots(figsize=(7, 3.5))
     if not per_category:
         _empty(ax, "no MT-Bench scores")
@@ -70,6 +66,7 @@ def plot_mt_bench_categories(per_category: Mapping[str, pd.DataFrame]):
 def plot_leaderboard(leaderboard: pd.DataFrame, highlight: str = "", ours: Mapping[str, float] | None = None):
     """Published AlpacaEval 2.0 LC win rates, the paper's model highlighted; our numbers drawn apart because they
     come from another judge."""
+    apply_theme()
     fig, ax = plt.subplots(figsize=(7, 0.3 * (len(leaderboard) + len(ours or {})) + 1))
     rows = leaderboard[["model", "lc_win_rate"]].copy()
     rows["kind"] = np.where(rows["model"] == highlight, "paper", "published")

@@ -16,13 +16,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from tqdm.auto import tqdm
 
 from ..params import (DEFAULT_REQUEST_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT, ParameterError, check_base_url,
                       check_env_var_name, check_int, check_request_limits)
 from .accounting import Usage
 from .cache import CallCache, cache_key
 from .ratelimit import RateLimiter, estimate_tokens
+from ..progress import progress_bar
 from .errors import PermanentError, TransientError, api_key_from_env  # noqa: F401  (re-exported)
 from .local_backend import LocalBackend
 from .models import EMBEDDED_TEACHER
@@ -241,7 +241,7 @@ class ChatClient:
         for t in tasks:
             t.add_done_callback(finished)
         rate_state: dict[str, str] = {}
-        bar = tqdm(total=initial + len(tasks), initial=initial, desc=desc,
+        bar = progress_bar(total=initial + len(tasks), initial=initial, desc=desc,
                    disable=not self.show_progress or not tasks, leave=False)
         ticker = asyncio.ensure_future(show_waiting())
         start = time.perf_counter()

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from ..llm.generation import generate_batch
+from ..progress import progress_bar
 from .templates import render_prompt
 
 
@@ -35,7 +34,7 @@ def generate_answers(model: Any, tokenizer: Any, instructions: list[str], max_ne
     own special tokens (BOS), as a completion server such as vLLM tokenises a raw prompt.
     """
     answers: list[Answer] = []
-    for start in tqdm(range(0, len(instructions), batch_size), desc=desc, leave=False):
+    for start in progress_bar(range(0, len(instructions), batch_size), desc=desc, leave=False):
         batch = instructions[start:start + batch_size]
         if prompt_fn is None:
             prompts = [render_prompt(tokenizer, [{"role": "user", "content": text}]) for text in batch]

@@ -14,6 +14,7 @@ import math
 import os
 import resource
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 
 from ..llm.models import load_tokenizer_and_model, resolve_model_path
 from ..params import ParameterError
+from ..progress import plain_progress
 from .config import SFTStageConfig
 from .data import tokenize_dataset
 from .process_trace import record_training_rows
@@ -155,6 +157,33 @@ def _timing_callback() -> Any:
     return StepTimer()
 
 
+def _use_line_progress(trainer: Any) -> None:
+    """Plain progress mode (the pipeline driver): one line per logged step on stderr instead of the notebook's
+    HTML bar, which nobody sees while the driver runs the notebook."""
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import ProgressCallback
+    from transformers.utils.notebook import NotebookProgressCallback
+
+    class LineProgress(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+            self._start = time.perf_counter()
+            print(f"training: {state.max_steps} steps", file=sys.stderr, flush=True)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            logs = logs or {}
+            parts = [f"step {state.global_step}/{state.max_steps}"]
+            parts += [f"{key} {logs[key]:.4g}" for key in ("loss", "eval_loss", "learning_rate", "epoch")
+                      if isinstance(logs.get(key), (int, float))]
+            if state.global_step:
+                seconds = time.perf_counter() - getattr(self, "_start", time.perf_counter())
+                parts.append(f"{seconds / state.global_step:.1f} s/step")
+            print("training: " + ", ".join(parts), file=sys.stderr, flush=True)
+
+    trainer.remove_callback(NotebookProgressCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(LineProgress())
+
+
 def train_sft(cfg: SFTStageConfig, train_records: Any, heldout_records: Any | None, output_dir: str | Path,
               model_tokenizer: tuple[Any, Any, TemplateSpec, str] | None = None, evaluate_first: bool = True,
               **trl_overrides: Any) -> TrainOutcome:
@@ -193,6 +222,8 @@ def train_sft(cfg: SFTStageConfig, train_records: Any, heldout_records: Any | No
                          processing_class=tokenizer, peft_config=peft_config, callbacks=[timer])
     record_training_rows(trainer)
     trainer.accelerator.wait_for_everyone()
+    if plain_progress():
+        _use_line_progress(trainer)
     if trainer.is_world_process_zero():
         if resume_from is None:
             clear_output_dir(output_dir, cfg)
