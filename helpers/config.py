@@ -82,6 +82,17 @@ SHARED: dict[str, tuple[Any, str]] = {
                              "'official:<teacher>') used instead "
                              "of one the teacher writes: stage 1 imports it, stage 2 reads it as given; empty: "
                              "stage 2 reads stage 1's RUN_DIR/query_types.jsonl."),
+    "teacher_max_requests_per_minute": (None, "The teacher provider's request limit per minute for your tier; the "
+                                              "client paces requests below it (None: no pacing, only backoff on 429)."),
+    "teacher_max_tokens_per_minute": (None, "The teacher provider's token limit per minute (prompt + max_tokens, "
+                                            "corrected by the reported usage); None: none."),
+    "teacher_batch": (False, "Send the teacher's requests through the provider's Batch API (half price on OpenAI; "
+                             "one batch round per conversation turn; batch ids kept in RUN_DIR so a killed run resumes "
+                             "polling)."),
+    "judge_max_requests_per_minute": (None, "The judge provider's request limit per minute; None: no pacing."),
+    "judge_max_tokens_per_minute": (None, "The judge provider's token limit per minute; None: none."),
+    "judge_batch": (False, "Send the judge's requests through the provider's Batch API (half price on OpenAI; batch "
+                           "ids kept in RUN_DIR so a killed run resumes polling)."),
     "request_timeout": (DEFAULT_REQUEST_TIMEOUT, REQUEST_TIMEOUT_HELP),
     "request_attempts": (DEFAULT_REQUEST_ATTEMPTS, REQUEST_ATTEMPTS_HELP),
     "instruct_skillmix_repo": ("", "Root of a local clone of princeton-pli/Instruct-SkillMix, read for the official "
@@ -226,7 +237,7 @@ class StageConfig:
     def validate(self: C, *, inputs: bool = True) -> C:
         """Raise ParameterError naming the first wrong parameter; returns self for chaining."""
         for f in fields(self):
-            if getattr(self, f.name) is None and f.default is None and self.profile_dir:
+            if getattr(self, f.name) is None and f.default is None and self.profile_dir and f.name not in SHARED:
                 profile = getattr(self, "profile", "")
                 raise ParameterError(f.name.upper(), f"is not set and PROFILE={profile!r} gives no value",
                                      f"set it, or add it to configs/{self.profile_dir}/{profile}.yaml")

@@ -74,6 +74,7 @@ EVAL_WILDBENCH_SCORES = f"{EVAL}/wildbench_scores.jsonl"
 EVAL_SCORES_SUMMARY = f"{EVAL}/scores_summary.csv"
 EVAL_SHIRKER_PROBE = f"{EVAL}/shirker_probe.csv"
 EVAL_WB_REWARD = f"{EVAL}/wb_reward.jsonl"
+BATCHES = "batches"  # Batch API journal (batch ids written before waiting, so a killed run resumes polling)
 
 
 def eval_answers_file(role: str) -> str:

@@ -13,7 +13,8 @@ import papermill as pm
 from helpers.evaluate.config import EvalConfig
 from helpers.generate.config import GenerateConfig
 from helpers.runs import PROJECT_ROOT, Run, resolve_run_dir
-from helpers.sft.config import make_config
+from helpers.sft.config import SFTStageConfig
+from helpers.skills.config import SkillExtractionConfig
 
 
 def test_relative_run_dir_is_relative_to_the_project_root(monkeypatch, tmp_path):
@@ -21,8 +22,9 @@ def test_relative_run_dir_is_relative_to_the_project_root(monkeypatch, tmp_path)
     expected = PROJECT_ROOT / "runs" / "demo"
     assert resolve_run_dir("runs/demo") == expected
     assert GenerateConfig(run_dir="runs/demo").run_dir == str(expected)
-    assert make_config("demo", run_dir="runs/demo").run_dir == str(expected)
-    assert EvalConfig(RUN_DIR="runs/demo").RUN_DIR == str(expected)
+    assert SFTStageConfig(profile="demo", run_dir="runs/demo").run_dir == str(expected)
+    assert SkillExtractionConfig(run_dir="runs/demo").run_dir == str(expected)
+    assert EvalConfig(run_dir="runs/demo").run_dir == str(expected)
     assert GenerateConfig(run_dir="").run_dir == ""  # left for the config's own check to report
     assert resolve_run_dir(tmp_path / "abs") == tmp_path / "abs"  # absolute paths are kept
     monkeypatch.chdir(tmp_path)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import StageConfig, param, shared
+from ..layout import BATCHES
 from ..judge.judging import Judge
 from ..judge.named import describe_judge, load_named_judge, owner_of
 from ..llm.client import ChatClient
@@ -44,6 +45,12 @@ class EvalConfig(StageConfig):
     max_concurrency: int = shared("max_concurrency")
     request_timeout: float = shared("request_timeout")
     request_attempts: int = shared("request_attempts")
+    judge_max_requests_per_minute: float | None = shared("judge_max_requests_per_minute")
+    judge_max_tokens_per_minute: float | None = shared("judge_max_tokens_per_minute")
+    judge_batch: bool = shared("judge_batch")
+    teacher_max_requests_per_minute: float | None = shared("teacher_max_requests_per_minute")
+    teacher_max_tokens_per_minute: float | None = shared("teacher_max_tokens_per_minute")
+    teacher_batch: bool = shared("teacher_batch")
     reference: str = param("bundled", "'bundled' = the eval set's reference outputs; 'teacher' = answers from "
                                       "TEACHER_*.")
     teacher_model: str = shared("teacher_model")
@@ -158,7 +165,8 @@ class EvalConfig(StageConfig):
 
     def request_limits(self) -> dict[str, Any]:
         """REQUEST_TIMEOUT / REQUEST_ATTEMPTS as `connect()` keyword arguments."""
-        return {"request_timeout_s": self.request_timeout, "max_attempts": self.request_attempts}
+        return {"request_timeout_s": self.request_timeout, "max_attempts": self.request_attempts,
+                "batch_dir": Path(self.run_dir) / BATCHES}
 
     def student(self) -> Endpoint:
         """The evaluated model: STUDENT_MODEL, or stage 3's best checkpoint (or the generator named by

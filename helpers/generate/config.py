@@ -29,6 +29,9 @@ class GenerateConfig(StageConfig):
     max_concurrency: int = shared("max_concurrency")
     request_timeout: float = shared("request_timeout")
     request_attempts: int = shared("request_attempts")
+    teacher_max_requests_per_minute: float | None = shared("teacher_max_requests_per_minute")
+    teacher_max_tokens_per_minute: float | None = shared("teacher_max_tokens_per_minute")
+    teacher_batch: bool = shared("teacher_batch")
     skills_path: str = shared("skills_path")
     query_types_path: str = shared("query_types_path")
     num_examples: int = param(6, "Training examples to plan (the paper: 1K-4K). Failed or filtered ones are not "

@@ -430,5 +430,6 @@ def record_outcome(run: Any, outcome: GenerationOutcome) -> dict[str, Any]:
 
 def connect_teacher(config: GenerateConfig) -> ChatClient:
     """The teacher client from the notebook parameters (raises ParameterError on a bad endpoint/model/key)."""
-    return config.teacher().connect(config.max_concurrency, stage="generate", request_timeout_s=config.request_timeout,
+    return config.teacher().connect(config.max_concurrency, stage="generate", batch_dir=Path(config.run_dir) / layout.BATCHES,
+                                    request_timeout_s=config.request_timeout,
                                     max_attempts=config.request_attempts)

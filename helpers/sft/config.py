@@ -103,6 +103,9 @@ class SFTStageConfig(StageConfig):
     max_concurrency: int = shared("max_concurrency")
     request_timeout: float = shared("request_timeout")
     request_attempts: int = shared("request_attempts")
+    judge_max_requests_per_minute: float | None = shared("judge_max_requests_per_minute")
+    judge_max_tokens_per_minute: float | None = shared("judge_max_tokens_per_minute")
+    judge_batch: bool = shared("judge_batch")
 
     # ------------------------------------------------------------------ derived values
     def gradient_accumulation(self, num_train_examples: int, world_size: int = 1) -> int:

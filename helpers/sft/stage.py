@@ -91,7 +91,8 @@ def load_data(cfg: SFTStageConfig) -> SFTData:
 
 def connect_judge(cfg: SFTStageConfig) -> ChatClient:
     """The pairwise judge for SELECTION='judge' (checked before any training)."""
-    return cfg.judge().connect(cfg.max_concurrency, stage=STAGE, request_timeout_s=cfg.request_timeout,
+    return cfg.judge().connect(cfg.max_concurrency, stage=STAGE, batch_dir=Path(cfg.run_dir) / layout.BATCHES,
+                               request_timeout_s=cfg.request_timeout,
                                max_attempts=cfg.request_attempts)
 
 

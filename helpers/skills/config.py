@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import StageConfig, param, shared
+from ..layout import BATCHES
 from ..llm.endpoint import Endpoint
 from ..params import ParameterError, check_choice, check_existing_path, check_float, check_int, check_request_limits
 from .dedup import DEDUP_METHODS
@@ -32,6 +33,9 @@ class SkillExtractionConfig(StageConfig):
     max_concurrency: int = shared("max_concurrency")
     request_timeout: float = shared("request_timeout")
     request_attempts: int = shared("request_attempts")
+    teacher_max_requests_per_minute: float | None = shared("teacher_max_requests_per_minute")
+    teacher_max_tokens_per_minute: float | None = shared("teacher_max_tokens_per_minute")
+    teacher_batch: bool = shared("teacher_batch")
     num_topics: int = param(3, "direct route: how many topics to ask the teacher for.")
     skills_per_topic: int = param(5, "direct route: how many skills to ask for per topic.")
     num_query_types: int = param(4, "How many query types to ask the teacher for (the paper has 16).")
@@ -122,7 +126,8 @@ class SkillExtractionConfig(StageConfig):
 
     def connect_teacher(self, stage: str = "extract_skills") -> Any:
         """The teacher's client with the shared concurrency and the request limits."""
-        return self.teacher().connect(self.max_concurrency, stage=stage, request_timeout_s=self.request_timeout,
+        return self.teacher().connect(self.max_concurrency, stage=stage, batch_dir=Path(self.run_dir) / BATCHES,
+                                      request_timeout_s=self.request_timeout,
                                       max_attempts=self.request_attempts)
 
     @property
