@@ -99,6 +99,11 @@ def plot_win_rate_bars(summary: pd.DataFrame, per_item: pd.DataFrame | None = No
                      "low": r["lc_win_rate"] - z * lc_se, "high": r["lc_win_rate"] + z * lc_se})
     table = pd.DataFrame(rows)
     fig, ax = plt.subplots(figsize=(6, 3.6))
+    if table.empty:  # every number was flagged (too few items or readable verdicts): nothing honest to draw
+        ax.text(0.5, 0.5, "no win rate rests on enough items to plot\n(see the table: flagged numbers)",
+                ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
     sns.barplot(data=table, x="model", y="value", hue="metric", errorbar=None, ax=ax)
     for container, (_, g) in zip(ax.containers, table.groupby("metric", sort=False)):
         centres = [bar.get_x() + bar.get_width() / 2 for bar in container.patches]
