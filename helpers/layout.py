@@ -82,8 +82,9 @@ def eval_answers_file(role: str) -> str:
     return f"{EVAL}/answers_{role}.jsonl"
 
 
-def figure_file(stage: str, name: str) -> str:
-    return f"{FIGURES}/{stage}_{name}.png"
+def figure_stem(stage: str, name: str) -> str:
+    """A figure's path without its suffix: `Run.save_figure` writes it as .png and .svg."""
+    return f"{FIGURES}/{stage}_{name}"
 
 
 def eval_annotations_file(model: str) -> str:

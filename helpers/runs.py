@@ -21,15 +21,15 @@ from typing import Any
 from filelock import FileLock
 
 from .figures import save_figure_files
-from .layout import FIGURES, MANIFEST_JSON, PROJECT_ROOT, RESULTS_JSON
+from .layout import FIGURES, MANIFEST_JSON, PROJECT_ROOT, RESULTS_JSON, figure_stem
 from .params import ParameterError, check_secret_parameters, redact_url
 
 RECORD_MIME = "application/vnd.instruct-skillmix.record+json"
 TRACKED_PACKAGES = ("torch", "transformers", "trl", "openai", "datasets", "peft", "accelerate", "papermill")
 
 
-KIT_FOLDERS = ("helpers", "data", "tests")  # no run folder inside these; `notebooks/` itself is refused, but
-# notebooks/runs/... is allowed: a kernel started from JupyterLab in notebooks/ resolves RUN_DIR='runs/demo' there.
+KIT_FOLDERS = ("helpers", "data", "tests")  # no run folder inside these; `notebooks/` itself is refused, but an
+# explicit notebooks/runs/... is allowed (a relative RUN_DIR resolves against the project root, see resolve_run_dir).
 
 
 def _holds_kit(path: Path) -> bool:
@@ -236,7 +236,7 @@ class Run:
     def save_figure(self, fig: Any, name: str, stage: str | None = None) -> Path:
         """Save as figures/STAGE_NAME.png and .svg; returns the PNG path."""
         stage = stage or self._require_stage()
-        return save_figure_files(fig, self.figures / f"{stage}_{name}")[0]
+        return save_figure_files(fig, self.path / figure_stem(stage, name))[0]
 
 
 def _emit_record(stage: str, name: str, value: Any) -> None:

@@ -26,7 +26,7 @@ from .config import STAGE, EvalConfig
 from .suite import summarise_scores
 
 STUDENT = "student"
-PAIRWISE_KEYS = ("win_rate", "win_rate_se", "lc_win_rate", "n_unparsed")
+PAIRWISE_KEYS = ("win_rate", "win_rate_se", "lc_win_rate")  # recorded per model (`_<model>`) and as headline
 
 
 def _suffix(model: str) -> str:
@@ -84,11 +84,11 @@ def record_pairwise(run: Run, summary: pd.DataFrame, per_item: pd.DataFrame, n_e
     summary.to_csv(run.artifact(EVAL_PAIRWISE_SUMMARY), index=False)
     recorded: dict[str, Any] = {}
     for row in summary.to_dict("records"):
-        for key in PAIRWISE_KEYS[:3]:
+        for key in PAIRWISE_KEYS:
             recorded[f"{key}_{row['model']}"] = reportable(row[key], *_counts(row))
         recorded[f"n_unparsed_{row['model']}"] = int(row["n_unparsed"])
     student = summary.set_index("model").loc[STUDENT]
-    recorded.update({key: reportable(student[key], *_counts(student)) for key in PAIRWISE_KEYS[:3]})
+    recorded.update({key: reportable(student[key], *_counts(student)) for key in PAIRWISE_KEYS})
     recorded.update(lc_label=student["lc_label"], lc_glm=student["lc_glm"], pairwise_judge=student["judge"],
                     pairwise_prompt_source=student["prompt_source"], n_eval=n_eval,
                     n_unparsed_judgments=int(summary["n_unparsed"].sum()))
@@ -141,12 +141,6 @@ def record_accounting(run: Run, clients: Mapping[str, ChatClient]) -> pd.DataFra
     for role, client in clients.items():
         run.add_accounting(role.upper(), client.usage)
     return pd.DataFrame({role.upper(): client.usage.as_dict() for role, client in clients.items()}).T
-
-
-def ok_sweep_rows(sweep_csv: str) -> pd.DataFrame:
-    """The finished cells of a sweep table (empty when none is given)."""
-    sweep = pd.read_csv(sweep_csv) if sweep_csv else pd.DataFrame()
-    return sweep[sweep["status"] == "ok"] if "status" in sweep else sweep
 
 
 def leaderboard_rows(summary: pd.DataFrame, judge_model: str) -> dict[str, float]:
