@@ -51,6 +51,19 @@ def test_transient_faults_are_retried(server, tmp_path, fault):
     assert c.usage.retries == 2 and c.usage.failures == 0
 
 
+def test_a_page_that_is_not_json_is_retried(server, tmp_path):
+    server.script(["html"])
+    r = client_for(server, tmp_path).chat(MSG)
+    assert r.ok and r.attempts == 2 and server.faults_served == ["html"]
+
+
+def test_key_rejected_during_a_run_stops_it_with_the_parameter(server, tmp_path):
+    server.script(["401"])
+    c = connect("fake-model", server.base_url, "", cache_path=tmp_path / "c.sqlite", check=False, show_progress=False)
+    with pytest.raises(ParameterError, match="TEACHER_API_KEY_ENV.*asks for a key"):
+        c.chat(MSG)
+
+
 def test_retry_after_is_honoured(server, tmp_path):
     server.retry_after_s = 0.4
     server.script(["429"])
@@ -91,6 +104,7 @@ def test_unknown_model_and_permanent_errors(server, tmp_path):
     c = connect("nope", server.base_url, "", cache_path=tmp_path / "c.sqlite", check=False, show_progress=False)
     r = c.chat(MSG)
     assert not r.ok and "404" in r.error and r.attempts == 1
+    assert "model nope not found" in r.error  # the provider's own message, not its JSON envelope
 
 
 def test_wrong_endpoint_fails_before_work(tmp_path):

@@ -28,7 +28,7 @@ from aiohttp import web
 
 from .ratelimit import format_duration
 
-FAULTS = ("429", "500", "503", "drop", "empty", "truncated", "slow")
+FAULTS = ("429", "500", "503", "drop", "empty", "truncated", "slow", "html", "401")
 BATCH_OUTCOMES = ("completed", "expired", "failed")
 
 
@@ -223,6 +223,10 @@ class FakeOpenAIServer:
             return web.Response(status=500)
         if fault == "slow":
             await asyncio.sleep(self.slow_s)
+        if fault == "html":  # a proxy's or captive portal's page with status 200
+            return web.Response(text="<html><body>Please sign in</body></html>", content_type="text/html")
+        if fault == "401":  # the key was revoked while the run was going
+            return web.json_response({"error": {"message": "Incorrect API key provided"}}, status=401)
         reply = self._completion(body, fault)
         headers: dict[str, str] = {}
         if self._limits.active:
