@@ -13,13 +13,26 @@ import pytest
 from helpers.evaluate.answers import DecodingConfig
 from helpers.evaluate.candidates import candidate_outputs
 from helpers.evaluate.config import EvalConfig
-from helpers.evaluate.official_suite import (compare_pairwise, mt_bench_answers, mt_bench_decoding, mt_bench_rows,
-                                             wb_reward_rows, wb_reward_table, wildbench_rows)
+from helpers.evaluate.official_suite import (
+    mt_bench_answers,
+    mt_bench_decoding,
+    mt_bench_rows,
+    wb_reward_rows,
+    wb_reward_table,
+    wildbench_rows,
+)
+from helpers.evaluate.pairwise import pairwise_table
 from helpers.evaluate.sets import load_alpaca_eval
 from helpers.judge.named import load_named_judge
 from helpers.judge.official_fastchat import grading_values, parse_rating
-from helpers.judge.official_wildbench import (candidate_reward, not_judged, parse_choice, parse_score, shorten,
-                                              wb_reward)
+from helpers.judge.official_wildbench import (
+    candidate_reward,
+    not_judged,
+    parse_choice,
+    parse_score,
+    shorten,
+    wb_reward,
+)
 from helpers.judge.small_numbers import reportable, small_number_flag
 from helpers.llm.client import connect, connect_function
 from helpers.llm.fake_openai import FakeOpenAIServer
@@ -214,7 +227,7 @@ def test_published_outputs_judged_by_alpaca_eval_judge(tmp_path):
     with FakeOpenAIServer(models=("gpt-4-1106-preview",), reply_fn=reply) as server:
         judge = connect("gpt-4-1106-preview", server.base_url, "", 4, stage="evaluate", role="JUDGE",
                         cache_path=tmp_path / "cache.sqlite")
-        summary, per_item = compare_pairwise(judge, items, {"student": outputs},
+        summary, per_item = pairwise_table(judge, items, {"student": outputs},
                                              [it["reference_output"] for it in items], 0,
                                              "alpaca_eval:weighted_alpaca_eval_gpt4_turbo", None,
                                              "gpt4_1106_preview")

@@ -6,10 +6,22 @@ import json
 import pandas as pd
 import pytest
 
-from helpers.evaluate.answers import DecodingConfig, generate_answers, generate_two_turn_answers, read_selection, saved_chat_template
+from helpers.evaluate.answers import (
+    DecodingConfig,
+    generate_answers,
+    generate_two_turn_answers,
+    read_selection,
+    saved_chat_template,
+)
+from helpers.evaluate.pairwise import pairwise_table
 from helpers.evaluate.sets import load_bundled_eval_set, load_mt_bench
-from helpers.evaluate.suite import (mt_bench_scores, pairwise_comparison, shirker_probe, shirker_response,
-                                summarise_scores, wildbench_scores)
+from helpers.evaluate.suite import (
+    mt_bench_scores,
+    shirker_probe,
+    shirker_response,
+    summarise_scores,
+    wildbench_scores,
+)
 from helpers.llm.client import connect_function
 from helpers.params import ParameterError
 
@@ -61,7 +73,7 @@ def test_protocols_end_to_end(clients):
     outputs = [a["output"] for a in answers]
     refs = [it["reference_output"] for it in items]
     short = ["ok"] * len(items)
-    summary, per_item = pairwise_comparison(judge, items, {"student": outputs, "terse": short}, refs, seed=0)
+    summary, per_item = pairwise_table(judge, items, {"student": outputs, "terse": short}, refs, seed=0)
     s = summary.set_index("model")
     assert s.loc["terse", "win_rate"] == 0 and s.loc["student", "n_scored"] == 6
     assert len(per_item) == 12

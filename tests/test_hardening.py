@@ -12,9 +12,15 @@ import pytest
 from helpers.__main__ import load_params, main
 from helpers.evaluate.sets import load_eval_set, load_mt_bench
 from helpers.generate.config import GenerateConfig
-from helpers.judge.judging import (JudgeUnreadable, first_label_from_verdict, judge_messages, load_judge,
-                                   compare_pairwise, parse_rating)
 from helpers.jsonl import JSONLError, append_jsonl, read_jsonl, write_jsonl
+from helpers.judge.judging import (
+    JudgeUnreadable,
+    first_label_from_verdict,
+    judge_messages,
+    load_judge,
+    parse_rating,
+)
+from helpers.judge.named import compare_pairwise
 from helpers.llm.cache import CallCache
 from helpers.llm.client import connect, connect_function
 from helpers.llm.fake_openai import FakeOpenAIServer

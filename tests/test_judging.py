@@ -5,9 +5,18 @@ import math
 
 import pytest
 
-from helpers.judge.judging import (available_judges, compare_pairwise, first_label_from_verdict,
-                                   first_label_probability_from_logprobs, judge_messages, load_judge,
-                                   pairwise_judgments, parse_rating, presentation_order, rate_answers)
+from helpers.judge.judging import (
+    available_judges,
+    first_label_from_verdict,
+    first_label_probability_from_logprobs,
+    judge_messages,
+    load_judge,
+    pairwise_judgments,
+    parse_rating,
+    presentation_order,
+    rate_answers,
+)
+from helpers.judge.named import compare_pairwise
 from helpers.llm.client import PermanentError, connect_function
 from helpers.llm.types import ChatResult
 from helpers.params import ParameterError

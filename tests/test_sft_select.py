@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from helpers.judge.judging import compare_pairwise
+from helpers.judge.named import compare_pairwise
 from helpers.llm.client import connect_function
 from helpers.runs import Run
 from helpers.sft.select import JUDGED_SCORES, Selection, select_by_judge, write_selection

@@ -3,7 +3,7 @@ from .ablations import ok_rows
 from .answers import generate_two_turn_answers
 from .config import EvalConfig, connect_answerers
 from .leaderboard import PAPER_MODEL, published_leaderboard
-from .official_suite import (compare_pairwise, mt_bench_answers, mt_bench_questions, mt_bench_rows, mt_bench_table,
+from .official_suite import (mt_bench_answers, mt_bench_questions, mt_bench_rows, mt_bench_table,
                              pairwise_glm_data, wb_reward_rows, wb_reward_table, wb_score_table, wildbench_items,
                              wildbench_reference_outputs, wildbench_rows)
 from .plots import plot_leaderboard, plot_metric_by, plot_mt_bench_categories, plot_win_rates
@@ -11,12 +11,13 @@ from .record import (answer_eval_set, leaderboard_rows, record_accounting, recor
                      record_pairwise, record_probe, record_setup, record_wb_reward, record_wildbench,
                      reference_outputs)
 from .sets import load_eval_set, load_mt_bench
-from .suite import mt_bench_scores, pairwise_comparison, shirker_probe, wildbench_scores
+from .pairwise import pairwise_table
+from .suite import mt_bench_scores, shirker_probe, wildbench_scores
 
-__all__ = ["EvalConfig", "PAPER_MODEL", "answer_eval_set", "compare_pairwise", "connect_answerers",
+__all__ = ["EvalConfig", "PAPER_MODEL", "answer_eval_set", "connect_answerers",
            "generate_two_turn_answers", "leaderboard_rows", "load_eval_set", "load_mt_bench", "mt_bench_answers",
            "mt_bench_questions", "mt_bench_rows", "mt_bench_scores", "mt_bench_table", "ok_rows",
-           "pairwise_comparison", "pairwise_glm_data", "plot_leaderboard", "plot_metric_by",
+           "pairwise_glm_data", "pairwise_table", "plot_leaderboard", "plot_metric_by",
            "plot_mt_bench_categories", "plot_win_rates", "published_leaderboard", "record_accounting",
            "record_mt_bench", "record_pairwise", "record_probe", "record_setup", "record_wb_reward",
            "record_wildbench", "reference_outputs", "shirker_probe", "wb_reward_rows", "wb_reward_table",

@@ -10,10 +10,9 @@ from typing import Any
 
 import pandas as pd
 
-from ..judge.alpaca_eval_glm import GLM_LABELS, GLM_MINIMAL, GLM_V1, GlmData, resolve_glm_data, score_annotations
+from ..judge.alpaca_eval_glm import GlmData, resolve_glm_data
 from ..judge.metrics import mt_bench_summary, wb_score
-from ..judge.named import describe_judge, load_named_judge, owner_of, prompt_source_text
-from ..judge.official_alpaca_eval import AlpacaEvalJudge, alpaca_eval_judgments, annotation_records
+from ..judge.named import load_named_judge, owner_of
 from ..judge.official_fastchat import (ANSWER_MAX_TOKENS, QUESTIONS, FastChatJudgeSet, answer_temperature,
                                        grading_values, parse_rating)
 from ..judge.official_wildbench import (PAPER_REFERENCE_MODEL, WildBenchJudge, candidate_reward, candidate_shown_as_a,
@@ -24,10 +23,9 @@ from ..official import resolve
 from ..params import ParameterError
 from .answers import DecodingConfig, generate_two_turn_answers
 from .sets import _load_records, load_mt_bench
-from .suite import mt_bench_scores, pairwise_comparison, wildbench_scores
+from .suite import mt_bench_scores, wildbench_scores
 
 MT_BENCH_SAMPLINGS = ("fastchat", "fastchat_temperatures", "answer")
-ALPACA_EVAL_ID_PREFIX = "alpaca_eval-"
 WILDBENCH_OUTPUTS_HUB = "allenai/WildBench-V2-Model-Outputs"
 
 
@@ -46,75 +44,6 @@ def mt_bench_questions(source: str, limit: int | None, fastchat_repo: str = "") 
     if source == "fastchat":
         source = str(resolve("fastchat", QUESTIONS, fastchat_repo).local_path)
     return load_mt_bench(source, limit)
-
-
-# ------------------------------------------------------------------------------------------------ AlpacaEval
-
-
-def alpaca_eval_indices(items: Sequence[Mapping[str, Any]]) -> list[int] | None:
-    """Positions of the items in AlpacaEval's 805 (what its instruction difficulties are indexed by), or None when
-    the items are not AlpacaEval's."""
-    ids = [str(it.get("id", "")) for it in items]
-    if not ids or not all(i.startswith(ALPACA_EVAL_ID_PREFIX) for i in ids):
-        return None
-    return [int(i[len(ALPACA_EVAL_ID_PREFIX):]) for i in ids]
-
-
-def _alpaca_eval_rows(judge_client: Any, items: Sequence[Mapping[str, Any]], model: str, outputs: Sequence[str],
-                      reference_outputs: Sequence[str], judge: AlpacaEvalJudge, glm_data: GlmData | None,
-                      reference_generator: str, generator: str | None = None
-                      ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-    instructions = [it["instruction"] for it in items]
-    judgments, prefs = alpaca_eval_judgments(judge_client, instructions, outputs, reference_outputs, judge,
-                                             desc=f"judging {model}")
-    indices = alpaca_eval_indices(items)
-    annotations = annotation_records(instructions, outputs, reference_outputs, prefs, generator or model,
-                                     reference_generator, judge, indices)
-    use_v1 = glm_data is not None and indices is not None
-    scored = score_annotations(pd.DataFrame(annotations).assign(preference=prefs), GLM_V1 if use_v1 else GLM_MINIMAL,
-                               glm_data if use_v1 else None)
-    row = {"model": model, "win_rate": scored["win_rate"], "win_rate_se": scored["win_rate_se"],
-           "lc_win_rate": scored["lc_win_rate"], "lc_win_rate_se": scored["lc_win_rate_se"],
-           "lc_glm": scored["glm"], "lc_label": scored["lc_label"], "glm_data": scored["glm_data"],
-           "n_scored": scored["n"], "n_unparsed": scored["n_unparsed"],
-           "from_logprobs": sum(j.source == "logprobs" for j in judgments),
-           "mean_length": sum(len(o) for o in outputs) / max(len(outputs), 1)}
-    per_item = [{"model": model, "id": it["id"], "category": it.get("category", ""), "preference": j.preference,
-                 "source": j.source, "candidate_first": j.candidate_first, "candidate_length": j.candidate_length,
-                 "reference_length": j.reference_length} for it, j in zip(items, judgments)]
-    return row, per_item, annotations
-
-
-def compare_pairwise(judge_client: Any, items: Sequence[dict[str, Any]], outputs_by_model: Mapping[str, Sequence[str]],
-                     reference_outputs: Sequence[str], seed: int, judge_name: str,
-                     glm_data: GlmData | None = None, reference_generator: str = "reference",
-                     generators: Mapping[str, str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Each model against the reference outputs with the named judge; summary rows carry the judge, its prompt
-    source, the GLM behind the LC (`lc_label` "LC" only for the leaderboard's length_controlled_v1) and a flag.
-    For alpaca_eval judges `summary.attrs["annotations"]` holds alpaca_eval-style annotations per model, naming
-    each model by `generators` (default: its key)."""
-    judge = load_named_judge(judge_name, "PAIRWISE_JUDGE")
-    described = describe_judge(judge)
-    if isinstance(judge, AlpacaEvalJudge):
-        rows, per_item, annotations = [], [], {}
-        for model, outputs in outputs_by_model.items():
-            row, items_rows, annotations[model] = _alpaca_eval_rows(judge_client, items, model, list(outputs),
-                                                                    list(reference_outputs), judge, glm_data,
-                                                                    reference_generator, (generators or {}).get(model))
-            rows.append(row)
-            per_item.extend(items_rows)
-        summary, per_item_df = pd.DataFrame(rows), pd.DataFrame(per_item)
-    else:
-        summary, per_item_df = pairwise_comparison(judge_client, items, outputs_by_model, reference_outputs, seed,
-                                                   judge_name)
-        summary["lc_glm"], summary["lc_label"], summary["glm_data"] = GLM_MINIMAL, GLM_LABELS[GLM_MINIMAL], None
-        annotations = {}
-    summary["judge"] = described["name"]
-    summary["prompt_source"] = prompt_source_text(described)
-    summary["flag"] = [small_number_flag(int(r["n_scored"]), int(r["n_scored"]) + int(r["n_unparsed"]))
-                       for r in summary.to_dict("records")]
-    summary.attrs["annotations"] = annotations
-    return summary, per_item_df
 
 
 # ------------------------------------------------------------------------------------------------ MT-Bench

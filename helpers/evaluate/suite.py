@@ -1,5 +1,5 @@
-"""The evaluation protocols end to end for several models at once: AlpacaEval-style pairwise comparison against
-reference outputs, MT-Bench two-turn grading, WildBench checklist scoring, and a cheap shirker-response probe.
+"""The kit judges' protocols end to end for several models at once: MT-Bench two-turn grading, WildBench checklist
+scoring, and a cheap shirker-response probe (pairwise judging against reference outputs is `pairwise.py`).
 
 Every function takes an already-connected judge client, so the judge model is whatever the notebook's `JUDGE_*`
 parameters say and every call is cached and accounted by the LLM layer.
@@ -13,28 +13,11 @@ from typing import Any
 
 import pandas as pd
 
-from ..judge.judging import Judge, compare_pairwise, load_judge, rate_answers
+from ..judge.judging import Judge, load_judge, rate_answers
 from ..judge.metrics import mt_bench_summary, wb_score
+from .pairwise import pairwise_table
 
 SHIRKER_KINDS = ("brevity", "junk")
-
-
-def pairwise_comparison(judge_client: Any, items: Sequence[dict[str, Any]], outputs_by_model: Mapping[str, Sequence[str]],
-                        reference_outputs: Sequence[str], seed: int,
-                        judge: str = "alpaca_eval_pairwise") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Each model against the same reference outputs with the same judge: a summary row per model (win rate, its
-    standard error, LC win rate, counts, mean length) and a per-item table."""
-    instructions = [it["instruction"] for it in items]
-    rows, per_item = [], []
-    for model, outputs in outputs_by_model.items():
-        summary, judgments = compare_pairwise(judge_client, instructions, list(outputs), list(reference_outputs),
-                                              seed, judge, desc=f"judging {model}")
-        rows.append({"model": model, **summary})
-        for it, j in zip(items, judgments):
-            per_item.append({"model": model, "id": it["id"], "category": it.get("category", ""),
-                             "preference": j.preference, "source": j.source, "candidate_first": j.candidate_first,
-                             "candidate_length": j.candidate_length, "reference_length": j.reference_length})
-    return pd.DataFrame(rows), pd.DataFrame(per_item)
 
 
 def mt_bench_scores(judge_client: Any, questions: Sequence[dict[str, Any]],
@@ -134,8 +117,8 @@ def shirker_probe(judge_client: Any, items: Sequence[dict[str, Any]], outputs: S
             chosen = set(order[: round(fraction * len(outputs))])
             modified = [shirker_response(o, it["instruction"], kind) if i in chosen else o
                         for i, (o, it) in enumerate(zip(outputs, items))]
-            summary, _ = pairwise_comparison(judge_client, items, {f"{kind}@{fraction}": modified},
-                                             reference_outputs, seed, judge)
+            summary, _ = pairwise_table(judge_client, items, {f"{kind}@{fraction}": modified},
+                                        reference_outputs, seed, judge)
             r = summary.iloc[0].to_dict()
             rows.append({"SHIRKER_KIND": kind, "SHIRKER_FRACTION": fraction, **{k: r[k] for k in (
                 "win_rate", "win_rate_se", "lc_win_rate", "n_scored", "n_unparsed", "mean_length")}})

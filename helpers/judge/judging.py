@@ -273,14 +273,6 @@ def summarise_pairwise(judgments: Sequence[PairwiseJudgment]) -> dict[str, Any]:
             "mean_length": sum(j.candidate_length for j in judgments) / max(len(judgments), 1)}
 
 
-def compare_pairwise(judge_client: Any, instructions: Sequence[str], outputs: Sequence[str],
-                     reference_outputs: Sequence[str], seed: int, judge: str | Judge = "alpaca_eval_pairwise",
-                     desc: str = "pairwise judging") -> tuple[dict[str, Any], list[PairwiseJudgment]]:
-    """Judge `outputs` against `reference_outputs` (AlpacaEval style) and summarise: (summary, per-item judgments)."""
-    judgments = pairwise_judgments(judge_client, instructions, outputs, reference_outputs, seed, judge, desc)
-    return summarise_pairwise(judgments), judgments
-
-
 # ---------------------------------------------------------------------------------------------- ratings
 
 

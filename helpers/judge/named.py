@@ -10,8 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..params import ParameterError
-from .judging import (Judge, PairwiseJudgment, compare_pairwise, load_judge, require_readable,
-                      summarise_pairwise)
+from .judging import Judge, PairwiseJudgment, load_judge, pairwise_judgments, require_readable, summarise_pairwise
 from .official_alpaca_eval import AlpacaEvalJudge, alpaca_eval_judgments, load_alpaca_eval_judge
 from .official_fastchat import load_fastchat_judges
 from .official_wildbench import load_wildbench_judge
@@ -58,15 +57,27 @@ def prompt_source_text(described: dict[str, Any]) -> str:
     return f"{source.get('repository')}@{str(source.get('commit'))[:12]} {source.get('path')} ({source.get('origin')})"
 
 
-def compare_with_judge(judge_client: Any, instructions: Sequence[str], outputs: Sequence[str],
-                       reference_outputs: Sequence[str], seed: int, judge: Any,
-                       desc: str = "pairwise judging") -> tuple[dict[str, Any], list[PairwiseJudgment]]:
-    """Pairwise judging with any pairwise judge, the kit's or alpaca_eval's, summarised the same way: what stage 3's
-    checkpoint selection calls, so SELECTION_JUDGE may name either."""
+def judge_pairwise(judge_client: Any, instructions: Sequence[str], outputs: Sequence[str],
+                   reference_outputs: Sequence[str], seed: int, judge: Any, desc: str = "pairwise judging",
+                   parameter: str = "PAIRWISE_JUDGE") -> tuple[list[PairwiseJudgment], list[float] | None]:
+    """Each output against its reference with any pairwise judge, the kit's or alpaca_eval's: the one place that
+    dispatches on the judge's owner. Returns the judgments (the candidate's side) and, for alpaca_eval judges, its
+    preferences in its own convention (what its annotations and LC need); None for the kit's judges."""
     if isinstance(judge, str):
-        judge = load_named_judge(judge, "SELECTION_JUDGE")
+        judge = load_named_judge(judge, parameter)
     if isinstance(judge, AlpacaEvalJudge):
-        judgments, _ = alpaca_eval_judgments(judge_client, instructions, outputs, reference_outputs, judge, desc)
-        require_readable(judgments, judge, desc)
-        return summarise_pairwise(judgments), judgments
-    return compare_pairwise(judge_client, instructions, outputs, reference_outputs, seed, judge, desc)
+        return alpaca_eval_judgments(judge_client, instructions, outputs, reference_outputs, judge, desc)
+    return pairwise_judgments(judge_client, instructions, outputs, reference_outputs, seed, judge, desc), None
+
+
+def compare_pairwise(judge_client: Any, instructions: Sequence[str], outputs: Sequence[str],
+                     reference_outputs: Sequence[str], seed: int, judge: Any = "alpaca_eval_pairwise",
+                     desc: str = "pairwise judging", parameter: str = "PAIRWISE_JUDGE"
+                     ) -> tuple[dict[str, Any], list[PairwiseJudgment]]:
+    """One set of outputs judged and summarised (win rate, its SE, LC, counts): what stage 3's checkpoint selection
+    calls, so SELECTION_JUDGE may name any pairwise judge."""
+    if isinstance(judge, str):
+        judge = load_named_judge(judge, parameter)
+    judgments, _ = judge_pairwise(judge_client, instructions, outputs, reference_outputs, seed, judge, desc)
+    require_readable(judgments, judge, desc)
+    return summarise_pairwise(judgments), judgments

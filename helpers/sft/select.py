@@ -1,7 +1,7 @@
 """Pick the checkpoint stage 4 evaluates, as the paper did: the one a judge likes best on the held-out set.
 
 `SELECTION="judge"` (the paper's criterion): each checkpoint answers the held-out instructions and a pairwise judge
-(`helpers.judge.judging.compare_pairwise`, the evaluation stage's AlpacaEval-style judge and summary) compares every
+(`helpers.judge.named.compare_pairwise`, the evaluation stage's AlpacaEval-style judge and summary) compares every
 answer with the held-out reference response; the checkpoint with the highest win rate wins (ties: lower held-out loss, then the
 later checkpoint). `SELECTION="heldout_loss"` is a cheaper stand-in that needs no judge: the checkpoint with the
 lowest loss on the held-out responses. `SELECTION="last"` takes the final checkpoint.
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..judge.named import compare_with_judge
+from ..judge.named import compare_pairwise
 from ..layout import SELECTION_JSON
 from .train import checkpoint_step
 
@@ -65,8 +65,8 @@ def select_by_judge(checkpoints: list[Path], answer_fn: Callable[[Path, list[str
     results: dict[str, dict[str, Any]] = {}
     for checkpoint in checkpoints:
         answers = answer_fn(checkpoint, instructions)
-        stats, _ = compare_with_judge(judge_client, instructions, answers, references, seed, judge,
-                                      desc=f"judging {checkpoint.name}")
+        stats, _ = compare_pairwise(judge_client, instructions, answers, references, seed, judge,
+                                    desc=f"judging {checkpoint.name}", parameter="SELECTION_JUDGE")
         results[checkpoint.name] = {k: stats[k] for k in JUDGED_SCORES}
 
     def key(c: Path) -> tuple[float, float, int]:
