@@ -200,8 +200,7 @@ def test_config_accepts_candidate_outputs_and_owner_judges(tmp_path):
                                   "PAIRWISE_JUDGE": "alpaca_eval:weighted_alpaca_eval_gpt4_turbo",
                                   "SHIRKER_PROBE_FRACTIONS": []})
     assert cfg.student().model == "g"
-    with pytest.raises(ParameterError, match="SHIRKER_PROBE_FRACTIONS"):
-        EvalConfig.from_params({**cfg.as_params(), "SHIRKER_PROBE_FRACTIONS": [0.5]})
+    assert EvalConfig.from_params({**cfg.as_params(), "SHIRKER_PROBE_FRACTIONS": [0.5]}).shirker_probe_fractions == [0.5]
     with pytest.raises(ParameterError, match="PAIRWISE_JUDGE"):
         EvalConfig.from_params({**cfg.__dict__, "PAIRWISE_JUDGE": "nobody:judge"})
     with pytest.raises(ParameterError, match="CANDIDATE_OUTPUTS"):
@@ -221,7 +220,7 @@ def test_published_outputs_judged_by_alpaca_eval_judge(tmp_path):
     def reply(messages, body):  # the longer output wins: prefer the label of the longer one shown
         bodies.append(body)
         text = messages[-1]["content"]
-        first, second = text.split('"output": """')[1:3]
+        first, second = (part.split('"""')[0] for part in text.split('"output": """')[1:3])
         return "m" if len(first) >= len(second) else "M"
 
     with FakeOpenAIServer(models=("gpt-4-1106-preview",), reply_fn=reply) as server:

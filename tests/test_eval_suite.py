@@ -22,7 +22,9 @@ from helpers.evaluate.suite import (
     summarise_scores,
     wildbench_scores,
 )
-from helpers.llm.client import connect_function
+from helpers.judge.judging import JudgeUnreadable
+from helpers.llm.client import connect, connect_function
+from helpers.llm.fake_openai import FakeOpenAIServer
 from helpers.params import ParameterError
 
 
@@ -104,3 +106,33 @@ def test_shirker_responses_and_probe(clients):
     assert list(curve["SHIRKER_FRACTION"]) == [0, 0.5]
     assert curve["win_rate"].iloc[1] < curve["win_rate"].iloc[0]
     assert isinstance(curve, pd.DataFrame)
+
+
+def _longer_output_label(messages, body):
+    """An alpaca_eval-style judge that prefers the longer of the two outputs it is shown."""
+    first, second = (part.split('"""')[0] for part in messages[-1]["content"].split('"output": """')[1:3])
+    return "m" if len(first) >= len(second) else "M"
+
+
+def test_probe_and_table_with_an_alpaca_eval_judge(tmp_path):
+    items = load_bundled_eval_set(limit=8)
+    refs = [it["reference_output"] for it in items]
+    outputs = [r[: max(1, len(r) // 2)] for r in refs]  # shorter than the references: they lose
+    with FakeOpenAIServer(models=("gpt-4-1106-preview",), reply_fn=_longer_output_label) as server:
+        judge = connect("gpt-4-1106-preview", server.base_url, "", 4, stage="evaluate", role="JUDGE",
+                        cache_path=tmp_path / "cache.sqlite", show_progress=False)
+        curve = shirker_probe(judge, items, outputs, refs, fractions=[0, 0.5], kinds=["junk"], seed=1,
+                              judge="alpaca_eval:weighted_alpaca_eval_gpt4_turbo")
+    # junk stand-ins are long, so this judge prefers them: the probe shows how a judge can be gamed by length
+    assert list(curve["win_rate"]) == [0.0, 50.0]
+    assert (curve["n_scored"] == len(items)).all()
+
+
+def test_a_judge_whose_replies_cannot_be_read_stops_the_table(tmp_path):
+    items = load_bundled_eval_set(limit=4)
+    refs = [it["reference_output"] for it in items]
+    with FakeOpenAIServer(models=("gpt-4-1106-preview",), reply_fn=lambda messages, body: "neither") as server:
+        judge = connect("gpt-4-1106-preview", server.base_url, "", 4, stage="evaluate", role="JUDGE",
+                        cache_path=tmp_path / "cache.sqlite", show_progress=False)
+        with pytest.raises(JudgeUnreadable, match="weighted_alpaca_eval_gpt4_turbo.*could be read"):
+            pairwise_table(judge, items, {"student": refs}, refs, 0, "alpaca_eval:weighted_alpaca_eval_gpt4_turbo")

@@ -12,7 +12,7 @@ from typing import Any
 from ..config import StageConfig, param, shared
 from ..layout import BATCHES
 from ..judge.judging import Judge
-from ..judge.named import describe_judge, load_named_judge, owner_of
+from ..judge.named import describe_judge, load_named_judge
 from ..llm.client import ChatClient
 from ..llm.endpoint import Endpoint
 from ..params import ParameterError, check_choice, check_float, check_int, check_request_limits
@@ -80,7 +80,8 @@ class EvalConfig(StageConfig):
                                       "setting).")
     shirker_probe_fractions: list = param(default_factory=lambda: [0.0, 0.5],
                                           help="Fractions of student answers replaced by shirker stand-ins in the "
-                                               "probe.")
+                                               "probe, re-judged with PAIRWISE_JUDGE (any owner; one judge call per "
+                                               "item, kind and fraction); [] = no probe.")
     shirker_probe_kinds: list = param(default_factory=lambda: ["brevity", "junk"],
                                       help="Shirker kinds of the probe: 'brevity' and/or 'junk'.")
     sweep_csv: str = param("", "A sweep.csv from `python -m helpers.sweep` to draw the ablation curves; empty = none.")
@@ -121,9 +122,6 @@ class EvalConfig(StageConfig):
                                  "use alpaca_eval:weighted_alpaca_eval_gpt4_turbo or alpaca_eval_pairwise")
         check_choice("MT_BENCH_SAMPLING", self.mt_bench_sampling, ("fastchat", "fastchat_temperatures", "answer"))
         self.wb_reward_k = check_int("WB_REWARD_K", self.wb_reward_k, -1)
-        if owner_of(self.pairwise_judge) and self.shirker_probe_fractions:
-            raise ParameterError("SHIRKER_PROBE_FRACTIONS", "the shirker probe runs with the kit's own judges only",
-                                 "set SHIRKER_PROBE_FRACTIONS=[] with an owner's pairwise judge")
         if self.candidate_outputs:
             read_outputs_file(self.candidate_outputs)
         for fraction in self.shirker_probe_fractions:

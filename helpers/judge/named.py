@@ -62,11 +62,15 @@ def judge_pairwise(judge_client: Any, instructions: Sequence[str], outputs: Sequ
                    parameter: str = "PAIRWISE_JUDGE") -> tuple[list[PairwiseJudgment], list[float] | None]:
     """Each output against its reference with any pairwise judge, the kit's or alpaca_eval's: the one place that
     dispatches on the judge's owner. Returns the judgments (the candidate's side) and, for alpaca_eval judges, its
-    preferences in its own convention (what its annotations and LC need); None for the kit's judges."""
+    preferences in its own convention (what its annotations and LC need); None for the kit's judges. When not one
+    reply can be read, it stops with `JudgeUnreadable` rather than let a win rate of nothing be recorded."""
     if isinstance(judge, str):
         judge = load_named_judge(judge, parameter)
     if isinstance(judge, AlpacaEvalJudge):
-        return alpaca_eval_judgments(judge_client, instructions, outputs, reference_outputs, judge, desc)
+        judgments, preferences = alpaca_eval_judgments(judge_client, instructions, outputs, reference_outputs, judge,
+                                                       desc)
+        require_readable(judgments, judge, desc)
+        return judgments, preferences
     return pairwise_judgments(judge_client, instructions, outputs, reference_outputs, seed, judge, desc), None
 
 
@@ -79,5 +83,4 @@ def compare_pairwise(judge_client: Any, instructions: Sequence[str], outputs: Se
     if isinstance(judge, str):
         judge = load_named_judge(judge, parameter)
     judgments, _ = judge_pairwise(judge_client, instructions, outputs, reference_outputs, seed, judge, desc)
-    require_readable(judgments, judge, desc)
     return summarise_pairwise(judgments), judgments
