@@ -155,9 +155,24 @@ def _copy_stage1(shared: Path, cell_dir: Path) -> None:
             shutil.copy2(src, dst)
 
 
+def _finished_before(cell_dir: Path, params: dict[str, Any]) -> bool:
+    """The cell's folder holds a finished run with exactly these parameters (a re-run of the sweep keeps it)."""
+    try:
+        before = json.loads((cell_dir / "cell.json").read_text())
+    except (OSError, ValueError):
+        return False
+    same = json.dumps(before.get("params"), sort_keys=True, default=str) == json.dumps(params, sort_keys=True,
+                                                                                        default=str)
+    return same and before.get("status") == "ok" and (cell_dir / RESULTS_JSON).exists()
+
+
 def run_sweep(spec: SweepSpec, out_dir: str | Path, parallel: int = 1, runner: Callable[..., Any] | None = None,
-              declared: Callable[[str], set[str]] = _declared_by_pipeline, log: Callable[[str], None] = print) -> pd.DataFrame:
+              declared: Callable[[str], set[str]] = _declared_by_pipeline, log: Callable[[str], None] = print,
+              rerun: bool = False) -> pd.DataFrame:
     """Run every cell (stage 1 shared), keep going past failed cells, write and return the collected table.
+
+    Running the same sweep again resumes it: a cell that finished with the same parameters is kept (its students
+    are not retrained), failed and unfinished cells run again; `rerun=True` runs every cell again.
 
     `runner(run_dir, params, notebooks=...)` is `helpers.pipeline.run_pipeline` unless a test injects another.
     """
@@ -204,6 +219,9 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, parallel: int = 1, runner: C
         later = {k: v for k, v in cell.items() if k in later_keys}
         if seed is not None:
             later.update({k: seed for k in SEED_PARAMETERS if k in later_keys})
+        if not rerun and _finished_before(cell_dir, {**cell, **later}):
+            log(f"cell {name}: finished before with the same parameters, kept (--rerun runs it again)")
+            return
         status: dict[str, Any] = {"cell": name, "params": {**cell, **later}, "seed": later.get("SEED"),
                                   "status": "running"}
         (cell_dir / "cell.json").write_text(json.dumps(status, indent=2, default=str))
@@ -255,6 +273,42 @@ def collect_results(out_dir: str | Path, write: bool = True) -> pd.DataFrame:
     return df
 
 
+def summarise_sweep(out_dir: str | Path, sweep: pd.DataFrame, varied: list[str], baselines: dict[str, Any],
+                    metric: str = "evaluate.win_rate", log: Callable[[str], None] = print) -> pd.DataFrame:
+    """The ablation curves of a finished sweep: for each varied parameter, the mean over seeds of `metric` with its
+    95 % interval (bootstrap over items within seeds, then over seeds) in OUT/intervals.csv and
+    OUT/figures/sweep_<param>.png/.svg, and each value minus the parameter's first value, paired by seed and item,
+    in OUT/paired.csv. With two varied parameters the other one draws the lines. Returns the intervals."""
+    import matplotlib.pyplot as plt  # the plotting stack is loaded only here
+
+    from .evaluate.ablations import ablation_intervals, ok_rows, paired_comparisons
+    from .evaluate.interval_plots import plot_ablation
+    from .figures import save_figure_files
+
+    out = resolve_run_dir(out_dir)
+    ok = ok_rows(sweep)
+    curves, paired = [], []
+    for x in varied:
+        if x not in ok or ok[x].nunique() < 2:
+            continue
+        others = [v for v in varied if v != x and v in ok and ok[v].nunique() > 1]
+        line = others[0] if len(others) == 1 else None
+        curve = ablation_intervals(ok, x, line, metric)
+        if curve.empty or curve["estimate"].isna().all():
+            continue
+        fig = plot_ablation(curve, x, line, per_seed=ok, title=f"{metric} vs {x}")
+        png = save_figure_files(fig, out / "figures" / f"sweep_{x.lower()}")[0]
+        plt.close(fig)
+        curves.append(curve.assign(parameter=x))
+        paired.append(paired_comparisons(ok, x, baselines[x], by=line, metric=metric).assign(parameter=x))
+        log(f"{x}: {len(curve)} settings -> {png}")
+    intervals = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
+    if curves:
+        intervals.to_csv(out / "intervals.csv", index=False)
+        pd.concat(paired, ignore_index=True).to_csv(out / "paired.csv", index=False)
+    return intervals
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument("--grid", required=True, help=f"YAML grid file or one of {', '.join(PAPER_GRIDS)}")
@@ -263,23 +317,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra base parameter (YAML value), repeatable")
     parser.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2: every cell once per seed (stage 1 shared)")
-    parser.add_argument("--collect-only", action="store_true", help="only rebuild sweep.csv from the cell folders")
+    parser.add_argument("--collect-only", action="store_true",
+                        help="only rebuild sweep.csv (and the curves) from the cell folders")
+    parser.add_argument("--rerun", action="store_true",
+                        help="run every cell again (default: keep cells that finished with the same parameters)")
     args = parser.parse_args(argv)
-    if args.collect_only:
-        df = collect_results(args.out)
-    else:
-        overrides = {}
-        for item in args.set:
-            key, _, value = item.partition("=")
-            overrides[key] = yaml.safe_load(value)
-        try:
-            df = run_sweep(load_grid(args.grid, overrides, check_seeds(args.seeds) if args.seeds else None), args.out,
-                           parallel=args.parallel)
-        except ParameterError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = yaml.safe_load(value)
+    try:
+        spec = load_grid(args.grid, overrides, check_seeds(args.seeds) if args.seeds else None)
+        if args.collect_only:
+            df = collect_results(args.out)
+        else:
+            df = run_sweep(spec, args.out, parallel=args.parallel, rerun=args.rerun)
+    except ParameterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(df.drop(columns=["run_dir", "items_path"], errors="ignore").to_string(index=False))
     print(f"\nwrote {resolve_run_dir(args.out) / 'sweep.csv'}")
+    intervals = summarise_sweep(args.out, df, list(spec.grid), {k: v[0] for k, v in spec.grid.items()}) \
+        if not df.empty else pd.DataFrame()
+    if not intervals.empty:
+        shown = ["parameter", *[c for c in intervals if c.isupper()], "estimate", "low", "high", "n_seeds", "n_items"]
+        print(intervals[[c for c in dict.fromkeys(shown) if c in intervals]].to_string(index=False))
+        print(f"wrote {resolve_run_dir(args.out) / 'intervals.csv'}, paired.csv and figures/sweep_*.png")
     return 0 if df.empty or (df["status"] == "ok").all() else 1
 
 

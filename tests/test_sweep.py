@@ -147,7 +147,7 @@ def test_seeds_from_grid_file_and_cli(tmp_path, monkeypatch):
         load_grid(grid)
     seen = {}
 
-    def fake_run_sweep(spec, out, parallel=1):
+    def fake_run_sweep(spec, out, parallel=1, rerun=False):
         seen["seeds"] = spec.seeds
         return pd.DataFrame({"status": ["ok"], "run_dir": ["x"]})
 
@@ -166,3 +166,50 @@ def test_items_path_is_collected(tmp_path):
     df = collect_results(tmp_path / "sw").set_index("cell")
     assert df.loc["K_SKILLS=1", "items_path"].endswith("pairwise_items.csv")
     assert pd.isna(df.loc["K_SKILLS=2", "items_path"]) or df.loc["K_SKILLS=2", "items_path"] == ""
+
+
+def test_running_a_sweep_again_keeps_finished_cells_and_retries_failed_ones(tmp_path):
+    spec = load_grid("shirkers")
+    first = FakeRunner(fail_when={"SHIRKER_FRACTION": 0.5, "SHIRKER_KIND": "junk"})
+    run_sweep(spec, tmp_path / "sw", runner=first, declared=DECLARED.__getitem__, log=lambda m: None)
+    again, said = FakeRunner(), []
+    df = run_sweep(spec, tmp_path / "sw", runner=again, declared=DECLARED.__getitem__, log=said.append)
+    cells = [Path(call[0]).name for call in again.calls]
+    assert cells == ["SHIRKER_FRACTION=0.5__SHIRKER_KIND=junk"]  # only the failed cell runs again
+    assert (df["status"] == "ok").all() and sum("kept" in m for m in said) == 5
+    changed = load_grid("shirkers", {"NUM_EXAMPLES": 7})  # other parameters: every cell runs again
+    assert len([c for c in _cell_calls(changed, tmp_path)]) == 6
+    forced = FakeRunner()
+    run_sweep(spec, tmp_path / "sw", runner=forced, declared=DECLARED.__getitem__, log=lambda m: None, rerun=True)
+    assert len([c for c in forced.calls if c[2] != ("01_extract_skills",)]) == 6
+
+
+def _cell_calls(spec, tmp_path):
+    runner = FakeRunner()
+    run_sweep(spec, tmp_path / "sw", runner=runner, declared=DECLARED.__getitem__, log=lambda m: None)
+    return [c for c in runner.calls if c[2] != ("01_extract_skills",)]
+
+
+def test_cli_writes_curves_with_intervals_and_paired_differences(tmp_path, capsys):
+    """Two fractions x three seeds with per-item preferences: the 0.5 cells lose the items the 0.0 cells win."""
+    grid = tmp_path / "g.yaml"
+    grid.write_text("grid:\n  SHIRKER_FRACTION: [0.0, 0.5]\nSEEDS: [0, 1, 2]\n")
+    run_sweep(load_grid(grid), tmp_path / "sw", runner=FakeRunner(), declared=DECLARED.__getitem__,
+              log=lambda m: None)
+    for cell in (tmp_path / "sw" / "cells").iterdir():
+        wins = 6 if "=0.0_" in cell.name else 3  # of 8 items
+        (cell / "eval").mkdir()
+        rows = [f"student,i{i},{1.0 if i < wins else 0.0}" for i in range(8)]
+        (cell / "eval" / "pairwise_items.csv").write_text("model,id,preference\n" + "\n".join(rows) + "\n")
+    assert main(["--grid", str(grid), "--out", str(tmp_path / "sw"), "--collect-only"]) == 0
+    assert "SHIRKER_FRACTION" in capsys.readouterr().out
+    intervals = pd.read_csv(tmp_path / "sw" / "intervals.csv").set_index("SHIRKER_FRACTION")
+    assert intervals.loc[0.0, "estimate"] == pytest.approx(75.0) and intervals.loc[0.5, "estimate"] == pytest.approx(37.5)
+    assert (intervals["n_seeds"] == 3).all() and (intervals["n_items"] == 24).all()
+    assert (intervals["low"] <= intervals["estimate"]).all() and (intervals["estimate"] <= intervals["high"]).all()
+    paired = pd.read_csv(tmp_path / "sw" / "paired.csv").iloc[0]
+    assert paired["SHIRKER_FRACTION"] == 0.5 and paired["baseline"] == 0.0
+    assert paired["estimate"] == pytest.approx(-37.5)  # items 3-5 lost in every seed, the others unchanged
+    assert -100 <= paired["low"] < -37.5 < paired["high"] < 0  # an interval over items that excludes no effect
+    assert (tmp_path / "sw" / "figures" / "sweep_shirker_fraction.png").stat().st_size > 0
+    assert (tmp_path / "sw" / "figures" / "sweep_shirker_fraction.svg").exists()
