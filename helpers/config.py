@@ -188,6 +188,16 @@ class StageConfig:
         if self.profile_dir:
             self._apply_profile()
 
+    def connect(self, endpoint: Any, stage: str, **options: Any) -> Any:
+        """A client for an `Endpoint` (`cfg.teacher()`, `cfg.judge()`, ...) with this run's MAX_CONCURRENCY,
+        REQUEST_TIMEOUT, REQUEST_ATTEMPTS and batch journals in RUN_DIR: how every stage connects, so a shared
+        parameter means the same everywhere. A bad endpoint, model or key raises `ParameterError` here."""
+        from .layout import BATCHES
+
+        options = {"request_timeout_s": self.request_timeout, "max_attempts": self.request_attempts,
+                   "batch_dir": Path(self.run_dir) / BATCHES, **options}
+        return endpoint.connect(self.max_concurrency, stage=stage, **options)
+
     # -------------------------------------------------------------- names, defaults, help
     @classmethod
     def parameter_names(cls) -> list[str]:

@@ -30,3 +30,22 @@ def test_missing_selection_names_run_dir(tmp_path):
     with pytest.raises(ParameterError) as err:
         EvalConfig.from_params({"RUN_DIR": str(tmp_path)})
     assert err.value.name == "RUN_DIR"
+
+
+def test_every_client_of_a_stage_gets_the_run_s_request_settings(tmp_path, monkeypatch):
+    """The base model, the student and the judge are connected the same way (the base model once got the
+    library defaults instead of REQUEST_TIMEOUT / REQUEST_ATTEMPTS)."""
+    from helpers.evaluate.config import connect_answerers
+    from helpers.llm.endpoint import Endpoint
+
+    seen = {}
+    monkeypatch.setattr(Endpoint, "connect", lambda self, n, stage="", **o: seen.setdefault(self.role, (n, o)))
+    cfg = EvalConfig.from_params({"RUN_DIR": str(tmp_path), "STUDENT_MODEL": "student-x", "COMPARE_BASE": True,
+                                  "BASE_MODEL": "base-y", "REQUEST_TIMEOUT": 33, "REQUEST_ATTEMPTS": 2,
+                                  "MAX_CONCURRENCY": 5}, inputs=False)
+    connect_answerers(cfg)
+    cfg.connect(cfg.judge(), "evaluate")
+    assert set(seen) == {"STUDENT", "BASE", "JUDGE"}
+    for concurrency, options in seen.values():
+        assert concurrency == 5 and options["request_timeout_s"] == 33 and options["max_attempts"] == 2
+        assert options["batch_dir"] == tmp_path / "batches"

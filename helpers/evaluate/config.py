@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from ..config import StageConfig, param, shared
-from ..layout import BATCHES
 from ..judge.judging import Judge
 from ..judge.named import describe_judge, load_named_judge
 from ..llm.client import ChatClient
@@ -161,11 +160,6 @@ class EvalConfig(StageConfig):
         """What every judge parameter names, for the manifest."""
         return {name: describe_judge(self.named_judge(name)) for name in self.judge_parameters()}
 
-    def request_limits(self) -> dict[str, Any]:
-        """REQUEST_TIMEOUT / REQUEST_ATTEMPTS as `connect()` keyword arguments."""
-        return {"request_timeout_s": self.request_timeout, "max_attempts": self.request_attempts,
-                "batch_dir": Path(self.run_dir) / BATCHES}
-
     def student(self) -> Endpoint:
         """The evaluated model: STUDENT_MODEL, or stage 3's best checkpoint (or the generator named by
         CANDIDATE_OUTPUTS, which is judged from its file and never asked)."""
@@ -187,9 +181,8 @@ def connect_answerers(cfg: EvalConfig) -> dict[str, ChatClient]:
     if cfg.candidate_outputs:
         return {}
     student = cfg.student()
-    clients = {"student": student.connect(cfg.max_concurrency, stage=STAGE, **cfg.request_limits())}
+    clients = {"student": cfg.connect(student, STAGE)}
     if cfg.compare_base and cfg.base_model:
         template = saved_chat_template(student.model) if student.is_local else None
-        clients["base"] = Endpoint("BASE", cfg.base_model).connect(cfg.max_concurrency, stage=STAGE,
-                                                                   chat_template=template)
+        clients["base"] = cfg.connect(Endpoint("BASE", cfg.base_model), STAGE, chat_template=template)
     return clients

@@ -62,7 +62,7 @@ def reference_outputs(run: Run, cfg: EvalConfig, items: list[dict[str, Any]]) ->
     run.set_stage_info("reference", cfg.reference)
     if cfg.reference != "teacher":
         return [item["reference_output"] for item in items]
-    teacher = cfg.teacher().connect(cfg.max_concurrency, stage=STAGE, **cfg.request_limits())
+    teacher = cfg.connect(cfg.teacher(), STAGE)
     answers = generate_answers(teacher, items, cfg.decoding(), desc="reference answers")
     save_answers(run.artifact(EVAL_ANSWERS_REFERENCE), answers, teacher.model, cfg.decoding())
     run.add_model("REFERENCE", teacher.describe())

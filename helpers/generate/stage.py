@@ -22,7 +22,6 @@ from typing import Any
 
 from .. import layout
 from ..jsonl import JsonlAppender, read_jsonl, write_jsonl
-from ..llm.client import ChatClient
 from ..llm.types import Conversation
 from ..params import ParameterError
 from .config import GenerateConfig
@@ -428,8 +427,3 @@ def record_outcome(run: Any, outcome: GenerationOutcome) -> dict[str, Any]:
     return summary
 
 
-def connect_teacher(config: GenerateConfig) -> ChatClient:
-    """The teacher client from the notebook parameters (raises ParameterError on a bad endpoint/model/key)."""
-    return config.teacher().connect(config.max_concurrency, stage="generate", batch_dir=Path(config.run_dir) / layout.BATCHES,
-                                    request_timeout_s=config.request_timeout,
-                                    max_attempts=config.request_attempts)

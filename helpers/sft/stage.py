@@ -24,7 +24,6 @@ import yaml
 
 from .. import layout
 from ..judge.named import load_named_judge
-from ..llm.client import ChatClient
 from ..llm.models import resolve_model_path
 from ..official import resolve
 from ..params import ParameterError, check_choice, check_int
@@ -89,13 +88,6 @@ def load_data(cfg: SFTStageConfig) -> SFTData:
     return SFTData(train, heldout, train_path, heldout_path, note if cfg.selection != "last" else None)
 
 
-def connect_judge(cfg: SFTStageConfig) -> ChatClient:
-    """The pairwise judge for SELECTION='judge' (checked before any training)."""
-    return cfg.judge().connect(cfg.max_concurrency, stage=STAGE, batch_dir=Path(cfg.run_dir) / layout.BATCHES,
-                               request_timeout_s=cfg.request_timeout,
-                               max_attempts=cfg.request_attempts)
-
-
 @dataclass(frozen=True)
 class SelectionPrompt:
     """SELECTION_PROMPT='official': the official validation's prompt file, filled per instruction."""
@@ -147,7 +139,7 @@ def run_sft_stage(cfg: SFTStageConfig, run: Run | None = None, judge_client: Any
     cfg = with_planned_examples(cfg)  # on every process: the batch rule must give all ranks the same batch
     main = process_rank() == 0
     if cfg.selection == "judge" and judge_client is None and main:
-        judge_client = connect_judge(cfg)
+        judge_client = cfg.connect(cfg.judge(), STAGE)
     if main:  # other processes of a multi-process launch only train: they never touch the run folder
         run = run or Run(cfg.run_dir)
         run.begin_stage(STAGE, cfg.as_params(), seeds={"seed": cfg.seed})

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 from ..config import StageConfig, param, shared
-from ..layout import BATCHES
 from ..llm.endpoint import Endpoint
 from ..params import ParameterError, check_choice, check_existing_path, check_float, check_int, check_request_limits
 from .dedup import DEDUP_METHODS
@@ -123,12 +122,6 @@ class SkillExtractionConfig(StageConfig):
 
     def teacher(self) -> Endpoint:
         return Endpoint.from_params(self, "TEACHER")
-
-    def connect_teacher(self, stage: str = "extract_skills") -> Any:
-        """The teacher's client with the shared concurrency and the request limits."""
-        return self.teacher().connect(self.max_concurrency, stage=stage, batch_dir=Path(self.run_dir) / BATCHES,
-                                      request_timeout_s=self.request_timeout,
-                                      max_attempts=self.request_attempts)
 
     @property
     def needs_teacher(self) -> bool:
