@@ -69,7 +69,7 @@ def extract_skills(cfg: SkillExtractionConfig, client: Any | None = None,
     extraction = SkillExtraction(source=cfg.skill_source)
     if cfg.needs_teacher and client is None:
         raise ParameterError("TEACHER_MODEL", f"SKILL_SOURCE={cfg.skill_source!r} needs a teacher but none was "
-                             "connected", "connect one with cfg.teacher().connect(cfg.max_concurrency)")
+                             "connected", "connect one with cfg.connect(cfg.teacher(), STAGE)")
     skills_path, query_types_path = resolve_import_paths(cfg, extraction)
     if skills_path:
         extraction.raw_skills, extraction.import_reports["skills"] = load_skills_file(
