@@ -13,13 +13,13 @@ from helpers.evaluate.answers import (
     read_selection,
     saved_chat_template,
 )
+from helpers.evaluate.official_suite import mt_bench_table, scores_summary, wb_score_table
 from helpers.evaluate.pairwise import pairwise_table
 from helpers.evaluate.sets import load_bundled_eval_set, load_mt_bench
 from helpers.evaluate.suite import (
     mt_bench_scores,
     shirker_probe,
     shirker_response,
-    summarise_scores,
     wildbench_scores,
 )
 from helpers.judge.judging import JudgeUnreadable
@@ -88,7 +88,8 @@ def test_protocols_end_to_end(clients):
     guided = mt[mt["judge"] == "mt_bench_single_reference"]
     assert len(guided) and (guided["score"] == 3).all()
     wb = wildbench_scores(judge, items, {"student": outputs})
-    table = summarise_scores(mt, wb).set_index("model")
+    table = scores_summary(mt_bench_table(mt), wb_score_table(wb)).set_index("model")
+    assert table.loc["student", "mt_bench_unparsed"] == 0 and table.loc["student", "wb_unparsed"] == 0
     assert table.loc["student", "wb_score"] == pytest.approx((7 - 5) * 2 * 10)
 
 

@@ -106,16 +106,20 @@ def mt_bench_rows(judge_client: Any, questions: Sequence[dict[str, Any]],
 
 
 def mt_bench_table(mt_rows: pd.DataFrame) -> pd.DataFrame:
-    """Per model: MT-Bench average, turns and counts, with the small-number flag."""
-    out = []
+    """Per model: MT-Bench average, turns and counts, with the small-number flag; the per-category tables are in
+    `.attrs["per_category"]` (model -> table). The one place MT-Bench grades are summarised."""
+    out, per_category = [], {}
     for model, rows in mt_rows.groupby("model"):
         s = mt_bench_summary(rows)
         total = s["n_graded"] + s["n_unparsed"]
+        per_category[model] = s["per_category"]
         out.append({"model": model, "mt_bench_avg": s["mt_bench_avg"], "mt_bench_turn1": s["mt_bench_turn1"],
                     "mt_bench_turn2": s["mt_bench_turn2"], "n_graded": s["n_graded"], "n_total": total,
                     "flag": small_number_flag(s["n_graded"], total)})
-    return pd.DataFrame(out, columns=["model", "mt_bench_avg", "mt_bench_turn1", "mt_bench_turn2", "n_graded",
-                                      "n_total", "flag"])
+    table = pd.DataFrame(out, columns=["model", "mt_bench_avg", "mt_bench_turn1", "mt_bench_turn2", "n_graded",
+                                       "n_total", "flag"])
+    table.attrs["per_category"] = per_category
+    return table
 
 
 # ------------------------------------------------------------------------------------------------ WildBench
@@ -149,6 +153,7 @@ def wildbench_rows(judge_client: Any, items: Sequence[dict[str, Any]], outputs_b
 
 
 def wb_score_table(wb_rows: pd.DataFrame) -> pd.DataFrame:
+    """Per model: WB-Score and counts, with the small-number flag. The one place checklist grades are summarised."""
     out = []
     for model, rows in wb_rows.groupby("model"):
         s = wb_score(rows)
@@ -156,6 +161,18 @@ def wb_score_table(wb_rows: pd.DataFrame) -> pd.DataFrame:
         out.append({"model": model, "wb_score": s["wb_score"], "n_graded": s["n_graded"], "n_total": total,
                     "flag": small_number_flag(s["n_graded"], total)})
     return pd.DataFrame(out, columns=["model", "wb_score", "n_graded", "n_total", "flag"])
+
+
+def scores_summary(mt_table: pd.DataFrame, wb_table: pd.DataFrame) -> pd.DataFrame:
+    """One row per model with the MT-Bench and WB-Score aggregates and their unreadable grades (from the two
+    tables above, so nothing is summarised twice)."""
+    mt = mt_table.assign(mt_bench_unparsed=mt_table["n_total"] - mt_table["n_graded"])[
+        ["model", "mt_bench_turn1", "mt_bench_turn2", "mt_bench_avg", "mt_bench_unparsed"]]
+    wb = wb_table.assign(wb_unparsed=wb_table["n_total"] - wb_table["n_graded"])[["model", "wb_score", "wb_unparsed"]]
+    if mt.empty and wb.empty:
+        return pd.DataFrame(columns=["model"])
+    merged = mt.merge(wb, on="model", how="outer") if len(mt) and len(wb) else (mt if len(mt) else wb)
+    return merged.sort_values("model", ignore_index=True)
 
 
 def wildbench_reference_outputs(source: str, items: Sequence[dict[str, Any]],

@@ -13,7 +13,6 @@ from typing import Any
 
 import pandas as pd
 
-from ..judge.metrics import mt_bench_summary, wb_score
 from ..judge.small_numbers import reportable
 from ..layout import (EVAL_ANSWERS_REFERENCE, EVAL_MT_BENCH_SCORES, EVAL_PAIRWISE_ITEMS, EVAL_PAIRWISE_SUMMARY,
                       EVAL_SCORES_SUMMARY, EVAL_SHIRKER_PROBE, EVAL_WB_REWARD, EVAL_WILDBENCH_SCORES,
@@ -23,7 +22,7 @@ from ..runs import Run
 from .answers import DecodingConfig, generate_answers, save_answers
 from .candidates import candidate_outputs
 from .config import STAGE, EvalConfig
-from .suite import summarise_scores
+from .official_suite import mt_bench_table, scores_summary, wb_score_table
 
 STUDENT = "student"
 PAIRWISE_KEYS = ("win_rate", "win_rate_se", "lc_win_rate")  # recorded per model (`_<model>`) and as headline
@@ -95,31 +94,28 @@ def record_pairwise(run: Run, summary: pd.DataFrame, per_item: pd.DataFrame, n_e
     return {name: run.record(name, value) for name, value in recorded.items()}
 
 
-def record_mt_bench(run: Run, mt_rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """MT-Bench average, turn 1, turn 2 and unreadable grades per model; returns the per-category tables."""
+def record_mt_bench(run: Run, mt_rows: pd.DataFrame) -> pd.DataFrame:
+    """MT-Bench average, turn 1, turn 2 and unreadable grades per model (flagged when few grades were read);
+    returns the per-model table (`mt_bench_table`, per-category tables in `.attrs["per_category"]`)."""
     if len(mt_rows):
         mt_rows.to_csv(run.artifact(EVAL_MT_BENCH_SCORES), index=False)
-    per_category = {}
-    for model, rows in mt_rows.groupby("model"):
-        scores = mt_bench_summary(rows)
-        per_category[model] = scores["per_category"]
-        counts = scores["n_graded"], scores["n_graded"] + scores["n_unparsed"]
+    table = mt_bench_table(mt_rows)
+    for row in table.to_dict("records"):
         for key in ("mt_bench_avg", "mt_bench_turn1", "mt_bench_turn2"):
-            run.record(f"{key}{_suffix(model)}", reportable(scores[key], *counts))
-        run.record(f"mt_bench_unparsed{_suffix(model)}", scores["n_unparsed"])
-    return per_category
+            run.record(f"{key}{_suffix(row['model'])}", reportable(row[key], row["n_graded"], row["n_total"]))
+        run.record(f"mt_bench_unparsed{_suffix(row['model'])}", int(row["n_total"] - row["n_graded"]))
+    return table
 
 
-def record_wildbench(run: Run, wb_rows: pd.DataFrame, mt_rows: pd.DataFrame) -> pd.DataFrame:
+def record_wildbench(run: Run, wb_rows: pd.DataFrame, mt_table: pd.DataFrame) -> pd.DataFrame:
     """WB-Score and unreadable grades per model; returns (and saves) the table of every rating-based score."""
     if len(wb_rows):
         wb_rows.to_json(run.artifact(EVAL_WILDBENCH_SCORES), orient="records", lines=True)
-    for model, rows in wb_rows.groupby("model"):
-        scores = wb_score(rows)
-        run.record(f"wb_score{_suffix(model)}",
-                   reportable(scores["wb_score"], scores["n_graded"], scores["n_graded"] + scores["n_unparsed"]))
-        run.record(f"wb_unparsed{_suffix(model)}", scores["n_unparsed"])
-    table = summarise_scores(mt_rows, wb_rows)
+    wb_table = wb_score_table(wb_rows)
+    for row in wb_table.to_dict("records"):
+        run.record(f"wb_score{_suffix(row['model'])}", reportable(row["wb_score"], row["n_graded"], row["n_total"]))
+        run.record(f"wb_unparsed{_suffix(row['model'])}", int(row["n_total"] - row["n_graded"]))
+    table = scores_summary(mt_table, wb_table)
     table.to_csv(run.artifact(EVAL_SCORES_SUMMARY), index=False)
     return table
 

@@ -14,7 +14,6 @@ from typing import Any
 import pandas as pd
 
 from ..judge.judging import Judge, load_judge, rate_answers
-from ..judge.metrics import mt_bench_summary, wb_score
 from .pairwise import pairwise_table
 
 SHIRKER_KINDS = ("brevity", "junk")
@@ -62,25 +61,6 @@ def wildbench_scores(judge_client: Any, items: Sequence[dict[str, Any]], outputs
             rows.append({"model": model, "id": it["id"], "groups": it.get("groups") or ["Creative Tasks"],
                          "score": r.score})
     return pd.DataFrame(rows, columns=["model", "id", "groups", "score"])
-
-
-def summarise_scores(mt_rows: pd.DataFrame, wb_rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per model with the MT-Bench and WB-Score aggregates."""
-    models = sorted(set(mt_rows.get("model", [])) | set(wb_rows.get("model", [])))
-    out = []
-    for m in models:
-        row: dict[str, Any] = {"model": m}
-        mt = mt_rows[mt_rows["model"] == m]
-        if len(mt):
-            s = mt_bench_summary(mt)
-            row.update({k: s[k] for k in ("mt_bench_turn1", "mt_bench_turn2", "mt_bench_avg")})
-            row["mt_bench_unparsed"] = s["n_unparsed"]
-        wb = wb_rows[wb_rows["model"] == m]
-        if len(wb):
-            s = wb_score(wb)
-            row.update({"wb_score": s["wb_score"], "wb_unparsed": s["n_unparsed"]})
-        out.append(row)
-    return pd.DataFrame(out)
 
 
 # ------------------------------------------------------------------------------------------ shirker probe
