@@ -24,7 +24,7 @@ import yaml
 
 from .layout import CONFIGS_DIR
 from .params import (DEFAULT_REQUEST_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT, REQUEST_ATTEMPTS_HELP, REQUEST_TIMEOUT_HELP,
-                     ParameterError, check_choice)
+                     LOCAL_DTYPES, ParameterError, check_choice, check_request_limits)
 from .runs import run_dir_parameter
 
 C = TypeVar("C", bound="StageConfig")
@@ -95,6 +95,10 @@ SHARED: dict[str, tuple[Any, str]] = {
                            "ids kept in RUN_DIR so a killed run resumes polling)."),
     "request_timeout": (DEFAULT_REQUEST_TIMEOUT, REQUEST_TIMEOUT_HELP),
     "request_attempts": (DEFAULT_REQUEST_ATTEMPTS, REQUEST_ATTEMPTS_HELP),
+    "local_dtype": ("float32", "Inference precision of in-process models asked through the LLM client (an embedded "
+                               "or checkpoint teacher, judge or evaluated model; not training): 'float32', or "
+                               "'bfloat16' (about half the CPU time per token where the CPU has bf16 instructions; "
+                               "replies differ and are cached apart)."),
     "instruct_skillmix_repo": ("", "Root of a local clone of princeton-pli/Instruct-SkillMix, read for the official "
                                    "lists, prompts and validation prompt; empty: download the pinned files into the "
                                    "kit's cache."),
@@ -195,7 +199,7 @@ class StageConfig:
         from .layout import BATCHES
 
         options = {"request_timeout_s": self.request_timeout, "max_attempts": self.request_attempts,
-                   "batch_dir": Path(self.run_dir) / BATCHES, **options}
+                   "batch_dir": Path(self.run_dir) / BATCHES, "local_dtype": self.local_dtype, **options}
         return endpoint.connect(self.max_concurrency, stage=stage, **options)
 
     # -------------------------------------------------------------- names, defaults, help
@@ -251,10 +255,19 @@ class StageConfig:
                 profile = getattr(self, "profile", "")
                 raise ParameterError(f.name.upper(), f"is not set and PROFILE={profile!r} gives no value",
                                      f"set it, or add it to configs/{self.profile_dir}/{profile}.yaml")
+        self._check_shared()
         self.check_values()
         if inputs:
             self.check_inputs()
         return self
+
+    def _check_shared(self) -> None:
+        """Checks of the shared parameters a stage declares, the same in every stage."""
+        if hasattr(self, "request_timeout"):
+            self.request_timeout, self.request_attempts = check_request_limits(self.request_timeout,
+                                                                               self.request_attempts)
+        if hasattr(self, "local_dtype"):
+            check_choice("LOCAL_DTYPE", self.local_dtype, LOCAL_DTYPES)
 
     def check_values(self) -> None:
         """The stage's checks of its own values (override)."""

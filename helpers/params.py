@@ -70,6 +70,10 @@ REQUEST_ATTEMPTS_HELP = ("How often one request is sent (time-outs, 429, 5xx, dr
                          "counts as failed.")
 
 
+# Inference precisions of in-process models (LOCAL_DTYPE); bfloat16 changes the replies, so it is opt-in.
+LOCAL_DTYPES = ("float32", "bfloat16")
+
+
 def check_request_limits(timeout: Any, attempts: Any) -> tuple[float, int]:
     return check_float("REQUEST_TIMEOUT", timeout, 0.001, 86_400), check_int("REQUEST_ATTEMPTS", attempts, 1, 100)
 

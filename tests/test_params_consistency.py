@@ -153,3 +153,16 @@ def test_command_line_and_yaml_values_keep_their_types(tmp_path):
     assert params == {"LEARNING_RATE": 1e-5, "SHIRKER_KIND": "junk", "NUM_EXAMPLES": 8, "TEACHER_BASE_URL": "",
                       "MAX_STEPS": None}
     assert SFTStageConfig.load(None, ["LEARNING_RATE=2e-4", "MAX_STEPS=null"]).max_steps == 6  # None: the profile's
+
+
+@pytest.mark.parametrize("config", ["skills", "generate", "sft", "evaluate"])
+def test_shared_checks_run_in_every_stage(config):
+    """REQUEST_TIMEOUT / REQUEST_ATTEMPTS / LOCAL_DTYPE are checked once, in the config base, for every stage."""
+    import importlib
+
+    module = importlib.import_module(f"helpers.{config}.config")
+    cls = next(c for c in vars(module).values() if isinstance(c, type) and issubclass(c, StageConfig)
+               and c is not StageConfig)
+    for bad, name in (({"LOCAL_DTYPE": "int8"}, "LOCAL_DTYPE"), ({"REQUEST_TIMEOUT": 0}, "REQUEST_TIMEOUT")):
+        with pytest.raises(ParameterError, match=name):
+            cls.from_params(bad, inputs=False)

@@ -14,7 +14,7 @@ from ..judge.judging import Judge
 from ..judge.named import describe_judge, load_named_judge
 from ..llm.client import ChatClient
 from ..llm.endpoint import Endpoint
-from ..params import ParameterError, check_choice, check_float, check_int, check_request_limits
+from ..params import ParameterError, check_choice, check_float, check_int
 from .answers import DecodingConfig, read_selection, saved_chat_template
 from .candidates import generator_name, read_outputs_file
 from .sets import EVAL_SETS
@@ -44,6 +44,7 @@ class EvalConfig(StageConfig):
     max_concurrency: int = shared("max_concurrency")
     request_timeout: float = shared("request_timeout")
     request_attempts: int = shared("request_attempts")
+    local_dtype: str = shared("local_dtype")
     judge_max_requests_per_minute: float | None = shared("judge_max_requests_per_minute")
     judge_max_tokens_per_minute: float | None = shared("judge_max_tokens_per_minute")
     judge_batch: bool = shared("judge_batch")
@@ -114,7 +115,6 @@ class EvalConfig(StageConfig):
         self.n_mt_bench = check_int("N_MT_BENCH", self.n_mt_bench, 0)
         self.judge_max_tokens = check_int("JUDGE_MAX_TOKENS", self.judge_max_tokens, 0, 32768)
         self.decoding().validate("ANSWER")
-        self.request_timeout, self.request_attempts = check_request_limits(self.request_timeout, self.request_attempts)
         judges = {name: self.named_judge(name) for name in self.judge_parameters()}
         if judges["PAIRWISE_JUDGE"].kind != "pairwise":
             raise ParameterError("PAIRWISE_JUDGE", f"{self.pairwise_judge!r} is not a pairwise judge",

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..config import StageConfig, param, shared
 from ..layout import QUERY_TYPES_JSONL, SKILLS_JSONL
 from ..llm.endpoint import Endpoint
-from ..params import ParameterError, check_choice, check_existing_path, check_float, check_int, check_request_limits
+from ..params import ParameterError, check_choice, check_existing_path, check_float, check_int
 from ..skills.official_lists import is_official, official_list_path
 from .official_prompts import DEFAULT_OFFICIAL_VERSION, PROMPT_SOURCES
 from .prompt_versions import get_version, prompt_version_names, shirker_kinds
@@ -29,6 +29,7 @@ class GenerateConfig(StageConfig):
     max_concurrency: int = shared("max_concurrency")
     request_timeout: float = shared("request_timeout")
     request_attempts: int = shared("request_attempts")
+    local_dtype: str = shared("local_dtype")
     teacher_max_requests_per_minute: float | None = shared("teacher_max_requests_per_minute")
     teacher_max_tokens_per_minute: float | None = shared("teacher_max_tokens_per_minute")
     teacher_batch: bool = shared("teacher_batch")
@@ -112,7 +113,6 @@ class GenerateConfig(StageConfig):
             raise ParameterError("OFFICIAL_SYSTEM_TEMPLATE", "is empty", "use 'auto', 'none' or a FastChat template name")
         if self.temperature is not None:
             self.temperature = check_float("TEMPERATURE", self.temperature, 0.0, 2.0)
-        self.request_timeout, self.request_attempts = check_request_limits(self.request_timeout, self.request_attempts)
         self.generate_max_tokens = check_int("GENERATE_MAX_TOKENS", self.generate_max_tokens, 16, 128_000)
         self.max_attempts = check_int("MAX_ATTEMPTS", self.max_attempts, 1, 20)
         self.min_instruction_words = check_int("MIN_INSTRUCTION_WORDS", self.min_instruction_words, 0)

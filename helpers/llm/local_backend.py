@@ -21,7 +21,7 @@ from .errors import PermanentError
 from .generation import PrefixCache, generate_batch
 from .models import EMBEDDED_MODELS, folder_fingerprint, resolve_model_path
 from .types import ChatResult, Message
-from ..params import ParameterError
+from ..params import LOCAL_DTYPES, ParameterError
 
 _LOADED: dict[tuple[str, str | None, str], "_LoadedModel"] = {}
 _LOAD_LOCK = threading.Lock()
@@ -35,7 +35,6 @@ class _LoadedModel:
     prefixes: PrefixCache = field(default_factory=lambda: PrefixCache(max_tokens=16_384))
 
 
-LOCAL_DTYPES = ("float32", "bfloat16")
 
 
 def _load(path: str, chat_template: str | None, dtype: str = "float32") -> _LoadedModel:
@@ -68,7 +67,7 @@ class LocalBackend:
                  batch_size: int = 8, gather_window_s: float = 0.02, reuse_prefixes: bool = True,
                  dtype: str = "float32") -> None:
         if dtype not in LOCAL_DTYPES:
-            raise ParameterError("local_dtype", f"unknown dtype {dtype!r}", f"use one of {LOCAL_DTYPES}")
+            raise ParameterError("LOCAL_DTYPE", f"unknown dtype {dtype!r}", f"use one of {', '.join(LOCAL_DTYPES)}")
         self.model, self.role, self.chat_template = model, role, chat_template
         # bfloat16 about halves the CPU time per token where the CPU has bf16 instructions (AVX512-BF16 / AMX), but
         # its replies differ from float32's: opt-in only, and cached under their own key.

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from ..config import StageConfig, param, shared
 from ..layout import HELDOUT_JSONL, TRAIN_JSONL
 from ..llm.endpoint import Endpoint
-from ..params import ParameterError, check_choice, check_float, check_int, check_request_limits
+from ..params import ParameterError, check_choice, check_float, check_int
 from .templates import TEMPLATE_NAMES
 
 SELECTION_CRITERIA = ("heldout_loss", "judge", "last")
@@ -103,6 +103,7 @@ class SFTStageConfig(StageConfig):
     max_concurrency: int = shared("max_concurrency")
     request_timeout: float = shared("request_timeout")
     request_attempts: int = shared("request_attempts")
+    local_dtype: str = shared("local_dtype")
     judge_max_requests_per_minute: float | None = shared("judge_max_requests_per_minute")
     judge_max_tokens_per_minute: float | None = shared("judge_max_tokens_per_minute")
     judge_batch: bool = shared("judge_batch")
@@ -177,7 +178,6 @@ class SFTStageConfig(StageConfig):
             raise ParameterError("SELECTION_TOP_P", "0 keeps no token", "use a value in (0, 1], e.g. 1.0")
         if not str(self.selection_judge).strip():
             raise ParameterError("SELECTION_JUDGE", "is empty", "use 'alpaca_eval_pairwise' or another judge name")
-        self.request_timeout, self.request_attempts = check_request_limits(self.request_timeout, self.request_attempts)
         self.judge().validate()
         for name in BOOLEANS:
             if not isinstance(getattr(self, name.lower()), bool):

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..config import StageConfig, param, shared
 from ..llm.endpoint import Endpoint
-from ..params import ParameterError, check_choice, check_existing_path, check_float, check_int, check_request_limits
+from ..params import ParameterError, check_choice, check_existing_path, check_float, check_int
 from .dedup import DEDUP_METHODS
 from .formats import TOPIC_HEADER_RULES
 from .official_lists import is_official, official_list_path
@@ -32,6 +32,7 @@ class SkillExtractionConfig(StageConfig):
     max_concurrency: int = shared("max_concurrency")
     request_timeout: float = shared("request_timeout")
     request_attempts: int = shared("request_attempts")
+    local_dtype: str = shared("local_dtype")
     teacher_max_requests_per_minute: float | None = shared("teacher_max_requests_per_minute")
     teacher_max_tokens_per_minute: float | None = shared("teacher_max_tokens_per_minute")
     teacher_batch: bool = shared("teacher_batch")
@@ -80,7 +81,6 @@ class SkillExtractionConfig(StageConfig):
         self.num_query_types = check_int("NUM_QUERY_TYPES", self.num_query_types, 1, 200)
         if self.temperature is not None:
             self.temperature = check_float("TEMPERATURE", self.temperature, 0.0, 2.0)
-        self.request_timeout, self.request_attempts = check_request_limits(self.request_timeout, self.request_attempts)
         if not isinstance(self.import_merge, bool):
             raise ParameterError("IMPORT_MERGE", f"expected True or False, got {self.import_merge!r}",
                                  "use True or False")
