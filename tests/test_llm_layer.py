@@ -64,6 +64,14 @@ def test_key_rejected_during_a_run_stops_it_with_the_parameter(server, tmp_path)
         c.chat(MSG)
 
 
+def test_organisation_and_project_headers_come_from_the_environment(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj_kit_test")
+    monkeypatch.delenv("OPENAI_ORG_ID", raising=False)
+    assert client_for(server, tmp_path).chat(MSG).ok
+    assert server.last_headers["OpenAI-Project"] == "proj_kit_test" and "OpenAI-Organization" not in server.last_headers
+    assert server.last_headers["Content-Type"] == "application/json"
+
+
 def test_retry_after_is_honoured(server, tmp_path):
     server.retry_after_s = 0.4
     server.script(["429"])

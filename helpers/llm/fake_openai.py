@@ -129,6 +129,7 @@ class FakeOpenAIServer:
     completions: int = 0
     faults_served: list[str] = field(default_factory=list)
     max_in_flight: int = 0
+    last_headers: dict[str, str] = field(default_factory=dict)  # of the last chat request
     _in_flight: int = 0
     rate_limited: int = 0  # requests refused by the rate limits
     files: dict[str, bytes] = field(default_factory=dict)
@@ -190,6 +191,7 @@ class FakeOpenAIServer:
                 self._in_flight -= 1
 
     async def _chat_inner(self, request: web.Request) -> web.StreamResponse:
+        self.last_headers = dict(request.headers)
         if not self._authorised(request):
             return web.json_response({"error": {"message": "bad key"}}, status=401)
         body = await request.json()

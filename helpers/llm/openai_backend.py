@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import os
 import time
 import warnings
 import weakref
@@ -101,11 +102,15 @@ class OpenAIBackend:
         session = self._sessions.get(loop)
         if session is None:
             key = api_key_from_env(self.api_key_env, self.role)
+            headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
+                       "User-Agent": f"instruct-skillmix/{_version()}"}
+            for variable, header in (("OPENAI_ORG_ID", "OpenAI-Organization"), ("OPENAI_PROJECT_ID", "OpenAI-Project")):
+                if os.environ.get(variable):  # as the official client sends them, for keys used across projects
+                    headers[header] = os.environ[variable]
             session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0),  # ChatClient's semaphore bounds the requests in flight
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json",
-                         "User-Agent": f"instruct-skillmix/{_version()}"},
+                headers=headers,
                 trust_env=True,  # HTTPS_PROXY / NO_PROXY, as the official client honours them
             )
             self._sessions[loop] = session
