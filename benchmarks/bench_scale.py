@@ -48,7 +48,7 @@ def rate_limited_run(rate: float, latency: float, seconds: float, concurrency: i
         n_conv = max(concurrency, int(rate * seconds / turns))
         with tempfile.TemporaryDirectory() as tmp:
             client = connect("fake-model", base_url, "", max_concurrency=concurrency, stage="bench", use_cache=False,
-                             cache_path=Path(tmp) / "c.sqlite", show_progress=False, max_attempts=1000,
+                             cache_path=Path(tmp) / "c.sqlite", show_progress=False, max_attempts=100,  # the most REQUEST_ATTEMPTS allows
                              max_requests_per_minute=rate * 60 if limited else None)
             client.backoff_base_s = 0.05
             convs = [[f"conversation {i} turn {t}" for t in range(turns)] for i in range(n_conv)]

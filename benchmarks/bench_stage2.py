@@ -55,7 +55,7 @@ def _write_stage1_lists(run_dir: Path) -> None:
 
 def run_once(base_url: str, args: argparse.Namespace, profile: str | None) -> dict:
     from helpers.generate import GenerateConfig, run_generation
-    from helpers.generate.stage import connect_teacher, generate_splits, make_plans, load_stage1_inputs
+    from helpers.generate.stage import generate_splits, make_plans, load_stage1_inputs
     from helpers.generate.prompt_versions import get_version
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -67,7 +67,7 @@ def run_once(base_url: str, args: argparse.Namespace, profile: str | None) -> di
                   "MAX_CONCURRENCY": args.concurrency, "NUM_EXAMPLES": args.examples, "NUM_HELDOUT": 0,
                   "TEMPERATURE": 0.7}
         cfg = GenerateConfig.from_params(params)
-        client = connect_teacher(cfg)
+        client = cfg.connect(cfg.teacher(), "generate")
         client.show_progress = args.progress_bar  # the notebook shows one (here written to /dev/null)
         prof = cProfile.Profile() if profile else None
         start, cpu0 = time.perf_counter(), time.process_time()

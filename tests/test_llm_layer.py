@@ -310,3 +310,16 @@ def test_chat_result_to_dict_round_trips_with_its_own_containers():
     assert ChatResult(**data) == r
     data["top_logprobs"][0]["A"] = 0.0  # the dict is the caller's to change
     assert r.top_logprobs == [{"A": -0.1, "B": -2.5}]
+
+
+def test_proxy_from_the_environment_is_looked_up_once_and_honours_no_proxy(monkeypatch):
+    from helpers.llm.openai_backend import env_proxy
+
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
+    monkeypatch.setenv("no_proxy", "localhost,127.0.0.1,.internal.example")
+    assert env_proxy("https://api.openai.com/v1") == "http://proxy.example:3128"
+    assert env_proxy("https://llm.internal.example/v1") is None
+    assert env_proxy("http://127.0.0.1:8000/v1") is None
+    assert env_proxy("http://other.example/v1") is None  # no http_proxy set

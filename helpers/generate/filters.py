@@ -129,6 +129,9 @@ def filter_examples(examples: Iterable[dict[str, Any]], *, min_words: int, max_w
     duplicate of one of them is dropped too.
     """
     out = FilterOutcome()
+    examples = list(examples)
+    if not examples:
+        return out  # nothing to filter: the examples to compare against need no index
     seen_exact: dict[str, Any] = {}
     index = NearDuplicateIndex(dedup_threshold) if dedup_threshold < 1.0 else None
 

@@ -13,6 +13,8 @@ import email.utils
 import json
 import os
 import time
+import urllib.parse
+import urllib.request
 import warnings
 import weakref
 from collections.abc import Callable, Mapping
@@ -56,6 +58,16 @@ def _http_client(timeout_s: float):
         return None
 
 
+def env_proxy(url: str) -> str | None:
+    """The proxy that HTTPS_PROXY / HTTP_PROXY name for `url`, unless NO_PROXY exempts its host, as the official
+    client honours them. Looked up once per backend: aiohttp's `trust_env` looks it up (and ~/.netrc) in a thread
+    for every request, which costs more than the request itself at hundreds per second."""
+    parts = urllib.parse.urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
+
+
 def _version() -> str:
     try:
         from importlib.metadata import version
@@ -79,6 +91,7 @@ class OpenAIBackend:
         self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
             weakref.WeakKeyDictionary()
         )
+        self._proxy = env_proxy(self.base_url)
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.kind, "model": self.model, "base_url": redact_url(self.base_url),
@@ -111,7 +124,6 @@ class OpenAIBackend:
                 connector=aiohttp.TCPConnector(limit=0),  # ChatClient's semaphore bounds the requests in flight
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),
                 headers=headers,
-                trust_env=True,  # HTTPS_PROXY / NO_PROXY, as the official client honours them
             )
             self._sessions[loop] = session
         return session
@@ -203,7 +215,8 @@ class OpenAIBackend:
     async def complete(self, messages: list[Message], sampling: dict[str, Any]) -> ChatResult:
         body = json.dumps(self.request_body(messages, sampling), ensure_ascii=False).encode("utf-8")
         try:
-            async with self._session().post(f"{self.base_url}/chat/completions", data=body) as reply:
+            async with self._session().post(f"{self.base_url}/chat/completions", data=body,
+                                            proxy=self._proxy) as reply:
                 status, headers, payload = reply.status, reply.headers, await reply.read()
         except asyncio.TimeoutError:
             raise TransientError("request timed out") from None
