@@ -7,10 +7,11 @@ F1), the measure Self-Instruct-style pipelines use with a 0.7 threshold.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +48,7 @@ def rouge_l_f1(a: str, b: str) -> float:
     return _rouge_l_f1_words(words(a), words(b))
 
 
-def _rouge_l_f1_words(wa: list[str], wb: list[str], cutoff: float = 0.0) -> float:
+def _rouge_l_f1_words(wa: Sequence[str], wb: Sequence[str], cutoff: float = 0.0) -> float:
     """ROUGE-L F1 of two word lists; below `cutoff` it may return 0.0 early (the bound 2*min/(sum) of the lengths
     rules most pairs out without computing the LCS)."""
     if not wa and not wb:
@@ -63,51 +64,61 @@ def _shingles(text: str) -> set[int]:
     return {int.from_bytes(hashlib.blake2b(g.encode(), digest_size=4).digest(), "little") for g in grams}
 
 
+@functools.lru_cache(maxsize=8)
+def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return (rng.integers(1, _PRIME, size=num_perm, dtype=np.uint64),
+            rng.integers(0, _PRIME, size=num_perm, dtype=np.uint64))
+
+
+def text_features(text: str, num_perm: int = 64, bands: int = 32, seed: int = 1) -> tuple[tuple[str, ...],
+                                                                                         tuple[bytes, ...]]:
+    """The words of `text` and its LSH band keys, computed once per text: stage 2 computes them as each example
+    arrives (while it waits on the teacher), so the filter after the conversations only looks them up."""
+    return _text_features(text, num_perm, bands, seed)
+
+
+@functools.lru_cache(maxsize=1 << 15)
+def _text_features(text: str, num_perm: int, bands: int, seed: int) -> tuple[tuple[str, ...], tuple[bytes, ...]]:
+    a, b = _permutations(num_perm, seed)
+    sh = np.fromiter(_shingles(text), dtype=np.uint64)
+    if sh.size == 0:
+        sig = np.zeros(num_perm, dtype=np.uint64)
+    else:
+        # One universal hash (a*x + b) mod p per permutation; 32-bit operands keep the product exact in uint64.
+        sig = ((np.outer(a, sh) + b[:, None]) % np.uint64(_PRIME)).min(axis=1)
+    rows = num_perm // bands
+    return tuple(words(text)), tuple(sig[i * rows:(i + 1) * rows].tobytes() for i in range(bands))
+
+
 class NearDuplicateIndex:
     """MinHash-LSH over instructions; `find(text)` returns the ids of stored texts at or above the threshold."""
 
     def __init__(self, threshold: float = 0.7, num_perm: int = 64, bands: int = 32, seed: int = 1) -> None:
         if num_perm % bands:
             raise ValueError("num_perm must be a multiple of bands")
-        self.threshold, self.bands, self.rows = threshold, bands, num_perm // bands
-        rng = np.random.default_rng(seed)
-        self._a = rng.integers(1, _PRIME, size=num_perm, dtype=np.uint64)
-        self._b = rng.integers(0, _PRIME, size=num_perm, dtype=np.uint64)
+        self.threshold, self.bands, self.num_perm, self.seed = threshold, bands, num_perm, seed
         self._buckets: list[dict[bytes, list[Any]]] = [defaultdict(list) for _ in range(bands)]
-        self._words: dict[Any, list[str]] = {}
-        self._last: tuple[str | None, list[bytes]] = (None, [])
+        self._words: dict[Any, tuple[str, ...]] = {}
 
-    def _signature(self, text: str) -> np.ndarray:
-        sh = np.fromiter(_shingles(text), dtype=np.uint64)
-        if sh.size == 0:
-            return np.zeros(len(self._a), dtype=np.uint64)
-        # One universal hash (a*x + b) mod p per permutation; 32-bit operands keep the product exact in uint64.
-        vals = (np.outer(self._a, sh) + self._b[:, None]) % np.uint64(_PRIME)
-        return vals.min(axis=1)
-
-    def _band_keys(self, sig: np.ndarray) -> list[bytes]:
-        return [sig[i * self.rows:(i + 1) * self.rows].tobytes() for i in range(self.bands)]
-
-    def _keys_of(self, text: str) -> list[bytes]:
-        """Band keys of `text`; the last text's are kept, as a `find` is usually followed by an `add` of it."""
-        if self._last[0] != text:
-            self._last = (text, self._band_keys(self._signature(text)))
-        return self._last[1]
+    def _features(self, text: str) -> tuple[tuple[str, ...], tuple[bytes, ...]]:
+        return text_features(text, self.num_perm, self.bands, self.seed)
 
     def candidates(self, text: str) -> set[Any]:
         found: set[Any] = set()
-        for band, key in zip(self._buckets, self._keys_of(text)):
+        for band, key in zip(self._buckets, self._features(text)[1]):
             found.update(band.get(key, ()))
         return found
 
     def find(self, text: str) -> list[Any]:
-        wa = words(text)
+        wa = self._features(text)[0]
         return [i for i in self.candidates(text)
                 if _rouge_l_f1_words(wa, self._words[i], self.threshold) >= self.threshold]
 
     def add(self, item_id: Any, text: str) -> None:
-        self._words[item_id] = words(text)  # tokenised once: every later `find` compares against these
-        for band, key in zip(self._buckets, self._keys_of(text)):
+        text_words, keys = self._features(text)
+        self._words[item_id] = text_words  # tokenised once: every later `find` compares against these
+        for band, key in zip(self._buckets, keys):
             band[key].append(item_id)
 
 

@@ -25,7 +25,7 @@ from ..jsonl import JsonlAppender, read_jsonl, write_jsonl
 from ..llm.types import Conversation
 from ..params import ParameterError
 from .config import GenerateConfig
-from .filters import FILTER_REASONS, FilterOutcome, filter_examples
+from .filters import FILTER_REASONS, FilterOutcome, filter_examples, text_features
 from .files import read_query_types_file, read_skills_file, save_hf_dataset, save_official_json, start_loading_datasets
 from .official_flow import OfficialFlow, clean_shirker_reply, draw_official_plan, load_official_flow
 from .parse import parse_final_pair
@@ -190,6 +190,7 @@ async def _generate_one(client: Any, plan: ExamplePlan, version: Flow, config: G
         tokens_in, tokens_out = tokens_in + conv.input_tokens, tokens_out + conv.output_tokens
         record = _record(plan, conv, version, attempt, client.model, (tokens_in, tokens_out)) if conv.ok else None
         if record is not None:
+            text_features(record["instruction"])  # the near-duplicate filter's work, done while others wait
             entry = {"fingerprint": fingerprint, "status": "ok", "record": record}
             progress.append(entry)
             return entry
