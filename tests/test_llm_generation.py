@@ -83,3 +83,33 @@ def test_prefix_cache_evicts_the_least_recently_used_beyond_its_budget():
     assert cache.longest_prefix(torch.tensor([0, 1])) == (0, None)  # at most len - 1, below min_reuse
     cache.add(torch.arange(6) + 100, kv)  # 12 tokens > 10: the older entry goes
     assert cache.tokens == 6 and cache.longest_prefix(torch.arange(6))[0] == 0
+
+
+def test_a_sampled_reply_depends_on_its_request_only(tiny):
+    """Same prompt, seed and salt: the same reply alone or in any batch; another salt draws another sample."""
+    model, tok = tiny
+    prompts = PROMPTS + ["Tell me a story about a lighthouse keeper."]
+    args = dict(max_new_tokens=12, temperature=1.0, top_p=0.95, seed=7)
+    alone = generate_batch(model, tok, prompts[1:2], **args)[0].token_ids
+    in_batch = generate_batch(model, tok, prompts, **args)[1].token_ids
+    reordered = generate_batch(model, tok, prompts[::-1], **args)[1].token_ids
+    assert alone == in_batch == reordered
+    salted = [generate_batch(model, tok, prompts[1:2], salts=[f"attempt-{i}"], **args)[0].token_ids
+              for i in (2, 3)]
+    assert salted[0] != alone or salted[1] != alone  # a retry is a new draw, not the same reply again
+    other_seed = generate_batch(model, tok, prompts[1:2], **{**args, "seed": 8})[0].token_ids
+    assert other_seed != alone or salted[0] != alone
+
+
+def test_top_p_keeps_only_the_nucleus():
+    import torch
+
+    from helpers.llm.generation import RowSampler
+
+    scores = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    drawn = set()
+    for seed in range(200):
+        out = RowSampler([seed], temperature=1.0, top_p=0.7)(None, scores.clone())
+        drawn.add(int(out.argmax()))
+        assert torch.isinf(out).sum() == 3  # exactly one token left possible
+    assert drawn == {0, 1}  # 0.5 + 0.3 reach 0.7: tokens 2 and 3 are never drawn

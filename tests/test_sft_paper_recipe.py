@@ -58,6 +58,7 @@ def test_unknown_selection_judge_fails_before_training(tmp_path, tiny_base):
 
 
 def test_selection_answers_are_sampled_as_asked(tiny_base):
+    from helpers.llm.generation import RowSampler
     from helpers.sft.answers import generate_answers, load_for_generation
     from helpers.sft.stage import selection_sampling
     from helpers.sft.templates import build_template, install_template
@@ -68,7 +69,9 @@ def test_selection_answers_are_sampled_as_asked(tiny_base):
     original = model.generate
 
     def spy(**kwargs):
-        seen.append({k: kwargs.get(k) for k in ("do_sample", "temperature", "top_p", "max_new_tokens")})
+        samplers = [p for p in kwargs.get("logits_processor") or [] if isinstance(p, RowSampler)]
+        seen.append({"sampled": bool(samplers), "temperature": samplers[0].temperature if samplers else None,
+                     "top_p": samplers[0].top_p if samplers else None, "max_new_tokens": kwargs["max_new_tokens"]})
         return original(**kwargs)
 
     model.generate = spy
@@ -76,8 +79,8 @@ def test_selection_answers_are_sampled_as_asked(tiny_base):
     first = generate_answers(model, tokenizer, ["Say hello to Ada."], 4, **sampling)
     again = generate_answers(model, tokenizer, ["Say hello to Ada."], 4, **sampling)
     generate_answers(model, tokenizer, ["Say hello to Ada."], 4)
-    assert seen[0] == {"do_sample": True, "temperature": 0.9, "top_p": 1.0, "max_new_tokens": 4}
-    assert seen[-1]["do_sample"] is False
+    assert seen[0] == {"sampled": True, "temperature": 0.9, "top_p": 1.0, "max_new_tokens": 4}  # per-row sampling
+    assert seen[-1]["sampled"] is False
     assert first == again  # seeded
 
 

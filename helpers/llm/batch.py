@@ -121,7 +121,7 @@ class BatchBackend:
         await self.live.release_loop()
 
     # ------------------------------------------------------------------ what the client calls
-    async def complete(self, messages: list[Message], sampling: dict[str, Any]) -> ChatResult:
+    async def complete(self, messages: list[Message], sampling: dict[str, Any], salt: str = "") -> ChatResult:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a new blocking call (each runs its own loop): start its collector
             self._loop, self._wake, self._pending, self._waiting = loop, asyncio.Event(), [], 0

@@ -36,7 +36,10 @@ class Backend(Protocol):
     kind: str
     model: str
 
-    async def complete(self, messages: list[Message], sampling: dict[str, Any]) -> ChatResult: ...
+    async def complete(self, messages: list[Message], sampling: dict[str, Any], salt: str = "") -> ChatResult:
+        """One reply. `salt` marks a deliberate re-sample (a retry): in-process models seed from it; endpoints
+        ignore it (it only keeps the cache entries apart)."""
+        ...
 
     def check(self) -> None: ...
 
@@ -135,7 +138,7 @@ class ChatClient:
             async with self._semaphore():
                 self.waiting += 1
                 try:
-                    result = await self._send(messages, sampling)
+                    result = await self._send(messages, sampling, salt)
                 except ParameterError:
                     raise  # e.g. the endpoint rejected the key: every other call would fail the same way
                 except TransientError as exc:
@@ -167,13 +170,13 @@ class ChatClient:
         return ChatResult(error=f"gave up after {self.max_attempts} attempts: {error}", model=self.model,
                           attempts=self.max_attempts, latency_s=time.perf_counter() - start)
 
-    async def _send(self, messages: list[Message], sampling: dict[str, Any]) -> ChatResult:
+    async def _send(self, messages: list[Message], sampling: dict[str, Any], salt: str = "") -> ChatResult:
         """One backend call, paced by the rate limiter when there is one."""
         if self.limiter is None:
-            return await self.backend.complete(messages, sampling)
+            return await self.backend.complete(messages, sampling, salt)
         reserved = await self.limiter.acquire(estimate_tokens(messages, sampling))
         try:
-            result = await self.backend.complete(messages, sampling)
+            result = await self.backend.complete(messages, sampling, salt)
         except TransientError as exc:
             if exc.retry_after is not None:
                 self.limiter.pause(exc.retry_after)
@@ -424,7 +427,7 @@ class FunctionBackend:
     def __init__(self, fn: Callable[[list[Message], dict[str, Any]], Any], model: str = "fake") -> None:
         self.fn, self.model = fn, model
 
-    async def complete(self, messages: list[Message], sampling: dict[str, Any]) -> ChatResult:
+    async def complete(self, messages: list[Message], sampling: dict[str, Any], salt: str = "") -> ChatResult:
         reply = self.fn(messages, sampling)
         if asyncio.iscoroutine(reply):
             reply = await reply

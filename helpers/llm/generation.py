@@ -12,12 +12,19 @@ a row is laid out as [padding, cached prefix, padding, new suffix] with the atte
 positions come from the mask, so every real token sees the same positions and keys as without the cache (the
 replies agree up to float rounding). Models with sliding-window layers are run without it.
 
+Sampling is per request: each row draws its tokens from its own random generator, seeded from the request (its
+prompt, the caller's seed and salt). A request thus gets the same reply whichever other requests share its batch
+and in whatever order concurrent conversations arrive, so a run with an empty call cache reproduces the replies of
+an earlier one (up to float rounding, which can differ with the batch's padding), and a retry with a new salt draws
+a new reply.
+
 What one row yields (`Generated`): the answer's tokens up to, not including, the first stop token; whether the model
 stopped by itself (`stopped`, False when it hit `max_new_tokens`); and `output_tokens`, the tokens generated
 including that stop token (what an OpenAI-compatible server counts as completion tokens).
 """
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -168,11 +175,44 @@ def _store_prefixes(cache: PrefixCache, out: Any, inputs: dict[str, Any], rows: 
         cache.add(seq, kv, replaces=found[i][1])
 
 
+def row_seed(prompt: str, seed: int | None = None, salt: str = "") -> int:
+    """The sampling seed of one request: a function of the request alone (see the module docstring)."""
+    digest = hashlib.sha256(f"{seed}\x1f{salt}\x1f{prompt}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class RowSampler:
+    """A logits processor that samples each row with its own generator (temperature, then nucleus top-p, no top-k)
+    and leaves only the drawn token possible, so `generate` in greedy mode emits exactly it."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float) -> None:
+        import torch
+
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1).cpu()
+        if self.top_p < 1.0:
+            ordered, order = probs.sort(dim=-1, descending=True)
+            outside = ordered.cumsum(dim=-1) - ordered > self.top_p  # tokens after the nucleus is full
+            ordered[outside] = 0.0
+            probs = torch.zeros_like(probs).scatter_(-1, order, ordered)
+        chosen = torch.stack([torch.multinomial(probs[i], 1, generator=g)
+                              for i, g in enumerate(self.generators)]).to(scores.device)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(-1, chosen, 0.0)
+
+
 def generate_batch(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, temperature: float = 0.0,
                    top_p: float = 1.0, seed: int | None = None, top_logprobs: int = 0,
-                   prefix_cache: PrefixCache | None = None, add_special_tokens: bool = False) -> list[Generated]:
-    """Continue each rendered prompt; greedy at temperature 0, nucleus sampling (no top-k) above it. With a
-    `prefix_cache`, prompt prefixes computed before are reused (see the module docstring).
+                   prefix_cache: PrefixCache | None = None, add_special_tokens: bool = False,
+                   salts: list[str] | None = None) -> list[Generated]:
+    """Continue each rendered prompt; greedy at temperature 0, nucleus sampling (no top-k) above it, each row with
+    its own generator seeded by `row_seed(prompt, seed, salt)`. With a `prefix_cache`, prompt prefixes computed
+    before are reused (see the module docstring).
 
     `add_special_tokens=True` is for plain-text prompts (not rendered by a chat template): the tokenizer adds its
     own BOS, as a completion server tokenises a raw prompt.
@@ -191,17 +231,17 @@ def generate_batch(model: Any, tokenizer: Any, prompts: list[str], max_new_token
             enc = tokenizer(prompts, return_tensors="pt", padding=True,
                             add_special_tokens=add_special_tokens).to(model.device)
     kwargs: dict[str, Any] = {
-        "max_new_tokens": max_new_tokens, "do_sample": temperature > 0, "eos_token_id": sorted(stops),
+        "max_new_tokens": max_new_tokens, "do_sample": False, "eos_token_id": sorted(stops),
         "pad_token_id": pad_id, "return_dict_in_generate": True, "output_logits": bool(top_logprobs),
+        "temperature": None, "top_p": None, "top_k": None,  # the model's sampling defaults stay off
     }
     if temperature > 0:
-        kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
-    else:
-        kwargs.update(temperature=None, top_p=None, top_k=None)  # greedy: silence the sampling defaults
+        from transformers import LogitsProcessorList
+
+        seeds = [row_seed(p, seed, (salts or [""] * len(prompts))[i]) for i, p in enumerate(prompts)]
+        kwargs["logits_processor"] = LogitsProcessorList([RowSampler(seeds, temperature, top_p)])
     model.eval()
     with torch.inference_mode():
-        if seed is not None:
-            torch.manual_seed(int(seed))
         out = model.generate(**enc, **kwargs)
     prompt_len = enc["input_ids"].shape[1]
     results = []

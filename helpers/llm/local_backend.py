@@ -58,6 +58,7 @@ class _Pending:
     messages: list[Message]
     sampling: dict[str, Any]
     future: asyncio.Future
+    salt: str = ""
 
 
 class LocalBackend:
@@ -116,14 +117,15 @@ class LocalBackend:
                                  "pass chat_template=... (e.g. helpers.sft.templates) or use an instruct/fine-tuned checkpoint")
 
     # ------------------------------------------------------------------ batching
-    async def complete(self, messages: list[Message], sampling: dict[str, Any]) -> ChatResult:
+    async def complete(self, messages: list[Message], sampling: dict[str, Any], salt: str = "") -> ChatResult:
+        """One reply; `salt` (a retry's "attempt-2", ...) seeds a different sample of the same request."""
         loop = asyncio.get_running_loop()
         queue = self._queues.get(loop)
         if queue is None:
             queue = self._queues[loop] = asyncio.Queue()
             self._workers[loop] = loop.create_task(self._worker(queue))
         fut: asyncio.Future = loop.create_future()
-        await queue.put(_Pending(messages, sampling, fut))
+        await queue.put(_Pending(messages, sampling, fut, salt))
         return await fut
 
     async def release_loop(self) -> None:
@@ -151,7 +153,8 @@ class LocalBackend:
                     if not chunk:
                         continue
                     try:
-                        results = await asyncio.to_thread(self._generate, [p.messages for p in chunk], chunk[0].sampling)
+                        results = await asyncio.to_thread(self._generate, [p.messages for p in chunk],
+                                                          chunk[0].sampling, [p.salt for p in chunk])
                     except Exception as exc:  # report to every waiter; the client records the failure
                         for p in chunk:
                             if not p.future.done():
@@ -162,7 +165,8 @@ class LocalBackend:
                             p.future.set_result(r)
 
     # ------------------------------------------------------------------ generation
-    def _generate(self, conversations: list[list[Message]], sampling: dict[str, Any]) -> list[ChatResult]:
+    def _generate(self, conversations: list[list[Message]], sampling: dict[str, Any],
+                  salts: list[str] | None = None) -> list[ChatResult]:
         loaded = self._loaded()
         tok = loaded.tokenizer
         prompts = [tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in conversations]
@@ -171,7 +175,7 @@ class LocalBackend:
                                   temperature=float(sampling.get("temperature", 0.0) or 0.0),
                                   top_p=float(sampling.get("top_p", 1.0)), seed=sampling.get("seed"),
                                   top_logprobs=int(sampling.get("top_logprobs", 0) or 0),
-                                  prefix_cache=loaded.prefixes if self.reuse_prefixes else None)
+                                  prefix_cache=loaded.prefixes if self.reuse_prefixes else None, salts=salts)
         results = []
         for row in rows:
             text, finish = row.text, "stop" if row.stopped else "length"

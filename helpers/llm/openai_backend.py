@@ -212,7 +212,7 @@ class OpenAIBackend:
             kwargs["top_logprobs"] = int(sampling["top_logprobs"])
         return {"model": self.model, "messages": messages, **kwargs}
 
-    async def complete(self, messages: list[Message], sampling: dict[str, Any]) -> ChatResult:
+    async def complete(self, messages: list[Message], sampling: dict[str, Any], salt: str = "") -> ChatResult:
         body = json.dumps(self.request_body(messages, sampling), ensure_ascii=False).encode("utf-8")
         try:
             async with self._session().post(f"{self.base_url}/chat/completions", data=body,
