@@ -200,10 +200,12 @@ class RowSampler:
             outside = ordered.cumsum(dim=-1) - ordered > self.top_p  # tokens after the nucleus is full
             ordered[outside] = 0.0
             probs = torch.zeros_like(probs).scatter_(-1, order, ordered)
-        chosen = torch.stack([torch.multinomial(probs[i], 1, generator=g)
-                              for i, g in enumerate(self.generators)]).to(scores.device)
-        out = torch.full_like(scores, float("-inf"))
-        return out.scatter_(-1, chosen, 0.0)
+        # Inverse-CDF sampling with one uniform number per row from that row's generator: batched, and much
+        # cheaper than a multinomial per row over a vocabulary of 250k tokens.
+        cdf = probs.cumsum(dim=-1)
+        u = torch.cat([torch.rand(1, generator=g) for g in self.generators]) * cdf[:, -1]
+        chosen = torch.searchsorted(cdf, u.unsqueeze(-1), right=True).clamp_(max=probs.shape[-1] - 1).to(scores.device)
+        return scores.fill_(float("-inf")).scatter_(-1, chosen, 0.0)
 
 
 def generate_batch(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, temperature: float = 0.0,
