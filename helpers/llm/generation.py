@@ -204,7 +204,8 @@ class RowSampler:
         # cheaper than a multinomial per row over a vocabulary of 250k tokens.
         cdf = probs.cumsum(dim=-1)
         u = torch.cat([torch.rand(1, generator=g) for g in self.generators]) * cdf[:, -1]
-        chosen = torch.searchsorted(cdf, u.unsqueeze(-1), right=True).clamp_(max=probs.shape[-1] - 1).to(scores.device)
+        chosen = torch.searchsorted(cdf, u.unsqueeze(-1), right=True).clamp_(max=probs.shape[-1] - 1)
+        chosen = chosen.to(scores.device)
         return scores.fill_(float("-inf")).scatter_(-1, chosen, 0.0)
 
 
