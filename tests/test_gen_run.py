@@ -15,7 +15,7 @@ from helpers.generate.estimate import estimate_generation
 from helpers.generate.files import load_training_data
 from helpers.jsonl import read_jsonl
 from helpers.generate.prompt_versions import build_turns, get_version, read_prompt
-from helpers.generate.stage import GenerationError, generate_split, make_plans, run_generation
+from helpers.generate.stage import GenerationError, generate_split, load_stage1_inputs, make_plans, run_generation
 from helpers.generate.shirkers import shirker_count
 from helpers.llm.client import connect_function
 from helpers.params import ParameterError
@@ -328,3 +328,41 @@ def test_a_swap_cut_by_a_kill_is_completed_next_time(tmp_path):
     assert finish_interrupted_swap(folder) == 1
     assert (folder / "a.jsonl").read_text() == (folder / "b.jsonl").read_text() == "new"
     assert sorted(p.name for p in folder.iterdir()) == ["a.jsonl", "b.jsonl"]
+
+
+def test_a_plan_repeating_an_earlier_prompt_is_a_sample_of_its_own(run_dir):
+    """Two examples with the same skills and query type are two teacher samples, not one cache entry read twice."""
+    from helpers.generate.stage import attempt_salt, repeat_salts
+    from helpers.generate.sampling import ExamplePlan
+
+    qt = {"name": "Planning"}
+    plans = [ExamplePlan("a", "train", 0, ("x", "y"), qt), ExamplePlan("b", "train", 1, ("x", "y"), qt),
+             ExamplePlan("c", "train", 2, ("y", "x"), qt), ExamplePlan("d", "heldout", 0, ("x", "y"), qt)]
+    assert repeat_salts(plans) == {"a": "", "b": "repeat-1", "c": "", "d": "repeat-2"}
+    assert [attempt_salt("", 1), attempt_salt("", 2), attempt_salt("repeat-1", 3)] == ["", "attempt-2",
+                                                                                       "repeat-1/attempt-3"]
+    salts = []
+    teacher = FakeTeacher()
+
+    def reply(messages, sampling):
+        return teacher(messages, sampling)
+
+    client = connect_function(reply, model="fake-teacher", stage="generate", cache_path=run_dir / "c.sqlite",
+                              max_concurrency=1)
+    original = client.achat
+
+    async def spy(messages, salt="", **sampling):
+        salts.append(salt)
+        return await original(messages, salt=salt, **sampling)
+
+    client.achat = spy
+    lines = (FIXTURES / "skills.jsonl").read_text().splitlines()[:3]  # 3 skills, 1 query type: 6 ordered pairs
+    (run_dir / "skills.jsonl").write_text("\n".join(lines) + "\n")
+    (run_dir / "query_types.jsonl").write_text((FIXTURES / "query_types.jsonl").read_text().splitlines()[0] + "\n")
+    cfg = config(run_dir, num_examples=12, num_heldout=0)
+    train, _ = make_plans(cfg, *load_stage1_inputs(cfg))
+    repeated = sum(1 for v in repeat_salts(train).values() if v)
+    assert repeated, "the test's skill list should make some plans repeat"
+    run_generation(cfg, client)
+    assert sum(s.startswith("repeat-") for s in salts) >= repeated  # every turn of a repeat is its own request
+    assert client.usage.cache_hits == 0  # no repeat read an earlier example's cached replies

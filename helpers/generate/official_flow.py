@@ -221,13 +221,16 @@ class OfficialFlow:
         query_str, query_type = plan_query_strings(plan.query_type)
         return format_turns(self.prompts.turns, fill_values(plan.skills, query_str, query_type))
 
-    async def converse(self, client: Any, plan: ExamplePlan, attempt: int, **sampling: Any) -> Conversation:
-        """All turns in one chat. Attempt > 1 asks only the final turn again (earlier replies come from the cache)."""
+    async def converse(self, client: Any, plan: ExamplePlan, attempt: int, repeat: str = "",
+                       **sampling: Any) -> Conversation:
+        """All turns in one chat. Attempt > 1 asks only the final turn again (earlier replies come from the cache);
+        `repeat` (see `stage.repeat_salts`) makes a plan that repeats an earlier one's prompt a sample of its own."""
         turns = self.user_turns(plan)
         conv = Conversation(messages=self.first_messages())
         for i, text in enumerate(turns):
             conv.messages.append({"role": "user", "content": text})
-            salt = f"attempt-{attempt}" if attempt > 1 and i == len(turns) - 1 else ""
+            last_retry = f"attempt-{attempt}" if attempt > 1 and i == len(turns) - 1 else ""
+            salt = "/".join(part for part in (repeat, last_retry) if part)
             result = await client.achat(conv.messages, salt=salt, **sampling)
             result = _with_text(result, result.text.replace(OFFICIAL_QUERY_MARK, OFFICIAL_INSTRUCTION_MARK))
             conv.results.append(result)

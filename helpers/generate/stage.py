@@ -8,7 +8,8 @@ which says how many.
 
 Retry policy: an example whose final pair cannot be parsed is asked again with the SAME skills and query type but a
 new cache salt (a fresh sample). Keeping the plan fixed means parse failures never bias which skill mixes end up in
-the data, and the plan stays a pure function of SEED.
+the data, and the plan stays a pure function of SEED. A plan whose prompt repeats an earlier plan's (same skills,
+same query type: frequent with short skill lists) gets a salt of its own too, so it is a separate sample.
 """
 from __future__ import annotations
 
@@ -171,22 +172,40 @@ def _parse_failure_reason(conv: Conversation, version: Flow) -> str:
     return parse_final_pair(conv.assistant_texts, [s.yields for s in specs]).reason or "unknown"
 
 
-async def _converse(client: Any, plan: ExamplePlan, version: Flow, attempt: int, sampling: dict[str, Any]
-                    ) -> Conversation:
+def repeat_salts(plans: list[ExamplePlan]) -> dict[str, str]:
+    """A cache salt for each plan that repeats an earlier plan's prompt (same skills in the same order, same query
+    type): "" for the first, "repeat-1", "repeat-2", ... after it. Two examples with the same prompt are two samples
+    of the teacher, as two API calls are: without the salt they would share one cache entry (and, in-process, one
+    seeded draw) and the second would come back as an exact duplicate of the first."""
+    seen: dict[tuple[Any, ...], int] = {}
+    salts = {}
+    for plan in plans:
+        key = (tuple(plan.skills), plan.query_type.get("name"))
+        salts[plan.example_id] = f"repeat-{seen[key]}" if key in seen else ""
+        seen[key] = seen.get(key, 0) + 1
+    return salts
+
+
+def attempt_salt(repeat: str, attempt: int) -> str:
+    """The salt of one try of one example: its repeat salt, and "attempt-N" from the second try on."""
+    return "/".join(part for part in (repeat, f"attempt-{attempt}" if attempt > 1 else "") if part)
+
+
+async def _converse(client: Any, plan: ExamplePlan, version: Flow, attempt: int, sampling: dict[str, Any],
+                    repeat: str = "") -> Conversation:
     if isinstance(version, OfficialFlow):
-        return await version.converse(client, plan, attempt, **sampling)
-    salt = "" if attempt == 1 else f"attempt-{attempt}"
-    return await client.aconverse(build_turns(plan, version), salt=salt, **sampling)
+        return await version.converse(client, plan, attempt, repeat=repeat, **sampling)
+    return await client.aconverse(build_turns(plan, version), salt=attempt_salt(repeat, attempt), **sampling)
 
 
 async def _generate_one(client: Any, plan: ExamplePlan, version: Flow, config: GenerateConfig,
-                        fingerprint: str, progress: JsonlAppender) -> dict[str, Any]:
+                        fingerprint: str, progress: JsonlAppender, repeat: str = "") -> dict[str, Any]:
     sampling = sampling_for(config, version, client)
     reasons: list[str] = []
     tokens_in = tokens_out = 0
     conv = Conversation()
     for attempt in range(1, config.max_attempts + 1):
-        conv = await _converse(client, plan, version, attempt, sampling)
+        conv = await _converse(client, plan, version, attempt, sampling, repeat)
         tokens_in, tokens_out = tokens_in + conv.input_tokens, tokens_out + conv.output_tokens
         record = _record(plan, conv, version, attempt, client.model, (tokens_in, tokens_out)) if conv.ok else None
         if record is not None:
@@ -235,6 +254,7 @@ def generate_splits(client: Any, splits: dict[str, tuple[list[ExamplePlan], Path
     and how many that failed there were tried again."""
     fps = {p.example_id: example_fingerprint(p, config, version, client.model)
            for plans, _ in splits.values() for p in plans}
+    repeats = repeat_salts([p for plans, _ in splits.values() for p in plans])
     done: dict[str, dict[str, Any]] = {}
     retried: set[str] = set()
     for plans, progress_path in splits.values():
@@ -260,7 +280,8 @@ def generate_splits(client: Any, splits: dict[str, tuple[list[ExamplePlan], Path
     if todo:
         with ExitStack() as files:
             logs = {path: files.enter_context(JsonlAppender(path)) for path in {path for _, path in todo}}
-            client.gather([_generate_one(client, p, version, config, fps[p.example_id], logs[path]) for p, path in todo],
+            client.gather([_generate_one(client, p, version, config, fps[p.example_id], logs[path],
+                                         repeats[p.example_id]) for p, path in todo],
                           desc=desc, on_done=finished, initial=total - len(todo))
     out = {}
     for name, (plans, _) in splits.items():
