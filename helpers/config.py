@@ -22,7 +22,7 @@ from typing import Any, ClassVar, TypeVar
 
 import yaml
 
-from .layout import CONFIGS_DIR
+from .layout import BATCHES, CONFIGS_DIR
 from .params import (DEFAULT_REQUEST_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT, REQUEST_ATTEMPTS_HELP, REQUEST_TIMEOUT_HELP,
                      LOCAL_DTYPES, ParameterError, check_choice, check_request_limits)
 from .runs import run_dir_parameter
@@ -196,8 +196,6 @@ class StageConfig:
         """A client for an `Endpoint` (`cfg.teacher()`, `cfg.judge()`, ...) with this run's MAX_CONCURRENCY,
         REQUEST_TIMEOUT, REQUEST_ATTEMPTS and batch journals in RUN_DIR: how every stage connects, so a shared
         parameter means the same everywhere. A bad endpoint, model or key raises `ParameterError` here."""
-        from .layout import BATCHES
-
         options = {"request_timeout_s": self.request_timeout, "max_attempts": self.request_attempts,
                    "batch_dir": Path(self.run_dir) / BATCHES, "local_dtype": self.local_dtype, **options}
         return endpoint.connect(self.max_concurrency, stage=stage, **options)

@@ -273,12 +273,13 @@ def collect_results(out_dir: str | Path, write: bool = True) -> pd.DataFrame:
     return df
 
 
-def summarise_sweep(out_dir: str | Path, sweep: pd.DataFrame, varied: list[str], baselines: dict[str, Any],
+def summarise_sweep(out_dir: str | Path, sweep: pd.DataFrame, grid: dict[str, list[Any]],
                     metric: str = "evaluate.win_rate", log: Callable[[str], None] = print) -> pd.DataFrame:
     """The ablation curves of a finished sweep: for each varied parameter, the mean over seeds of `metric` with its
     95 % interval (bootstrap over items within seeds, then over seeds) in OUT/intervals.csv and
     OUT/figures/sweep_<param>.png/.svg, and each value minus the parameter's first value, paired by seed and item,
-    in OUT/paired.csv. With two varied parameters the other one draws the lines. Returns the intervals."""
+    in OUT/paired.csv (the grid's first value of each parameter is its baseline). With two varied parameters the
+    other one draws the lines. Returns the intervals."""
     import matplotlib.pyplot as plt  # the plotting stack is loaded only here
 
     from .evaluate.ablations import ablation_intervals, ok_rows, paired_comparisons
@@ -288,6 +289,7 @@ def summarise_sweep(out_dir: str | Path, sweep: pd.DataFrame, varied: list[str],
     out = resolve_run_dir(out_dir)
     ok = ok_rows(sweep)
     curves, paired = [], []
+    varied = list(grid)
     for x in varied:
         if x not in ok or ok[x].nunique() < 2:
             continue
@@ -300,7 +302,7 @@ def summarise_sweep(out_dir: str | Path, sweep: pd.DataFrame, varied: list[str],
         png = save_figure_files(fig, out / "figures" / f"sweep_{x.lower()}")[0]
         plt.close(fig)
         curves.append(curve.assign(parameter=x))
-        paired.append(paired_comparisons(ok, x, baselines[x], by=line, metric=metric).assign(parameter=x))
+        paired.append(paired_comparisons(ok, x, grid[x][0], by=line, metric=metric).assign(parameter=x))
         log(f"{x}: {len(curve)} settings -> {png}")
     intervals = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
     if curves:
@@ -337,8 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(df.drop(columns=["run_dir", "items_path"], errors="ignore").to_string(index=False))
     print(f"\nwrote {resolve_run_dir(args.out) / 'sweep.csv'}")
-    intervals = summarise_sweep(args.out, df, list(spec.grid), {k: v[0] for k, v in spec.grid.items()}) \
-        if not df.empty else pd.DataFrame()
+    intervals = summarise_sweep(args.out, df, spec.grid) if not df.empty else pd.DataFrame()
     if not intervals.empty:
         shown = ["parameter", *[c for c in intervals if c.isupper()], "estimate", "low", "high", "n_seeds", "n_items"]
         print(intervals[[c for c in dict.fromkeys(shown) if c in intervals]].to_string(index=False))

@@ -332,8 +332,7 @@ def test_a_swap_cut_by_a_kill_is_completed_next_time(tmp_path):
 
 def test_a_plan_repeating_an_earlier_prompt_is_a_sample_of_its_own(run_dir):
     """Two examples with the same skills and query type are two teacher samples, not one cache entry read twice."""
-    from helpers.generate.stage import attempt_salt, repeat_salts
-    from helpers.generate.sampling import ExamplePlan
+    from helpers.generate.sampling import ExamplePlan, attempt_salt, repeat_salts
 
     qt = {"name": "Planning"}
     plans = [ExamplePlan("a", "train", 0, ("x", "y"), qt), ExamplePlan("b", "train", 1, ("x", "y"), qt),

@@ -42,7 +42,7 @@ from .official_prompts import (
     resolve_system_message,
     shirker_version,
 )
-from .sampling import ExamplePlan
+from .sampling import ExamplePlan, attempt_salt
 from ..llm.types import ChatResult, Conversation, Message
 from ..params import ParameterError
 
@@ -224,13 +224,12 @@ class OfficialFlow:
     async def converse(self, client: Any, plan: ExamplePlan, attempt: int, repeat: str = "",
                        **sampling: Any) -> Conversation:
         """All turns in one chat. Attempt > 1 asks only the final turn again (earlier replies come from the cache);
-        `repeat` (see `stage.repeat_salts`) makes a plan that repeats an earlier one's prompt a sample of its own."""
+        `repeat` (see `sampling.repeat_salts`) makes a plan that repeats an earlier one's prompt a sample of its own."""
         turns = self.user_turns(plan)
         conv = Conversation(messages=self.first_messages())
         for i, text in enumerate(turns):
             conv.messages.append({"role": "user", "content": text})
-            last_retry = f"attempt-{attempt}" if attempt > 1 and i == len(turns) - 1 else ""
-            salt = "/".join(part for part in (repeat, last_retry) if part)
+            salt = attempt_salt(repeat, attempt if i == len(turns) - 1 else 1)
             result = await client.achat(conv.messages, salt=salt, **sampling)
             result = _with_text(result, result.text.replace(OFFICIAL_QUERY_MARK, OFFICIAL_INSTRUCTION_MARK))
             conv.results.append(result)

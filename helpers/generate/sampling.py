@@ -36,6 +36,25 @@ class ExamplePlan:
         return tuple(sorted(self.skills))
 
 
+def repeat_salts(plans: list[ExamplePlan]) -> dict[str, str]:
+    """A cache salt for each plan that repeats an earlier plan's prompt (same skills in the same order, same query
+    type): "" for the first, "repeat-1", "repeat-2", ... after it. Two examples with the same prompt are two samples
+    of the teacher, as two API calls are: without the salt they would share one cache entry (and, in-process, one
+    seeded draw) and the second would come back as an exact duplicate of the first."""
+    seen: dict[tuple[Any, ...], int] = {}
+    salts = {}
+    for plan in plans:
+        key = (tuple(plan.skills), plan.query_type.get("name"))
+        salts[plan.example_id] = f"repeat-{seen[key]}" if key in seen else ""
+        seen[key] = seen.get(key, 0) + 1
+    return salts
+
+
+def attempt_salt(repeat: str, attempt: int) -> str:
+    """The salt of one try of one example: its repeat salt, and "attempt-N" from the second try on."""
+    return "/".join(part for part in (repeat, f"attempt-{attempt}" if attempt > 1 else "") if part)
+
+
 def derive_seed(seed: int, purpose: str) -> int:
     """A second, independent seed from SEED (used for the held-out set), stable across Python versions."""
     digest = hashlib.sha256(f"{seed}:{purpose}".encode()).hexdigest()

@@ -31,7 +31,7 @@ from .files import read_query_types_file, read_skills_file, save_hf_dataset, sav
 from .official_flow import OfficialFlow, clean_shirker_reply, draw_official_plan, load_official_flow
 from .parse import parse_final_pair
 from .prompt_versions import PromptVersion, build_turns, get_version, sent_turn_specs, version_fingerprint
-from .sampling import ExamplePlan, derive_seed, draw_plan, pair_report, unique_skills
+from .sampling import ExamplePlan, attempt_salt, derive_seed, draw_plan, pair_report, repeat_salts, unique_skills
 from ..skills.official_lists import is_official, resolve_list
 from .shirkers import ShirkerStats, make_shirkers, shirker_count
 from ..swap import replace_together
@@ -170,25 +170,6 @@ def _parse_failure_reason(conv: Conversation, version: Flow) -> str:
         return version.extract(conv).reason or "unknown"
     specs = sent_turn_specs(version, conv.results)
     return parse_final_pair(conv.assistant_texts, [s.yields for s in specs]).reason or "unknown"
-
-
-def repeat_salts(plans: list[ExamplePlan]) -> dict[str, str]:
-    """A cache salt for each plan that repeats an earlier plan's prompt (same skills in the same order, same query
-    type): "" for the first, "repeat-1", "repeat-2", ... after it. Two examples with the same prompt are two samples
-    of the teacher, as two API calls are: without the salt they would share one cache entry (and, in-process, one
-    seeded draw) and the second would come back as an exact duplicate of the first."""
-    seen: dict[tuple[Any, ...], int] = {}
-    salts = {}
-    for plan in plans:
-        key = (tuple(plan.skills), plan.query_type.get("name"))
-        salts[plan.example_id] = f"repeat-{seen[key]}" if key in seen else ""
-        seen[key] = seen.get(key, 0) + 1
-    return salts
-
-
-def attempt_salt(repeat: str, attempt: int) -> str:
-    """The salt of one try of one example: its repeat salt, and "attempt-N" from the second try on."""
-    return "/".join(part for part in (repeat, f"attempt-{attempt}" if attempt > 1 else "") if part)
 
 
 async def _converse(client: Any, plan: ExamplePlan, version: Flow, attempt: int, sampling: dict[str, Any],

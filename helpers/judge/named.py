@@ -80,7 +80,5 @@ def compare_pairwise(judge_client: Any, instructions: Sequence[str], outputs: Se
                      ) -> tuple[dict[str, Any], list[PairwiseJudgment]]:
     """One set of outputs judged and summarised (win rate, its SE, LC, counts): what stage 3's checkpoint selection
     calls, so SELECTION_JUDGE may name any pairwise judge."""
-    if isinstance(judge, str):
-        judge = load_named_judge(judge, parameter)
-    judgments, _ = judge_pairwise(judge_client, instructions, outputs, reference_outputs, seed, judge, desc)
+    judgments, _ = judge_pairwise(judge_client, instructions, outputs, reference_outputs, seed, judge, desc, parameter)
     return summarise_pairwise(judgments), judgments

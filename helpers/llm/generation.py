@@ -241,7 +241,7 @@ def generate_batch(model: Any, tokenizer: Any, prompts: list[str], max_new_token
     if temperature > 0:
         from transformers import LogitsProcessorList
 
-        seeds = [row_seed(p, seed, (salts or [""] * len(prompts))[i]) for i, p in enumerate(prompts)]
+        seeds = [row_seed(p, seed, salt) for p, salt in zip(prompts, salts or [""] * len(prompts))]
         kwargs["logits_processor"] = LogitsProcessorList([RowSampler(seeds, temperature, top_p)])
     model.eval()
     with torch.inference_mode():
