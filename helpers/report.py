@@ -18,7 +18,6 @@ import base64
 import html
 import json
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -159,7 +158,7 @@ def recorded_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
 # The rows of the headline table: (metric as recorded by stage 4, what the row is called).
 HEADLINE_ROWS = (("win_rate", "win rate vs reference, % [95 % interval]"), ("lc_win_rate", ""),
                  ("mt_bench_avg", "MT-Bench, 1-10"), ("wb_score", "WB-Score"), ("wb_reward", "WB-Reward"))
-_PER_MODEL = re.compile(r"^(?:win_rate|mt_bench_avg|wb_score|wb_reward)_(?!se_|se$)(\w+)$")
+_NOT_ANSWERERS = ("judge", "reference", "teacher")  # roles of stage 4's manifest that answer no eval item
 
 
 def _unwrap(value: Any) -> tuple[Any, Mapping[str, Any]]:
@@ -169,10 +168,12 @@ def _unwrap(value: Any) -> tuple[Any, Mapping[str, Any]]:
     return value, {}
 
 
-def evaluated_models(named: Mapping[str, Any]) -> list[str]:
-    """The student first, then every other model stage 4 recorded numbers for (`win_rate_base`, ...)."""
-    others = [m.group(1) for key in named if (m := _PER_MODEL.match(key)) and m.group(1) != STUDENT]
-    return [STUDENT, *dict.fromkeys(others)]
+def evaluated_models(named: Mapping[str, Any], roles: Sequence[str]) -> list[str]:
+    """The student first, then every other model that answered in stage 4 (its roles in the manifest, e.g. `base`)
+    and has a headline number recorded (`win_rate_base`, ...)."""
+    others = [role for role in roles if role not in (STUDENT, *_NOT_ANSWERERS)
+              and any(f"{metric}_{role}" in named for metric, _ in HEADLINE_ROWS)]
+    return [STUDENT, *others]
 
 
 def _recorded(named: Mapping[str, Any], metric: str, model: str) -> Any:
@@ -220,7 +221,7 @@ def headline_table(run_dir: str | Path) -> pd.DataFrame:
     named = _read_json(run / "results.json").get(EVAL_STAGE) or {}
     info = (_read_json(run / "manifest.json").get("stages") or {}).get(EVAL_STAGE, {})
     params = info.get("params") or {}
-    models = evaluated_models(named)
+    models = evaluated_models(named, list(info.get("models") or {}))
     reference = f"reference ({info.get('reference', '?')})"
     rows = []
     for metric, label in HEADLINE_ROWS:

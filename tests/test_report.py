@@ -109,7 +109,8 @@ def _fabricate_evaluation(folder):
     `_base`, a small-number flag on MT-Bench."""
     run = Run(folder)
     run.begin_stage("evaluate", {"N_EVAL": 20, "N_MT_BENCH": 3, "WB_REWARD_JUDGE": "wildbench:pairwise.v2"})
-    run.add_model("judge", {"backend": "local", "model": "smollm2-135m-instruct"})
+    for role, model in (("student", "checkpoint-40"), ("base", "gemma-3-270m"), ("judge", "smollm2-135m-instruct")):
+        run.add_model(role, {"backend": "local", "model": model})
     run.set_stage_info("reference", "bundled")
     run.set_stage_info("judges", {"PAIRWISE_JUDGE": {"name": "alpaca_eval_pairwise", "prompt_source": "kit"},
                                   "MT_BENCH_JUDGE": {"name": "mt_bench_single", "prompt_source": "kit"}})
