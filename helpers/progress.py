@@ -20,6 +20,11 @@ from tqdm import std as tqdm_std
 
 PLAIN_ENV = "ISM_PLAIN_PROGRESS"
 PLAIN_INTERVAL_S = 5.0  # seconds between two lines of one bar in plain mode
+# A plain line is as long as its text: a bar of fixed width, so a long description (calls waiting, tokens generated)
+# never cuts the count off, up to PLAIN_WIDTH characters.
+PLAIN_FORMAT = "{l_bar}{bar:20}{r_bar}"
+PLAIN_WIDTH = 200
+INTERACTIVE_REFRESH_S = 1.0  # seconds between two redraws of a live description in a notebook or terminal
 
 # The kernel environment of plain mode: our bars print lines; other libraries' bars redraw at most every few
 # seconds, the datasets library's per-map bars (tokenising, filtering: seconds each) stay quiet, and tqdm's warning
@@ -48,7 +53,8 @@ def progress_bar(iterable: Iterable[Any] | None = None, **kwargs: Any) -> Any:
     PLAIN_INTERVAL_S seconds on stderr and always its final state (it is kept, not cleared, at the end)."""
     if not plain_progress():
         return _interactive_bar_class()(iterable, **kwargs)
-    kwargs.update(leave=True, file=sys.stderr, ascii=True, ncols=100, dynamic_ncols=False)
+    kwargs.update(leave=True, file=sys.stderr, ascii=True, ncols=PLAIN_WIDTH, dynamic_ncols=False,
+                  bar_format=PLAIN_FORMAT)
     kwargs["mininterval"] = max(float(kwargs.get("mininterval", 0) or 0), PLAIN_INTERVAL_S)
     return tqdm_std.tqdm(iterable, **kwargs)
 
@@ -68,6 +74,33 @@ def _interactive_bar_class() -> type:
     except ImportError:
         pass
     return tqdm_std.tqdm
+
+
+def refresh_interval_s() -> float:
+    """How often a bar that shows live work (tokens generated, calls waiting) is redrawn: every second in a notebook
+    or terminal, every PLAIN_INTERVAL_S in plain mode, where each redraw is a printed line."""
+    return PLAIN_INTERVAL_S if plain_progress() else INTERACTIVE_REFRESH_S
+
+
+@contextmanager
+def live_description(bar: Any, describe: Callable[[], str]) -> Iterator[None]:
+    """While the block runs (e.g. batched generation that takes minutes per step of the bar), a thread redraws the
+    bar's description with `describe()` every `refresh_interval_s()`, so the line shows life between two updates of
+    its count. A line whose text did not change is dropped by `LineRelay`, so an idle bar stays quiet."""
+    stop = threading.Event()
+
+    def redraw() -> None:
+        while not stop.wait(refresh_interval_s()):
+            bar.set_description_str(describe(), refresh=True)
+
+    thread = threading.Thread(target=redraw, name="progress-redraw", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        bar.set_description_str(describe(), refresh=False)
 
 
 @contextmanager

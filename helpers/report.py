@@ -5,9 +5,10 @@
 
 `report.html` is self-contained: the figures are embedded (base64 PNG), there is no script, stylesheet or font to
 fetch, and the executed notebooks are linked relatively, so the run folder can be zipped, sent and opened from disk.
-It shows the parameters that differ from the notebooks' defaults, every number in `results.json` with the judge,
-prompt source and item count recorded for it, the models and accounting of the manifest, and the figures.
-Only files are read here: the page is built from what the stages wrote.
+It leads with the finding (`headline_table`: student vs base vs reference, each number with its judge and item
+count), then the figures, the parameters that differ from the notebooks' defaults and the models; every number in
+`results.json` with the judge, prompt source and item count recorded for it follows, collapsed, then the
+accounting. Only files are read here: the page is built from what the stages wrote.
 """
 from __future__ import annotations
 
@@ -24,12 +25,14 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from .evaluate.config import STAGE as EVAL_STAGE
+from .evaluate.record import STUDENT
 from .figures import apply_theme, save_figure_files
 from .pipeline import NOTEBOOKS, notebook_parameters
 from .runs import resolve_run_dir
 
 # Which parameter of the evaluation stage names the judge of a metric (by the metric's name).
-_JUDGE_PARAMETER = (("mt_bench", "MT_BENCH_JUDGE"), ("wb_", "WILDBENCH_JUDGE"), ("win_rate", "PAIRWISE_JUDGE"),
+_JUDGE_PARAMETER = (("mt_bench", "MT_BENCH_JUDGE"), ("wb_reward", "WB_REWARD_JUDGE"), ("wb_", "WILDBENCH_JUDGE"), ("win_rate", "PAIRWISE_JUDGE"),
                     ("shirker", "PAIRWISE_JUDGE"))
 HEADLINE = ("win_rate", "lc_win_rate", "mt_bench_avg", "wb_score")
 
@@ -79,9 +82,10 @@ def _judge_context(stage_info: Mapping[str, Any], name: str) -> tuple[str, str]:
     """(judge, prompt source) recorded in the manifest for a metric of this stage, or empty strings."""
     judges = stage_info.get("judges") or {}
     parameter = next((p for key, p in _JUDGE_PARAMETER if key in name), None)
-    if parameter is None or parameter not in judges:
+    named_only = (stage_info.get("params") or {}).get(parameter)  # a judge the manifest names by parameter only
+    if parameter is None or (parameter not in judges and not named_only):
         return "", ""
-    config = judges[parameter] or {}
+    config = judges.get(parameter) or {"name": named_only}
     model = ((stage_info.get("models") or {}).get("judge") or {}).get("model", "")
     judge = " / ".join(str(x) for x in (config.get("name") or parameter, model) if x)
     source = config.get("prompt_source", "")
@@ -149,6 +153,89 @@ def recorded_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
             if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value)}
 
 
+# ------------------------------------------------------------------------------------------------ the headline
+
+# The rows of the headline table: (metric as recorded by stage 4, what the row is called).
+HEADLINE_ROWS = (("win_rate", "win rate vs reference, % [95 % interval]"), ("lc_win_rate", ""),
+                 ("mt_bench_avg", "MT-Bench, 1-10"), ("wb_score", "WB-Score"), ("wb_reward", "WB-Reward"))
+_NOT_ANSWERERS = ("judge", "reference", "teacher")  # roles of stage 4's manifest that answer no eval item
+
+
+def _unwrap(value: Any) -> tuple[Any, Mapping[str, Any]]:
+    """(number, small-number context) of a recorded value, plain or `{"value", "n", "n_total", "flag"}`."""
+    if isinstance(value, Mapping) and "value" in value:
+        return value["value"], value
+    return value, {}
+
+
+def evaluated_models(named: Mapping[str, Any], roles: Sequence[str]) -> list[str]:
+    """The student first, then every other model that answered in stage 4 (its roles in the manifest, e.g. `base`)
+    and has a headline number recorded (`win_rate_base`, ...)."""
+    others = [role for role in roles if role not in (STUDENT, *_NOT_ANSWERERS)
+              and any(f"{metric}_{role}" in named for metric, _ in HEADLINE_ROWS)]
+    return [STUDENT, *others]
+
+
+def _recorded(named: Mapping[str, Any], metric: str, model: str) -> Any:
+    if model == STUDENT:
+        return named.get(metric, named.get(f"{metric}_{STUDENT}"))
+    return named.get(f"{metric}_{model}")
+
+
+def _count(named: Mapping[str, Any], params: Mapping[str, Any], metric: str, model: str,
+           context: Mapping[str, Any]) -> str:
+    """How many items a number rests on, as the page says it: from its flag when it has one, else from the counts
+    stage 4 recorded beside it."""
+    if context:
+        return str(context.get("flag") or f"n={context.get('n')} of {context.get('n_total')}")
+    suffix = "" if model == STUDENT else f"_{model}"
+    if metric in ("win_rate", "lc_win_rate") and _is_number(named.get("n_eval")):
+        unread = named.get(f"n_unparsed_{model}", 0)
+        return f"n={named['n_eval'] - unread if _is_number(unread) else named['n_eval']}"
+    if metric == "wb_score" and _is_number(named.get("n_eval")) and _is_number(named.get(f"wb_unparsed{suffix}")):
+        return f"n={named['n_eval'] - named[f'wb_unparsed{suffix}']}"
+    if metric == "mt_bench_avg" and params.get("N_MT_BENCH"):
+        return f"{params['N_MT_BENCH']} questions"
+    return ""
+
+
+def _headline_cell(named: Mapping[str, Any], params: Mapping[str, Any], metric: str, model: str) -> str:
+    value, context = _unwrap(_recorded(named, metric, model))
+    if not _is_number(value):
+        return "–" if value is None and not context else str(value or "–")
+    text = f"{value:.2f}" if metric == "mt_bench_avg" else f"{value:.1f}"
+    if metric == "win_rate":
+        se, _ = _unwrap(_recorded(named, "win_rate_se", model))
+        if _is_number(se):
+            text += f" [{max(0.0, value - 1.96 * se):.1f}, {min(100.0, value + 1.96 * se):.1f}]"
+    count = _count(named, params, metric, model, context)
+    return f"{text} ({count})" if count else text
+
+
+def headline_table(run_dir: str | Path) -> pd.DataFrame:
+    """The finding of the run: one row per headline metric stage 4 recorded (win rate with its 95 % interval, LC
+    under its label, MT-Bench, WB-Score, WB-Reward), its judge, and one column per model: the student, every other
+    evaluated model (the base model), and the reference the win rates are measured against (50 % by definition).
+    Empty when the evaluation stage recorded nothing."""
+    run = resolve_run_dir(run_dir)
+    named = _read_json(run / "results.json").get(EVAL_STAGE) or {}
+    info = (_read_json(run / "manifest.json").get("stages") or {}).get(EVAL_STAGE, {})
+    params = info.get("params") or {}
+    models = evaluated_models(named, list(info.get("models") or {}))
+    reference = f"reference ({info.get('reference', '?')})"
+    rows = []
+    for metric, label in HEADLINE_ROWS:
+        if not any(_recorded(named, metric, m) is not None for m in models):
+            continue
+        judge, source = _judge_context(info, metric)
+        row = {"metric": label or str(named.get("lc_label") or "LC win rate") + ", %",
+               "judge": f"{judge} ({source})" if source else judge}
+        row.update({m: _headline_cell(named, params, metric, m) for m in models})
+        row[reference] = "50 (baseline)" if metric in ("win_rate", "lc_win_rate") else "–"
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["metric", "judge", *models, reference] if rows else [])
+
+
 # ------------------------------------------------------------------------------------------------ the page
 
 _STYLE = """
@@ -158,6 +245,7 @@ table{border-collapse:collapse;font-size:.85em;margin:.5em 0}th,td{border:1px so
 text-align:left;vertical-align:top}th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top}figcaption{font-size:.8em;color:#555}
 img{max-width:520px;border:1px solid #eee}.muted{color:#777;font-size:.85em}
+summary{cursor:pointer;color:#555}
 """
 
 
@@ -230,17 +318,21 @@ def build_report(run_dir: str | Path, defaults: Mapping[str, Mapping[str, Any]] 
 <h1>Run report: {html.escape(run.name)}</h1>
 <p class="muted">created {html.escape(str(manifest.get("created", "?")))} · git {html.escape(str(manifest.get("git_commit")))}
 · {html.escape(versions)}</p>
-<h2>Parameters that differ from the notebooks' defaults</h2>
-{html_table(changed_parameters(run, defaults), "all parameters at their defaults")}
-<h2>Recorded numbers</h2>
-<p class="muted">Every number in results.json. Judge-based numbers are comparable only with numbers from the same judge
-on the same items.</p>
-{html_table(recorded_numbers(run), "no recorded numbers")}
-{tables}
+<h2>Headline</h2>
+<p class="muted">Win rates are against the reference's answers (50 % = as good as the reference, for this judge); a
+number is comparable only with numbers from the same judge on the same items; n is the items it rests on.</p>
+{html_table(headline_table(run), "no evaluation recorded")}
 <h2>Figures</h2>
 {_figures_html(run)}
+<h2>Parameters that differ from the notebooks' defaults</h2>
+{html_table(changed_parameters(run, defaults), "all parameters at their defaults")}
 <h2>Models</h2>
 {html_table(models, "no models recorded")}
+<h2>Recorded numbers</h2>
+<details><summary>Every number in results.json, with its judge, prompt source and item count</summary>
+{html_table(recorded_numbers(run), "no recorded numbers")}
+{tables}
+</details>
 <h2>Accounting</h2>
 {html_table(accounting, "no accounting recorded")}
 <h2>Stage times</h2>

@@ -1,5 +1,5 @@
 """The benchmark scripts of `make bench` still run against the kit as it is now (tiny sizes; no figure is checked
-here, only that each script runs and prints what its README paragraph quotes)."""
+here, only that each script runs and prints what its paragraph in docs/benchmarks.md quotes)."""
 from __future__ import annotations
 
 import json

@@ -113,3 +113,20 @@ def test_top_p_keeps_only_the_nucleus():
         drawn.add(int(out.argmax()))
         assert torch.isinf(out).sum() == 3  # exactly one token left possible
     assert drawn == {0, 1}  # 0.5 + 0.3 reach 0.7: tokens 2 and 3 are never drawn
+
+
+def test_a_meter_counts_every_generated_token_as_completion_tokens_do(tiny):
+    from helpers.llm.meter import TokenMeter
+
+    model, tok = tiny
+    meter = TokenMeter()
+    rows = generate_batch(model, tok, PROMPTS, max_new_tokens=6, meter=meter)
+    assert meter.tokens == sum(r.output_tokens for r in rows) > 0
+    eos = tok.eos_token_id
+    try:  # a row that stops early stops counting; the padding it gets afterwards is not counted
+        model.generation_config.eos_token_id = rows[0].token_ids[1]
+        stopped = generate_batch(model, tok, PROMPTS, max_new_tokens=6, meter=meter)
+        assert any(r.stopped for r in stopped)
+        assert meter.tokens == sum(r.output_tokens for r in rows + stopped)
+    finally:
+        model.generation_config.eos_token_id = eos

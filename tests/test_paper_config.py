@@ -1,5 +1,5 @@
 """configs/paper.yaml: every setting reaches a notebook, validates in its stage, and is listed in the paper-settings
-tables of the README and of its notebook."""
+tables of docs/paper.md and of its notebook."""
 from __future__ import annotations
 
 import json
@@ -17,8 +17,8 @@ PAPER = yaml.safe_load((PROJECT_ROOT / "configs" / "paper.yaml").read_text())
 NOT_PROCEDURE = {"MAX_CONCURRENCY"}  # throughput, not part of the paper's procedure
 
 
-def _readme_rows() -> list[str]:
-    text = (PROJECT_ROOT / "README.md").read_text()
+def _docs_rows() -> list[str]:
+    text = (PROJECT_ROOT / "docs" / "paper.md").read_text()
     table = text[text.index("| stage | setting |"):]
     return [line for line in table.split("\n")[2:] if line.startswith("|")][: table.count("\n| ")]
 
@@ -32,13 +32,13 @@ def test_one_stage_can_run_with_the_whole_config():
     assert set(split_parameters(PAPER, ["03_sft"])) == {"03_sft"}
 
 
-def test_every_setting_is_in_the_readme_table():
-    named = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", "\n".join(_readme_rows())))
+def test_every_setting_is_in_the_docs_table():
+    named = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", "\n".join(_docs_rows())))
     assert set(PAPER) - NOT_PROCEDURE <= named
 
 
 def test_each_notebook_shows_its_stage_rows():
-    rows = _readme_rows()
+    rows = _docs_rows()
     for stage, name in enumerate(NOTEBOOKS, start=1):
         cells = json.loads(notebook_path(name).read_text())["cells"]
         shown = next("".join(c["source"]) for c in cells

@@ -11,7 +11,8 @@ import nbformat  # noqa: E402
 
 from helpers.__main__ import main  # noqa: E402
 from helpers.pipeline import export_html  # noqa: E402
-from helpers.report import changed_parameters, compare_runs, notebook_defaults, recorded_numbers  # noqa: E402
+from helpers.report import (build_report, changed_parameters, compare_runs, headline_table,  # noqa: E402
+                            notebook_defaults, recorded_numbers)
 from helpers.runs import Run  # noqa: E402
 
 DEFAULTS = {"02_generate": {"RUN_DIR": "runs/demo", "SEED": 0, "NUM_EXAMPLES": 6},
@@ -101,3 +102,67 @@ def test_report_on_a_missing_folder_fails_cleanly(tmp_path, capsys):
     assert main(["report", "--run-dir", str(tmp_path / "missing")]) == 2
     assert "no run folder" in capsys.readouterr().out
     assert not (tmp_path / "missing").exists()
+
+
+def _fabricate_evaluation(folder):
+    """Stage 4's records as `helpers.evaluate.record` writes them: the student without suffix, the base model with
+    `_base`, a small-number flag on MT-Bench."""
+    run = Run(folder)
+    run.begin_stage("evaluate", {"N_EVAL": 20, "N_MT_BENCH": 3, "WB_REWARD_JUDGE": "wildbench:pairwise.v2"})
+    for role, model in (("student", "checkpoint-40"), ("base", "gemma-3-270m"), ("judge", "smollm2-135m-instruct")):
+        run.add_model(role, {"backend": "local", "model": model})
+    run.set_stage_info("reference", "bundled")
+    run.set_stage_info("judges", {"PAIRWISE_JUDGE": {"name": "alpaca_eval_pairwise", "prompt_source": "kit"},
+                                  "MT_BENCH_JUDGE": {"name": "mt_bench_single", "prompt_source": "kit"}})
+    flagged = {"value": 4.25, "n": 4, "n_total": 6, "flag": "n=4 of 6, not reliable"}
+    for name, value in (("win_rate_student", 60.0), ("win_rate_se_student", 10.0), ("lc_win_rate_student", 55.5),
+                        ("n_unparsed_student", 2), ("win_rate_base", 35.0), ("win_rate_se_base", 5.0),
+                        ("lc_win_rate_base", 33.25), ("n_unparsed_base", 0), ("win_rate", 60.0),
+                        ("win_rate_se", 10.0), ("lc_win_rate", 55.5), ("lc_label", "LC (minimal GLM)"),
+                        ("n_eval", 20), ("mt_bench_avg", flagged), ("mt_bench_avg_base", 2.5),
+                        ("wb_reward", -12.5), ("wb_reward_base", None)):
+        run.record(name, value, display=False)
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    run.save_figure(fig, "win_rates")
+    plt.close(fig)
+    return run.path
+
+
+def test_headline_has_one_row_per_metric_and_one_column_per_model(tmp_path):
+    table = headline_table(_fabricate_evaluation(tmp_path / "run")).set_index("metric")
+    assert list(table.columns) == ["judge", "student", "base", "reference (bundled)"]
+    assert list(table.index) == ["win rate vs reference, % [95 % interval]", "LC (minimal GLM), %", "MT-Bench, 1-10",
+                                 "WB-Reward"]
+    win = table.iloc[0]
+    assert win["student"] == "60.0 [40.4, 79.6] (n=18)" and win["base"] == "35.0 [25.2, 44.8] (n=20)"
+    assert win["reference (bundled)"] == "50 (baseline)"
+    assert win["judge"] == "alpaca_eval_pairwise / smollm2-135m-instruct (kit)"
+    assert table.loc["LC (minimal GLM), %", "student"] == "55.5 (n=18)"
+    assert table.loc["MT-Bench, 1-10", "student"] == "4.25 (n=4 of 6, not reliable)"
+    assert table.loc["MT-Bench, 1-10", "base"] == "2.50 (3 questions)"
+    assert table.loc["MT-Bench, 1-10", "reference (bundled)"] == "–"
+    assert table.loc["WB-Reward", "judge"].startswith("wildbench:pairwise.v2")
+    assert table.loc["WB-Reward", "base"] == "–"
+
+
+def test_report_opens_with_the_headline_then_figures_then_parameters(tmp_path):
+    folder = _fabricate_evaluation(tmp_path / "run")
+    page = build_report(folder, DEFAULTS)
+    first_table = page[page.index("<table>"):page.index("</table>")]
+    assert "win rate vs reference" in first_table and "60.0 [40.4, 79.6]" in first_table
+    positions = [page.index(h) for h in ("<h2>Headline</h2>", "<h2>Figures</h2>", "<h2>Parameters that differ",
+                                         "<details>")]
+    assert positions == sorted(positions)
+    collapsed = page[page.index("<details>"):page.index("</details>")]
+    assert "win_rate_se_base" in collapsed and "n_unparsed_student" in collapsed  # bookkeeping: collapsed
+    assert "n_unparsed_student" not in page[:page.index("<details>")]
+
+
+def test_a_run_without_evaluation_says_so_instead_of_a_headline(tmp_path):
+    run = Run(tmp_path / "run")
+    run.begin_stage("generate", {"NUM_EXAMPLES": 4})
+    run.record("n_train", 4, display=False)
+    assert headline_table(run.path).empty
+    page = build_report(run.path, DEFAULTS)
+    assert "no evaluation recorded" in page[:page.index("<h2>Figures</h2>")]

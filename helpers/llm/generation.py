@@ -27,9 +27,11 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
+
+from .meter import TokenMeter
 
 
 @dataclass
@@ -212,13 +214,14 @@ class RowSampler:
 def generate_batch(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, temperature: float = 0.0,
                    top_p: float = 1.0, seed: int | None = None, top_logprobs: int = 0,
                    prefix_cache: PrefixCache | None = None, add_special_tokens: bool = False,
-                   salts: list[str] | None = None) -> list[Generated]:
+                   salts: list[str] | None = None, meter: TokenMeter | None = None) -> list[Generated]:
     """Continue each rendered prompt; greedy at temperature 0, nucleus sampling (no top-k) above it, each row with
     its own generator seeded by `row_seed(prompt, seed, salt)`. With a `prefix_cache`, prompt prefixes computed
     before are reused (see the module docstring).
 
     `add_special_tokens=True` is for plain-text prompts (not rendered by a chat template): the tokenizer adds its
-    own BOS, as a completion server tokenises a raw prompt.
+    own BOS, as a completion server tokenises a raw prompt. A `meter` counts the tokens as they are generated, for
+    progress lines (`helpers.llm.meter`).
     """
     import torch  # heavy: only processes that run a model in-process pay for importing it
 
@@ -244,8 +247,8 @@ def generate_batch(model: Any, tokenizer: Any, prompts: list[str], max_new_token
         seeds = [row_seed(p, seed, salt) for p, salt in zip(prompts, salts or [""] * len(prompts))]
         kwargs["logits_processor"] = LogitsProcessorList([RowSampler(seeds, temperature, top_p)])
     model.eval()
-    with torch.inference_mode():
-        out = model.generate(**enc, **kwargs)
+    with torch.inference_mode(), (meter.counting(stops) if meter is not None else nullcontext()) as streamer:
+        out = model.generate(**enc, **kwargs, streamer=streamer)
     prompt_len = enc["input_ids"].shape[1]
     results = []
     for row in range(len(prompts)):

@@ -19,6 +19,7 @@ from typing import Any
 
 from .errors import PermanentError
 from .generation import PrefixCache, generate_batch
+from .meter import TokenMeter
 from .models import EMBEDDED_MODELS, folder_fingerprint, resolve_model_path
 from .types import ChatResult, Message
 from ..params import LOCAL_DTYPES, ParameterError
@@ -75,6 +76,7 @@ class LocalBackend:
         self.dtype = dtype
         self.reuse_prefixes = reuse_prefixes  # False: every prompt is computed in full (the slower reference path)
         self.batch_size, self.gather_window_s = batch_size, gather_window_s
+        self.meter = TokenMeter()  # tokens generated so far: the progress bar shows them while a batch runs
         self._path: str | None = None
         self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Queue] = weakref.WeakKeyDictionary()
         self._workers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task] = weakref.WeakKeyDictionary()
@@ -175,7 +177,8 @@ class LocalBackend:
                                   temperature=float(sampling.get("temperature", 0.0) or 0.0),
                                   top_p=float(sampling.get("top_p", 1.0)), seed=sampling.get("seed"),
                                   top_logprobs=int(sampling.get("top_logprobs", 0) or 0),
-                                  prefix_cache=loaded.prefixes if self.reuse_prefixes else None, salts=salts)
+                                  prefix_cache=loaded.prefixes if self.reuse_prefixes else None, salts=salts,
+                                  meter=self.meter)
         results = []
         for row in rows:
             text, finish = row.text, "stop" if row.stopped else "length"

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ..llm.generation import generate_batch
-from ..progress import progress_bar
+from ..llm.meter import TokenMeter
+from ..progress import live_description, progress_bar
 from .templates import render_prompt
 
 
@@ -34,16 +35,20 @@ def generate_answers(model: Any, tokenizer: Any, instructions: list[str], max_ne
     own special tokens (BOS), as a completion server such as vLLM tokenises a raw prompt.
     """
     answers: list[Answer] = []
-    for start in progress_bar(range(0, len(instructions), batch_size), desc=desc, leave=False):
-        batch = instructions[start:start + batch_size]
-        if prompt_fn is None:
-            prompts = [render_prompt(tokenizer, [{"role": "user", "content": text}]) for text in batch]
-        else:
-            prompts = [prompt_fn(text) for text in batch]
-        answers.extend(Answer(row.text.strip(), row.stopped, len(row.token_ids))
-                       for row in generate_batch(model, tokenizer, prompts, max_new_tokens, temperature=temperature,
-                                                 top_p=top_p, seed=seed + start if temperature > 0 else None,
-                                                 add_special_tokens=prompt_fn is not None))
+    meter = TokenMeter()  # the bar moves per batch; the tokens show that a long batch is working
+    bar = progress_bar(range(0, len(instructions), batch_size), desc=desc, leave=False)
+    with live_description(bar, lambda: " · ".join(filter(None, (desc, meter.note())))):
+        for start in bar:
+            batch = instructions[start:start + batch_size]
+            if prompt_fn is None:
+                prompts = [render_prompt(tokenizer, [{"role": "user", "content": text}]) for text in batch]
+            else:
+                prompts = [prompt_fn(text) for text in batch]
+            answers.extend(Answer(row.text.strip(), row.stopped, len(row.token_ids))
+                           for row in generate_batch(model, tokenizer, prompts, max_new_tokens,
+                                                     temperature=temperature, top_p=top_p,
+                                                     seed=seed + start if temperature > 0 else None,
+                                                     add_special_tokens=prompt_fn is not None, meter=meter))
     return answers
 
 
