@@ -32,6 +32,7 @@ import pandas as pd
 
 from ..params import ParameterError
 from .metrics import finite_or_none
+from .small_numbers import degenerate_fit_flag
 
 GLM_V1 = "length_controlled_v1"
 GLM_MINIMAL = "length_controlled_minimal"
@@ -162,7 +163,9 @@ def _fit_probability_targets(X: np.ndarray, y: np.ndarray, weight: np.ndarray | 
 def length_controlled(annotations: pd.DataFrame, glm: str = GLM_V1, data: GlmData | None = None) -> dict[str, Any]:
     """LC win rate (percent) of one candidate against one reference under the named GLM.
 
-    Returns `lc_win_rate`, `lc_win_rate_se`, the fitted `weights` (by feature), `glm` and `lc_label`.
+    Returns `lc_win_rate`, `lc_win_rate_se`, the fitted `weights` (by feature), `glm`, `lc_label` and `lc_flag`:
+    None, or why the number says nothing (no readable preference, too few to cross-validate: LC is then None; or
+    a fit that kept no coefficient, whose LC is 50 by construction).
     """
     glm = glm_name(glm)
     if glm == GLM_V1 and data is None:
@@ -192,28 +195,38 @@ def length_controlled(annotations: pd.DataFrame, glm: str = GLM_V1, data: GlmDat
         y = np.concatenate([g["preference"].to_numpy(dtype=float), y])
         weight = np.concatenate([np.full(len(g), REGULARIZE_TO_GAMED / 2), weight])
     keep = ~np.isnan(y)
+    n_fitted = int((~np.isnan(frame["preference"].to_numpy(dtype=float))).sum())
+    if n_fitted == 0 or int(keep.sum()) < N_SPLITS:  # nothing readable, or too few rows to cross-validate
+        return {"lc_win_rate": None, "lc_win_rate_se": None, "weights": {}, "glm": glm, "lc_label": GLM_LABELS[glm],
+                "lc_flag": f"{GLM_LABELS[glm]}: not computed from n={n_fitted} readable preferences"}
     model = _fit_probability_targets(X[keep], y[keep], None if weight is None else weight[keep])
     predicted = model.predict_proba(np.column_stack(test))[:, 1]
+    weights = dict(zip(names, map(float, model.coef_[0])))
     return {"lc_win_rate": float(predicted.mean() * 100), "lc_win_rate_se": float(pd.Series(predicted).sem() * 100),
-            "weights": dict(zip(names, map(float, model.coef_[0]))), "glm": glm, "lc_label": GLM_LABELS[glm]}
+            "weights": weights, "glm": glm, "lc_label": GLM_LABELS[glm],
+            "lc_flag": degenerate_fit_flag(weights.values(), n_fitted, GLM_LABELS[glm])}
 
 
 def score_annotations(annotations: list[dict[str, Any]] | pd.DataFrame, glm: str = GLM_V1,
                       data: GlmData | None = None) -> dict[str, Any]:
     """Win rate, its standard error and the LC win rate of one model's annotations, as the leaderboard reports
-    them (percent). Unparsed rows (NaN preference) are left out of the win rate and counted."""
+    them (percent). Unparsed rows (NaN, or a preference outside [1, 2]) are left out of the win rate and of the LC
+    fit alike, and counted."""
     df = pd.DataFrame(annotations) if not isinstance(annotations, pd.DataFrame) else annotations
     for column in ("preference", "output_1", "output_2"):
         if column not in df.columns:
             raise ParameterError("ANNOTATIONS", f"the annotations have no {column!r} field",
                                  "use an annotations.json as alpaca_eval writes it")
-    pref = candidate_preference(pd.to_numeric(df["preference"], errors="coerce"))
-    valid = pref[(pref >= 0) & (pref <= 1)]
-    lc = length_controlled(df.assign(preference=pd.to_numeric(df["preference"], errors="coerce")), glm, data)
+    raw = pd.to_numeric(df["preference"], errors="coerce")
+    pref = candidate_preference(raw)
+    readable = (pref >= 0) & (pref <= 1)
+    valid = pref[readable]
+    lc = length_controlled(df.assign(preference=raw.where(readable)), glm, data)  # the same items as the win rate
     return {
         "win_rate": finite_or_none(float(valid.mean() * 100)) if len(valid) else None,
         "win_rate_se": finite_or_none(float(valid.sem() * 100)) if len(valid) > 1 else None,
         "lc_win_rate": lc["lc_win_rate"], "lc_win_rate_se": lc["lc_win_rate_se"], "lc_label": lc["lc_label"],
+        "lc_flag": lc["lc_flag"],
         "glm": lc["glm"], "glm_data": data.origin if data is not None and lc["glm"] == GLM_V1 else None,
         "glm_weights": lc["weights"], "n": int(len(valid)), "n_total": int(len(df)),
         "n_unparsed": int(len(df) - len(valid)),

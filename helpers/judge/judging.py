@@ -24,6 +24,7 @@ from ..llm.types import ChatResult, Message
 from ..params import ParameterError
 from ..prompts import fill, fingerprint, read_prompt
 from .metrics import length_controlled_win_rate, win_rate_stats
+from .small_numbers import degenerate_fit_flag
 
 JUDGES_DIR = Path(__file__).resolve().parent / "configs"
 JUDGE_KINDS = ("pairwise", "single", "checklist")
@@ -259,14 +260,18 @@ def summarise_pairwise(judgments: Sequence[PairwiseJudgment]) -> dict[str, Any]:
     """The numbers both checkpoint selection (stage 3) and evaluation (stage 4) report for one set of outputs:
     win rate and its standard error, LC win rate (percent), counts and the candidates' mean length in characters.
 
-    `n_unparsed` counts unreadable or failed judge replies (excluded from every rate, never guessed).
+    `n_unparsed` counts unreadable or failed judge replies (excluded from every rate, never guessed). `lc_flag` says
+    when the LC says nothing (see `small_numbers.degenerate_fit_flag`).
     """
     prefs = [j.preference for j in judgments]
     stats = win_rate_stats(prefs)
     lc = length_controlled_win_rate(prefs, [j.candidate_length for j in judgments],
                                     [j.reference_length for j in judgments])
+    coefficients = [lc[k] for k in ("coef_intercept", "coef_length", "coef_difficulty") if lc[k] is not None]
+    lc_flag = (f"LC (minimal GLM): not computed from n={lc['n']} readable preferences" if lc["C"] is None
+               else degenerate_fit_flag(coefficients, lc["n"]))
     return {"win_rate": stats["win_rate"], "win_rate_se": stats["win_rate_se"],
-            "lc_win_rate": lc["lc_win_rate"], "lc_win_rate_se": lc["lc_win_rate_se"],
+            "lc_win_rate": lc["lc_win_rate"], "lc_win_rate_se": lc["lc_win_rate_se"], "lc_flag": lc_flag,
             "lc_length_coef": lc["coef_length"], "n_scored": stats["n_scored"],
             "n_unparsed": len(prefs) - stats["n_scored"],
             "from_logprobs": sum(j.source == "logprobs" for j in judgments),
