@@ -393,7 +393,8 @@ def rate_limiter_from_params(role: str, max_requests_per_minute: Any, max_tokens
         if not ok or isinstance(value, bool):
             raise ParameterError(f"{role}_MAX_{name}_PER_MINUTE", f"is {value!r}, not a number of {name.lower()}",
                                  "give the provider's per-minute limit for your tier (e.g. 500), or leave it empty")
-    limiter = RateLimiter(max_requests_per_minute, max_tokens_per_minute)
+    limiter = RateLimiter(max_requests_per_minute, max_tokens_per_minute,
+                          tokens_parameter=f"{role}_MAX_TOKENS_PER_MINUTE")
     return limiter if limiter.active else None
 
 
