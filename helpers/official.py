@@ -18,7 +18,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from .params import ParameterError
+from .params import ParameterError, make_writable_folder
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,7 @@ def _download(src: OfficialSource, path: str) -> OfficialFile:
             src.parameter, f"the download of {path} has sha256 {digest[:12]}…, not the pinned {pinned[:12]}…",
             f"check the network path or mirror (ISM_OFFICIAL_URL), or clone {src.repository} and set "
             f"{src.parameter} to its folder")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_writable_folder(target.parent, "ISM_CACHE_DIR", "set ISM_CACHE_DIR to a folder you can write")
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     tmp.write_bytes(data)
     tmp.replace(target)

@@ -23,7 +23,7 @@ from filelock import FileLock
 
 from .figures import save_figure_files
 from .layout import FIGURES, MANIFEST_JSON, PROJECT_ROOT, RESULTS_JSON, STAGE_FOLDERS, figure_stem
-from .params import ParameterError, check_secret_parameters, redact_url
+from .params import ParameterError, check_secret_parameters, make_writable_folder, redact_url
 
 RECORD_MIME = "application/vnd.instruct-skillmix.record+json"
 TRACKED_PACKAGES = ("torch", "transformers", "trl", "openai", "datasets", "peft", "accelerate", "papermill")
@@ -132,9 +132,8 @@ class Run:
 
     def __init__(self, run_dir: str | Path, stage: str | None = None) -> None:
         self.path = check_run_dir(run_dir)
-        self.path.mkdir(parents=True, exist_ok=True)
         self.figures = self.path / FIGURES
-        self.figures.mkdir(exist_ok=True)
+        make_writable_folder(self.figures, "RUN_DIR", "choose a folder you can write, e.g. runs/demo")
         self.stage = stage
         self._lock = FileLock(str(self.path / ".run.lock"))
 
