@@ -20,7 +20,6 @@ position in AlpacaEval's 805; without it the row order is the index).
 """
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..jsonl import read_json_object
 from ..params import ParameterError
 from .metrics import finite_or_none
 from .small_numbers import degenerate_fit_flag
@@ -243,7 +243,14 @@ def score_annotations_file(path: str | Path, glm: str = "v1", glm_data: str = ""
     file = Path(path).expanduser()
     if not file.is_file():
         raise ParameterError("ANNOTATIONS", f"{file} does not exist", "give the path of an annotations.json")
-    rows = pd.DataFrame(json.loads(file.read_text(encoding="utf-8")))  # no type guessing on the columns
+    records = read_json_object(file, "ANNOTATIONS", list, "a list of annotation records as alpaca_eval writes them")
+    odd = next((i for i, r in enumerate(records) if not isinstance(r, dict)), None)
+    if odd is not None:
+        raise ParameterError("ANNOTATIONS", f"{file}: item {odd + 1} is a JSON {type(records[odd]).__name__}, not "
+                             "an annotation record", "give an annotations.json as alpaca_eval writes it")
+    if not records:
+        raise ParameterError("ANNOTATIONS", f"{file} holds no annotation", "give a non-empty annotations.json")
+    rows = pd.DataFrame(records)  # no type guessing on the columns
     name = glm_name(glm)
     data = None
     if name == GLM_V1:
