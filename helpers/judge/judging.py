@@ -251,6 +251,11 @@ def require_readable(judgments: Sequence[PairwiseJudgment], judge: Any, what: st
     if not judgments or any(j.preference is not None for j in judgments):
         return
     first = next((j.error for j in judgments if j.error), None) or repr(judgments[0].judge_text[:120])
+    if all(j.error for j in judgments):  # no reply came back at all: the endpoint's problem, not the model's
+        raise JudgeUnreadable(
+            f"{what}: every one of the {len(judgments)} calls to judge {judge.name!r} failed (first: {first}). "
+            "Check JUDGE_BASE_URL, JUDGE_MODEL and JUDGE_API_KEY_ENV (is the server up, does it serve that id?), "
+            "or, for an in-process judge, that `make setup` installed its packages")
     raise JudgeUnreadable(
         f"{what}: none of the {len(judgments)} replies of judge {judge.name!r} could be read (first: {first}). "
         "Look at the judge's replies, check JUDGE_BASE_URL / JUDGE_API_KEY_ENV if the calls failed, or use a "

@@ -178,8 +178,10 @@ class OpenAIBackend:
 
     def _probe(self, client: openai.OpenAI, served: list[str]) -> None:
         try:
-            client.with_options(timeout=self.timeout_s).chat.completions.create(
+            reply = client.with_options(timeout=self.timeout_s).chat.completions.create(
                 model=self.model, messages=[{"role": "user", "content": "Say OK."}], max_tokens=1)
+            if not getattr(reply, "choices", None):  # a page the SDK hands back as text (HTML with status 200)
+                raise TypeError(f"the reply was {type(reply).__name__}, not a chat completion")
         except openai.AuthenticationError as exc:
             raise self._auth_error(exc.status_code) from None
         except (openai.APIConnectionError, openai.APITimeoutError) as exc:
