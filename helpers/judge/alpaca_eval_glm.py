@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,25 +84,47 @@ def read_glm_data(folder: str | Path, parameter: str = "AE_GLM_DATA") -> GlmData
     return GlmData(gamed.drop(columns=["model"], errors="ignore"), str(path.parent))
 
 
-def fetch_glm_data() -> GlmData | None:
-    """`df_gamed.csv` from the AlpacaEval hub dataset, or None when the hub cannot be reached (no network)."""
+def fetch_glm_data(note: Callable[[str], None] | None = print) -> GlmData | None:
+    """`df_gamed.csv` from the AlpacaEval hub dataset (the local hub cache first), or None when the hub cannot be
+    reached. Offline it costs one request and `note` gets one line saying which LC is used instead (the hub client
+    would retry a download whose first contact failed five times, with a growing wait and a warning each time)."""
     try:
-        from huggingface_hub import hf_hub_download  # heavy optional import, only when the hub is wanted
-
-        path = hf_hub_download(repo_id=HUB_DATASET, filename=GAMED_FILE, repo_type="dataset",
-                               token=os.environ.get("HF_TOKEN"))
-        hf_hub_download(repo_id=HUB_DATASET, filename=DIFFICULTY_FILE, repo_type="dataset",
-                        token=os.environ.get("HF_TOKEN"))
-    except Exception:  # offline, rate-limited, or huggingface_hub missing: the caller falls back to the minimal GLM
+        import huggingface_hub  # heavy optional import, only when the hub is wanted
+    except ImportError:
+        if note:
+            note(f"LC: minimal GLM (huggingface_hub is not installed, so {GAMED_FILE} cannot be fetched; set "
+                 "AE_GLM_DATA for the leaderboard's LC)")
         return None
+    token = os.environ.get("HF_TOKEN")
+
+    def download(name: str, local_only: bool) -> str:
+        return huggingface_hub.hf_hub_download(repo_id=HUB_DATASET, filename=name, repo_type="dataset", token=token,
+                                               local_files_only=local_only)
+
+    try:
+        path = download(GAMED_FILE, True)
+        download(DIFFICULTY_FILE, True)
+    except Exception:  # not in the local hub cache: one request tells whether the hub is there at all
+        try:
+            url = huggingface_hub.hf_hub_url(HUB_DATASET, GAMED_FILE, repo_type="dataset")
+            huggingface_hub.get_hf_file_metadata(url, token=token, timeout=10)
+            path = download(GAMED_FILE, False)
+            download(DIFFICULTY_FILE, False)
+        except Exception as exc:  # offline, rate-limited, no access: the caller falls back to the minimal GLM
+            if note:
+                note(f"LC: minimal GLM (the hub dataset {HUB_DATASET} is not reachable: {exc.__class__.__name__}; "
+                     f"set AE_GLM_DATA to a folder holding {GAMED_FILE} for the leaderboard's LC)")
+            return None
     return GlmData(pd.read_csv(path).drop(columns=["model"], errors="ignore"), f"hub dataset {HUB_DATASET}")
 
 
-def resolve_glm_data(folder: str = "", use_hub: bool = True, parameter: str = "AE_GLM_DATA") -> GlmData | None:
-    """A local folder when named, else the hub when reachable, else None (then only the minimal GLM is possible)."""
+def resolve_glm_data(folder: str = "", use_hub: bool = True, parameter: str = "AE_GLM_DATA",
+                     note: Callable[[str], None] | None = print) -> GlmData | None:
+    """A local folder when named, else the hub when reachable, else None (then only the minimal GLM is possible;
+    `note` is told so in one line)."""
     if folder:
         return read_glm_data(folder, parameter)
-    return fetch_glm_data() if use_hub else None
+    return fetch_glm_data(note) if use_hub else None
 
 
 # ------------------------------------------------------------------------------------------------ the fit
@@ -254,7 +277,7 @@ def score_annotations_file(path: str | Path, glm: str = "v1", glm_data: str = ""
     name = glm_name(glm)
     data = None
     if name == GLM_V1:
-        data = resolve_glm_data(glm_data or os.environ.get("AE_GLM_DATA", ""), parameter="--glm-data")
+        data = resolve_glm_data(glm_data or os.environ.get("AE_GLM_DATA", ""), parameter="--glm-data", note=None)
         if data is None:
             raise ParameterError("--glm-data", f"the hub dataset {HUB_DATASET} is not reachable",
                                  f"download {GAMED_FILE} into a folder and pass --glm-data DIR, or use --glm minimal "
