@@ -388,6 +388,17 @@ def test_failed_teacher_calls_are_not_blamed_on_the_teacher():
     assert "stronger" not in text and "ImportError" in text and "TEACHER_BASE_URL" in text
 
 
+def test_failed_extraction_calls_are_not_blamed_on_the_teacher():
+    from helpers.skills.config import SkillExtractionConfig
+    from helpers.skills.extraction import SkillExtraction
+    from helpers.skills.fallbacks import apply_fallbacks
+
+    extraction = SkillExtraction("direct", transcripts=[{"error": "gave up after 4 attempts: HTTP 503"}] * 2)
+    with pytest.raises(ParameterError) as err:
+        apply_fallbacks(extraction, SkillExtractionConfig(fallback="none"))
+    assert "stronger" not in str(err.value) and "TEACHER_BASE_URL" in str(err.value) and "503" in str(err.value)
+
+
 def test_unreadable_judge_calls_that_all_failed_are_not_blamed_on_the_judge():
     from helpers.judge.judging import JudgeUnreadable, PairwiseJudgment, load_judge, require_readable
 
