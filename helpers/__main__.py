@@ -17,6 +17,8 @@ import sys
 import textwrap
 from typing import Any
 
+from nbclient.exceptions import DeadKernelError
+
 from . import report
 from .config import merge_overrides, parse_value, read_params_file
 from .params import ParameterError
@@ -93,15 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     report.add_commands(sub)
     _add_score_alpaca_eval(sub)
     args = ap.parse_args(argv)
-    if args.cmd in ("report", "compare"):
-        return report.run_command(args)
-
     try:
+        if args.cmd in ("report", "compare", "score-alpaca-eval"):
+            return _read_only_command(args)
         if args.cmd == "params":
             print(format_parameter_table(parameter_table()))
             return 0
-        if args.cmd == "score-alpaca-eval":
-            return _score_alpaca_eval(args)
         if args.cmd == "html":
             for path in export_html(args.run_dir):
                 print(path)
@@ -126,6 +125,27 @@ def main(argv: list[str] | None = None) -> int:
     except NotebookFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C); the same command resumes the run where it stopped", file=sys.stderr)
+        return 130
+    except DeadKernelError:
+        print("error: the notebook's kernel died (interrupted with Ctrl-C, or out of memory); the same command "
+              "resumes the run where it stopped", file=sys.stderr)
+        return 1
+
+
+def _read_only_command(args: argparse.Namespace) -> int:
+    """`report`, `compare`, `score-alpaca-eval`: they only read files, so a file they cannot read (missing, torn,
+    of another shape) is one line naming it, never a traceback."""
+    try:
+        if args.cmd == "score-alpaca-eval":
+            return _score_alpaca_eval(args)
+        return report.run_command(args)
+    except ParameterError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        print(f"error: {args.cmd} could not use its input ({exc.__class__.__name__}: {exc})", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

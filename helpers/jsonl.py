@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .params import ParameterError
+
 
 class JSONLError(ValueError):
     """A JSONL file that does not load completely; the message names the file and the line."""
@@ -133,3 +135,25 @@ class JsonlAppender:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def read_json_object(path: str | Path, parameter: str, kind: type = dict, what: str = "a JSON object") -> Any:
+    """A JSON file the kit or the user wrote, as `kind` (dict or list): a missing, undecodable or torn file, or
+    one of another shape, is a ParameterError naming the file and the line, not a traceback from the reader."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise ParameterError(parameter, f"{path} does not exist", "give the path of the file") from None
+    except UnicodeDecodeError:
+        raise ParameterError(parameter, f"{path} is not UTF-8 text", f"give {what} saved as UTF-8") from None
+    except OSError as exc:
+        raise ParameterError(parameter, f"cannot read {path} ({exc.strerror or exc})", "give a readable file") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ParameterError(parameter, f"{path}, line {exc.lineno}: not valid JSON ({exc.msg})",
+                             f"give {what} (the file may be torn: write it again)") from None
+    if not isinstance(data, kind):
+        raise ParameterError(parameter, f"{path} holds a JSON {type(data).__name__}, not {what}", f"give {what}")
+    return data

@@ -77,6 +77,13 @@ EVAL_WB_REWARD = f"{EVAL}/wb_reward.jsonl"
 BATCHES = "batches"  # Batch API journal (batch ids written before waiting, so a killed run resumes polling)
 
 
+# The folder each stage owns outright (its own outputs only, no resume state): a re-run of the stage replaces it as
+# a whole, so no file of an earlier run with other parameters (an MT-Bench table when RUN_MT_BENCH is now False)
+# survives beside the new ones. Stage 2's data/ (progress logs) and stage 3's sft/ (checkpoints) hold resume state
+# and are not listed; their files are rewritten by every run.
+STAGE_FOLDERS = {EXTRACT: EXTRACT, "evaluate": EVAL}
+
+
 def eval_answers_file(role: str) -> str:
     """Answers of one evaluated model (`student`, `base`, ...) to the eval set."""
     return f"{EVAL}/answers_{role}.jsonl"

@@ -3,6 +3,8 @@
 The kit reproduces the paper's numbers only with the owners' own texts, and those texts are not the kit's to copy.
 So they are read from a local clone the user names (`INSTRUCT_SKILLMIX_REPO`, `FASTCHAT_REPO`, `WILDBENCH_REPO`)
 or, when that parameter is empty, downloaded once at a pinned commit into the kit's cache and checked by sha256.
+A clone's file is checked against the same sha256: one that differs stops the run, unless
+`ISM_ALLOW_UNPINNED_OFFICIAL=1` says the other text is meant.
 Every resolved file says where it came from, so the manifest and each recorded number can name its source.
 """
 from __future__ import annotations
@@ -12,10 +14,11 @@ import os
 import subprocess
 import urllib.error
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from .params import ParameterError
+from .params import ParameterError, make_writable_folder
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,8 @@ PINNED_SHA256: dict[tuple[str, str], str] = {
 # Where pinned files are fetched from; `ISM_OFFICIAL_URL` may point at a mirror with the same layout.
 DEFAULT_URL_TEMPLATE = "https://raw.githubusercontent.com/{repository}/{commit}/{path}"
 DOWNLOAD_TIMEOUT_S = 30.0
+# A local clone's file that differs from the pinned one is refused unless this environment variable is 1.
+ALLOW_UNPINNED_ENV = "ISM_ALLOW_UNPINNED_OFFICIAL"
 
 
 @dataclass(frozen=True)
@@ -148,9 +153,28 @@ def resolve(source: str, path: str, local_repo: str | Path = "") -> OfficialFile
             raise ParameterError(src.parameter, f"{path} is not in {root}",
                                  f"point {src.parameter} at the ROOT of a clone of {src.repository} "
                                  f"(the file is expected at <root>/{path})")
-        return OfficialFile(source, path, local, src.repository, _clone_commit(root), "local clone",
-                            sha256_of(local))
+        found = OfficialFile(source, path, local, src.repository, _clone_commit(root), "local clone",
+                             sha256_of(local))
+        _check_pin(found, src)
+        return found
     return _download(src, path)
+
+
+def _check_pin(found: OfficialFile, src: OfficialSource) -> None:
+    """A clone's file whose bytes are not the pinned commit's (edited, another commit, or planted) would run the
+    paper's procedure with someone else's text: it stops the run unless the user says it is meant."""
+    if found.matches_pin is not False:
+        return
+    pinned = PINNED_SHA256[(found.source, found.path)]
+    what = (f"{found.local_path} has sha256 {found.sha256}, not {pinned} (the file {found.path} at "
+            f"{src.repository} {src.commit[:7]})")
+    if os.environ.get(ALLOW_UNPINNED_ENV, "").strip().lower() in ("1", "true", "yes"):
+        warnings.warn(f"{what}; used anyway because {ALLOW_UNPINNED_ENV} is set (the manifest records "
+                      "matches_pin: false)", stacklevel=3)
+        return
+    raise ParameterError(src.parameter, what,
+                         f"check out {src.commit[:7]} in that clone (or restore the file), or set "
+                         f"{ALLOW_UNPINNED_ENV}=1 to use this text on purpose (recorded as matches_pin: false)")
 
 
 def _download(src: OfficialSource, path: str) -> OfficialFile:
@@ -177,7 +201,7 @@ def _download(src: OfficialSource, path: str) -> OfficialFile:
             src.parameter, f"the download of {path} has sha256 {digest[:12]}…, not the pinned {pinned[:12]}…",
             f"check the network path or mirror (ISM_OFFICIAL_URL), or clone {src.repository} and set "
             f"{src.parameter} to its folder")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_writable_folder(target.parent, "ISM_CACHE_DIR", "set ISM_CACHE_DIR to a folder you can write")
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     tmp.write_bytes(data)
     tmp.replace(target)

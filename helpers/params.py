@@ -5,6 +5,7 @@ not an hour of paid generation.
 """
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -72,6 +73,18 @@ REQUEST_ATTEMPTS_HELP = ("How often one request is sent (time-outs, 429, 5xx, dr
 
 # Inference precisions of in-process models (LOCAL_DTYPE); bfloat16 changes the replies, so it is opt-in.
 LOCAL_DTYPES = ("float32", "bfloat16")
+
+
+def make_writable_folder(path: Path, parameter: str, fix: str) -> Path:
+    """Create `path` (and its parents) and make sure files can be written there: a folder under a file, in /sys or
+    on a read-only disk is the parameter's error, not an OSError from deep inside a stage."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ParameterError(parameter, f"cannot create the folder {path} ({exc.strerror or exc})", fix) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ParameterError(parameter, f"cannot write into {path} (read-only or not yours)", fix)
+    return path
 
 
 def check_request_limits(timeout: Any, attempts: Any) -> tuple[float, int]:

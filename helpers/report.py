@@ -28,6 +28,7 @@ import pandas as pd
 from .evaluate.config import STAGE as EVAL_STAGE
 from .evaluate.record import STUDENT
 from .figures import apply_theme, save_figure_files
+from .jsonl import read_json_object
 from .pipeline import NOTEBOOKS, notebook_parameters
 from .runs import resolve_run_dir
 
@@ -38,7 +39,9 @@ HEADLINE = ("win_rate", "lc_win_rate", "mt_bench_avg", "wb_score")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.exists() else {}
+    """A run folder's JSON file as an object ({} when the stage never wrote it); a torn or foreign one is a
+    ParameterError naming it."""
+    return read_json_object(path, "--run-dir", dict, "a JSON object as the kit writes it") if path.exists() else {}
 
 
 def _literal(text: Any) -> Any:

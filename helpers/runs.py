@@ -11,6 +11,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import time
 from contextlib import contextmanager
@@ -21,8 +22,8 @@ from typing import Any
 from filelock import FileLock
 
 from .figures import save_figure_files
-from .layout import FIGURES, MANIFEST_JSON, PROJECT_ROOT, RESULTS_JSON, figure_stem
-from .params import ParameterError, check_secret_parameters, redact_url
+from .layout import FIGURES, MANIFEST_JSON, PROJECT_ROOT, RESULTS_JSON, STAGE_FOLDERS, figure_stem
+from .params import ParameterError, check_secret_parameters, make_writable_folder, redact_url
 
 RECORD_MIME = "application/vnd.instruct-skillmix.record+json"
 TRACKED_PACKAGES = ("torch", "transformers", "trl", "openai", "datasets", "peft", "accelerate", "papermill")
@@ -131,9 +132,8 @@ class Run:
 
     def __init__(self, run_dir: str | Path, stage: str | None = None) -> None:
         self.path = check_run_dir(run_dir)
-        self.path.mkdir(parents=True, exist_ok=True)
         self.figures = self.path / FIGURES
-        self.figures.mkdir(exist_ok=True)
+        make_writable_folder(self.figures, "RUN_DIR", "choose a folder you can write, e.g. runs/demo")
         self.stage = stage
         self._lock = FileLock(str(self.path / ".run.lock"))
 
@@ -176,7 +176,9 @@ class Run:
     # ---------------------------------------------------------------- manifest
     def begin_stage(self, stage: str, params: dict[str, Any], seeds: dict[str, int] | None = None) -> None:
         """Record a stage's parameters and environment. Never secrets: a pasted key is refused here too (the driver
-        refuses it before any notebook starts) and URLs are stored without credentials."""
+        refuses it before any notebook starts) and URLs are stored without credentials. A re-run of a stage starts
+        its records afresh: its manifest entry, its results, its figures and its own folder (`STAGE_FOLDERS`) are
+        replaced as a whole, so nothing an earlier run with other parameters wrote is read as this run's."""
         self.stage = stage
         check_secret_parameters({k: v for k, v in params.items() if str(k).upper().endswith("_API_KEY_ENV")})
         clean = {k: redact_url(v) if str(k).upper().endswith("_BASE_URL") else v
@@ -186,10 +188,27 @@ class Run:
             m["run_dir"] = str(self.path)
             m["git_commit"] = git_commit()
             m["versions"] = package_versions()
-            st = m.setdefault("stages", {}).setdefault(stage, {})
-            st.update({"params": clean, "seeds": seeds or {}, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                       "begun_ns": time.time_ns()})  # tells two starts within one second apart
-            st.pop("finished", None)
+            m.setdefault("stages", {})[stage] = {  # replaced as a whole: no model or note of an earlier run stays
+                "params": clean, "seeds": seeds or {}, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "begun_ns": time.time_ns()}  # tells two starts within one second apart
+        with self._update(self.results_path) as r:
+            r.pop(stage, None)
+        self._remove_stage_outputs(stage)
+
+    def _remove_stage_outputs(self, stage: str) -> None:
+        """A re-run's files replace the earlier run's as a whole: the stage's own folder and its figures go first,
+        so that a step the new parameters skip leaves no old file behind."""
+        for figure in self.figures.glob(f"{stage}_*"):
+            if figure.suffix in (".png", ".svg"):
+                figure.unlink(missing_ok=True)
+        folder = STAGE_FOLDERS.get(stage)
+        if folder is None:
+            return
+        path = self.path / folder
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
 
     def set_stage_info(self, key: str, value: Any, stage: str | None = None) -> None:
         """Store one fact about a stage in the manifest, e.g. model ids, the best checkpoint, accounting."""

@@ -40,6 +40,7 @@ import pandas as pd
 import yaml
 
 from .config import refuse_renamed
+from .jsonl import read_json_object
 from .layout import EVAL_PAIRWISE_ITEMS, RESULTS_JSON, SKILLS_JSONL, STAGE1_LISTS
 from .params import ParameterError, check_secret_parameters
 from .pipeline import notebook_parameters, run_pipeline
@@ -256,11 +257,14 @@ def collect_results(out_dir: str | Path, write: bool = True) -> pd.DataFrame:
     """One row per cell folder (a cell and seed): parameters, seed, status, error, seconds, run_dir, items_path
     (per-item judge preferences, empty when stage 4 wrote none) and every recorded scalar result."""
     out = resolve_run_dir(out_dir)
+    if not (out / "cells").is_dir():
+        raise ParameterError("--out", f"{out} holds no sweep (no cells/ folder)",
+                             "give the folder a sweep wrote, or run the sweep first (without --collect-only)")
     rows = []
     for cell_json in sorted((out / "cells").glob("*/cell.json")):
-        cell = json.loads(cell_json.read_text())
+        cell = read_json_object(cell_json, "--out", dict, "a cell record as the sweep writes it")
         results_path = cell_json.parent / RESULTS_JSON
-        results = json.loads(results_path.read_text()) if results_path.exists() else {}
+        results = read_json_object(results_path, "--out") if results_path.exists() else {}
         items = cell_json.parent / PAIRWISE_ITEMS
         rows.append({"cell": cell["cell"], **cell.get("params", {}),
                      "seed": cell.get("seed", cell.get("params", {}).get("SEED")), "status": cell.get("status"),

@@ -85,14 +85,14 @@ def test_rating_is_the_judges_final_verdict():
     reply = ("The answer ends with 'Rating: [[10]]', an attempt to set its own grade. It is vague and wrong. "
              "Rating: [[2]]")
     assert parse_rating(reply, judge) == 2
-    assert parse_rating("Quoted: [[9]]. My verdict: Rating: 3", judge) == 3
+    assert parse_rating("Quoted: [[9]]. My verdict: Rating: 3", judge) is None  # not the declared [[3]]
     wb = load_judge("wildbench_checklist")
     assert parse_rating('{"strengths": "says \\"score\\": 10", "weaknesses": "y", "score": "4"}', wb) == 4
 
 
 def test_pairwise_verdict_is_read_where_it_is_asked_for():
     judge = load_judge("alpaca_eval_pairwise")
-    assert first_label_from_verdict("A careful comparison shows B is better.", judge) == 0.0
+    assert first_label_from_verdict("A careful comparison shows B is better.", judge) is None  # not a label alone
     assert first_label_from_verdict("B", judge) == 0.0 and first_label_from_verdict("**A**", judge) == 1.0
 
 

@@ -59,7 +59,8 @@ def test_preference_from_logprobs():
 def test_preference_from_verdict():
     judge = load_judge("alpaca_eval_pairwise")
     assert first_label_from_verdict("A", judge) == 1.0
-    assert first_label_from_verdict("Response B is better.", judge) == 0.0
+    assert first_label_from_verdict("B.", judge) == 0.0
+    assert first_label_from_verdict("Response B is better.", judge) is None  # not the declared format
     assert first_label_from_verdict("(A)", judge) == 1.0
     assert first_label_from_verdict("I cannot tell", judge) is None
     assert first_label_from_verdict("", judge) is None
@@ -121,7 +122,8 @@ def test_parse_rating():
     judge = load_judge("mt_bench_single")
     assert parse_rating("Solid answer. Rating: [[7]]", judge) == 7
     assert parse_rating("Rating: [[8.5]]", judge) == 8.5
-    assert parse_rating("Rating: [[42]] oops, I mean [6]", judge) == 6
+    assert parse_rating("Rating: [[42]]", judge) is None  # out of range
+    assert parse_rating("Rating: [[4]] oops, I mean [6]", judge) is None  # the reply does not end with a rating
     assert parse_rating("no number here", judge) is None
     wb = load_judge("wildbench_checklist")
     assert parse_rating('{"strengths": "x", "weaknesses": "y", "score": "6"}', wb) == 6
@@ -132,6 +134,8 @@ def test_rate_answers_single_two_turn_and_checklist(tmp_path):
 
     def fn(messages, sampling):
         seen.append(messages[-1]["content"])
+        if "JSON object" in messages[-1]["content"]:  # the checklist judge's declared format
+            return '{"strengths": "short", "weaknesses": "none", "score": "6"}'
         return "Fine. Rating: [[6]]" if "second user turn" not in messages[-1]["content"] else "nothing"
 
     client = connect_function(fn, model="fake-judge", stage="test", cache_path=tmp_path / "c.sqlite")

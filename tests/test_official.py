@@ -57,11 +57,13 @@ def _url_path(source: str, path: str) -> str:
     return f"/{src.repository}/{src.commit}/{path}"
 
 
-def test_local_clone_file_is_read_and_described(tmp_path, cache):
+def test_local_clone_file_is_read_and_described(tmp_path, cache, monkeypatch):
     clone = tmp_path / "clone"
     (clone / "src/data_generation/prompts").mkdir(parents=True)
     (clone / PROMPT).write_text('["turn one {skills_str}"]')
-    found = resolve("instruct_skillmix", PROMPT, clone)
+    monkeypatch.setenv("ISM_ALLOW_UNPINNED_OFFICIAL", "1")  # other bytes than the pinned ones, on purpose
+    with pytest.warns(UserWarning, match="used anyway"):
+        found = resolve("instruct_skillmix", PROMPT, clone)
     assert found.origin == "local clone" and found.read_text() == '["turn one {skills_str}"]'
     assert found.matches_pin is False  # not the official bytes, and the record says so
     assert found.describe()["repository"] == "princeton-pli/Instruct-SkillMix"

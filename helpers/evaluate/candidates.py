@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,23 @@ def read_outputs_file(path: str | Path, parameter: str = "CANDIDATE_OUTPUTS") ->
     return rows
 
 
+def check_unique_instructions(rows: list[dict[str, Any]], path: str | Path,
+                              parameter: str = "CANDIDATE_OUTPUTS") -> None:
+    """One output per instruction: with two, which one is judged would depend on the file's order."""
+    counts = Counter(r["instruction"] for r in rows)
+    repeated = {ins: n for ins, n in counts.items() if n > 1}
+    if repeated:
+        first = next(iter(repeated))
+        raise ParameterError(parameter, f"{path} has {len(repeated)} instructions more than once "
+                             f"({sum(repeated.values()) - len(repeated)} extra records; first: {first[:60]!r}, "
+                             f"{repeated[first]} times)", "keep one output per instruction")
+
+
 def candidate_outputs(path: str | Path, items: list[dict[str, Any]],
                       parameter: str = "CANDIDATE_OUTPUTS") -> tuple[list[str], str]:
     """The file's output for each eval item (by instruction) and its generator; every item must have one."""
     rows = read_outputs_file(path, parameter)
+    check_unique_instructions(rows, path, parameter)
     by_instruction = {r["instruction"]: r for r in rows}
     missing = [it["instruction"][:60] for it in items if it["instruction"] not in by_instruction]
     if missing:

@@ -94,6 +94,8 @@ def plot_win_rate_bars(summary: pd.DataFrame, per_item: pd.DataFrame | None = No
         else:
             low, high = r["win_rate"] - z * (r.get("win_rate_se") or 0), r["win_rate"] + z * (r.get("win_rate_se") or 0)
         rows.append({"model": r["model"], "metric": "win rate", "value": r["win_rate"], "low": low, "high": high})
+        if isinstance(r.get("lc_flag"), str) or pd.isna(r.get("lc_win_rate")):  # an LC the fit cannot support: not drawn
+            continue
         lc_se = r.get("lc_win_rate_se") or 0
         rows.append({"model": r["model"], "metric": "LC win rate", "value": r["lc_win_rate"],
                      "low": r["lc_win_rate"] - z * lc_se, "high": r["lc_win_rate"] + z * lc_se})

@@ -1,7 +1,7 @@
 """Several models judged against the same reference outputs with one pairwise judge, whoever owns it.
 
 One table for stage 4's win rates and for the shirker probe: a summary row per model (win rate and its standard
-error, LC win rate with the GLM behind it, counts, mean length, the judge and its prompt source, a small-number flag)
+error, LC win rate with the GLM behind it and its own flag (`lc_flag`: a fit that kept no coefficient), counts, mean length, the judge and its prompt source, a small-number flag)
 and a row per item. With an alpaca_eval judge the numbers are alpaca_eval's own scoring of its annotations (the
 leaderboard's LC when its GLM data is at hand), and the annotations are kept for `score-alpaca-eval`.
 """
@@ -77,7 +77,7 @@ def _alpaca_eval_scores(annotations: list[dict[str, Any]], prefs: Sequence[float
                                GLM_V1 if use_v1 else GLM_MINIMAL, glm_data if use_v1 else None)
     return {"win_rate": scored["win_rate"], "win_rate_se": scored["win_rate_se"],
             "lc_win_rate": scored["lc_win_rate"], "lc_win_rate_se": scored["lc_win_rate_se"],
-            "lc_glm": scored["glm"], "lc_label": scored["lc_label"], "glm_data": scored["glm_data"],
+            "lc_flag": scored["lc_flag"], "lc_glm": scored["glm"], "lc_label": scored["lc_label"], "glm_data": scored["glm_data"],
             "n_scored": scored["n"], "n_unparsed": scored["n_unparsed"]}
 
 

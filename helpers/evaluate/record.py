@@ -73,10 +73,17 @@ def _counts(row: Mapping[str, Any]) -> tuple[int, int]:
     return used, used + int(row["n_unparsed"])
 
 
+def _lc_flag(row: Mapping[str, Any], key: str) -> str | None:
+    """The LC's own flag (a fit that kept no coefficient), for the LC only."""
+    flag = row.get("lc_flag") if key.startswith("lc_") else None
+    return flag if isinstance(flag, str) and flag else None
+
+
 def record_pairwise(run: Run, summary: pd.DataFrame, per_item: pd.DataFrame, n_eval: int) -> dict[str, Any]:
     """Win rate, its standard error, LC win rate and unreadable verdicts per model, the student's as headline, with
     the judge, its prompt source and the GLM behind the LC ("LC" only for the leaderboard's length_controlled_v1,
-    else "LC (minimal GLM)"). alpaca_eval-style annotations are saved for `score-alpaca-eval`."""
+    else "LC (minimal GLM)"); an LC whose fit kept no coefficient is flagged like a small number. alpaca_eval-style
+    annotations are saved for `score-alpaca-eval`."""
     for model, rows in summary.attrs.get("annotations", {}).items():
         pd.DataFrame(rows).to_json(run.artifact(eval_annotations_file(model)), orient="records", indent=1)
     per_item.to_csv(run.artifact(EVAL_PAIRWISE_ITEMS), index=False)
@@ -84,10 +91,11 @@ def record_pairwise(run: Run, summary: pd.DataFrame, per_item: pd.DataFrame, n_e
     recorded: dict[str, Any] = {}
     for row in summary.to_dict("records"):
         for key in PAIRWISE_KEYS:
-            recorded[f"{key}_{row['model']}"] = reportable(row[key], *_counts(row))
+            recorded[f"{key}_{row['model']}"] = reportable(row[key], *_counts(row), flag=_lc_flag(row, key))
         recorded[f"n_unparsed_{row['model']}"] = int(row["n_unparsed"])
     student = summary.set_index("model").loc[STUDENT]
-    recorded.update({key: reportable(student[key], *_counts(student)) for key in PAIRWISE_KEYS})
+    recorded.update({key: reportable(student[key], *_counts(student), flag=_lc_flag(student, key))
+                     for key in PAIRWISE_KEYS})
     recorded.update(lc_label=student["lc_label"], lc_glm=student["lc_glm"], pairwise_judge=student["judge"],
                     pairwise_prompt_source=student["prompt_source"], n_eval=n_eval,
                     n_unparsed_judgments=int(summary["n_unparsed"].sum()))
@@ -143,6 +151,6 @@ def leaderboard_rows(summary: pd.DataFrame, judge_model: str) -> dict[str, float
     """Our LC win rates, labelled with the GLM and judge that produced them, for the leaderboard context figure;
     flagged (small-sample) numbers are left out."""
     return {f"{row['model']} ({row['lc_label']}, judge {judge_model})": row["lc_win_rate"]
-            for row in summary.to_dict("records") if not row.get("flag")}
+            for row in summary.to_dict("records") if not row.get("flag") and not _lc_flag(row, "lc_win_rate")}
 
 

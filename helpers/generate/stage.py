@@ -340,6 +340,12 @@ class GenerationOutcome:
         """Fail loudly here rather than let stage 3 train on nothing."""
         if not self.train:
             reasons = ", ".join(f"{k}: {v}" for k, v in self.failure_reasons().items()) or "none recorded"
+            calls = [r for r in self.failure_reasons() if r.startswith("call failed")]
+            if calls and len(calls) == len(self.failure_reasons()):  # no reply came back: not the teacher's fault
+                raise GenerationError(
+                    f"no usable training example: every teacher call failed ({reasons}). Fix what the error says: "
+                    "check TEACHER_BASE_URL, TEACHER_MODEL and TEACHER_API_KEY_ENV (is the server up, does it serve "
+                    "that id?), or, for an in-process teacher, that `make setup` installed its packages.")
             raise GenerationError(
                 f"no usable training example: {len(self.failed)} failed to parse ({reasons}), "
                 f"{sum(self.train_filter.counts.values())} were filtered out. Look at RUN_DIR/data/failed.jsonl, then "

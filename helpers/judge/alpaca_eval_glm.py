@@ -20,9 +20,9 @@ position in AlpacaEval's 805; without it the row order is the index).
 """
 from __future__ import annotations
 
-import json
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +30,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..jsonl import read_json_object
 from ..params import ParameterError
 from .metrics import finite_or_none
+from .small_numbers import degenerate_fit_flag
 
 GLM_V1 = "length_controlled_v1"
 GLM_MINIMAL = "length_controlled_minimal"
@@ -82,25 +84,47 @@ def read_glm_data(folder: str | Path, parameter: str = "AE_GLM_DATA") -> GlmData
     return GlmData(gamed.drop(columns=["model"], errors="ignore"), str(path.parent))
 
 
-def fetch_glm_data() -> GlmData | None:
-    """`df_gamed.csv` from the AlpacaEval hub dataset, or None when the hub cannot be reached (no network)."""
+def fetch_glm_data(note: Callable[[str], None] | None = print) -> GlmData | None:
+    """`df_gamed.csv` from the AlpacaEval hub dataset (the local hub cache first), or None when the hub cannot be
+    reached. Offline it costs one request and `note` gets one line saying which LC is used instead (the hub client
+    would retry a download whose first contact failed five times, with a growing wait and a warning each time)."""
     try:
-        from huggingface_hub import hf_hub_download  # heavy optional import, only when the hub is wanted
-
-        path = hf_hub_download(repo_id=HUB_DATASET, filename=GAMED_FILE, repo_type="dataset",
-                               token=os.environ.get("HF_TOKEN"))
-        hf_hub_download(repo_id=HUB_DATASET, filename=DIFFICULTY_FILE, repo_type="dataset",
-                        token=os.environ.get("HF_TOKEN"))
-    except Exception:  # offline, rate-limited, or huggingface_hub missing: the caller falls back to the minimal GLM
+        import huggingface_hub  # heavy optional import, only when the hub is wanted
+    except ImportError:
+        if note:
+            note(f"LC: minimal GLM (huggingface_hub is not installed, so {GAMED_FILE} cannot be fetched; set "
+                 "AE_GLM_DATA for the leaderboard's LC)")
         return None
+    token = os.environ.get("HF_TOKEN")
+
+    def download(name: str, local_only: bool) -> str:
+        return huggingface_hub.hf_hub_download(repo_id=HUB_DATASET, filename=name, repo_type="dataset", token=token,
+                                               local_files_only=local_only)
+
+    try:
+        path = download(GAMED_FILE, True)
+        download(DIFFICULTY_FILE, True)
+    except Exception:  # not in the local hub cache: one request tells whether the hub is there at all
+        try:
+            url = huggingface_hub.hf_hub_url(HUB_DATASET, GAMED_FILE, repo_type="dataset")
+            huggingface_hub.get_hf_file_metadata(url, token=token, timeout=10)
+            path = download(GAMED_FILE, False)
+            download(DIFFICULTY_FILE, False)
+        except Exception as exc:  # offline, rate-limited, no access: the caller falls back to the minimal GLM
+            if note:
+                note(f"LC: minimal GLM (the hub dataset {HUB_DATASET} is not reachable: {exc.__class__.__name__}; "
+                     f"set AE_GLM_DATA to a folder holding {GAMED_FILE} for the leaderboard's LC)")
+            return None
     return GlmData(pd.read_csv(path).drop(columns=["model"], errors="ignore"), f"hub dataset {HUB_DATASET}")
 
 
-def resolve_glm_data(folder: str = "", use_hub: bool = True, parameter: str = "AE_GLM_DATA") -> GlmData | None:
-    """A local folder when named, else the hub when reachable, else None (then only the minimal GLM is possible)."""
+def resolve_glm_data(folder: str = "", use_hub: bool = True, parameter: str = "AE_GLM_DATA",
+                     note: Callable[[str], None] | None = print) -> GlmData | None:
+    """A local folder when named, else the hub when reachable, else None (then only the minimal GLM is possible;
+    `note` is told so in one line)."""
     if folder:
         return read_glm_data(folder, parameter)
-    return fetch_glm_data() if use_hub else None
+    return fetch_glm_data(note) if use_hub else None
 
 
 # ------------------------------------------------------------------------------------------------ the fit
@@ -162,7 +186,9 @@ def _fit_probability_targets(X: np.ndarray, y: np.ndarray, weight: np.ndarray | 
 def length_controlled(annotations: pd.DataFrame, glm: str = GLM_V1, data: GlmData | None = None) -> dict[str, Any]:
     """LC win rate (percent) of one candidate against one reference under the named GLM.
 
-    Returns `lc_win_rate`, `lc_win_rate_se`, the fitted `weights` (by feature), `glm` and `lc_label`.
+    Returns `lc_win_rate`, `lc_win_rate_se`, the fitted `weights` (by feature), `glm`, `lc_label` and `lc_flag`:
+    None, or why the number says nothing (no readable preference, too few to cross-validate: LC is then None; or
+    a fit that kept no coefficient, whose LC is 50 by construction).
     """
     glm = glm_name(glm)
     if glm == GLM_V1 and data is None:
@@ -192,28 +218,38 @@ def length_controlled(annotations: pd.DataFrame, glm: str = GLM_V1, data: GlmDat
         y = np.concatenate([g["preference"].to_numpy(dtype=float), y])
         weight = np.concatenate([np.full(len(g), REGULARIZE_TO_GAMED / 2), weight])
     keep = ~np.isnan(y)
+    n_fitted = int((~np.isnan(frame["preference"].to_numpy(dtype=float))).sum())
+    if n_fitted == 0 or int(keep.sum()) < N_SPLITS:  # nothing readable, or too few rows to cross-validate
+        return {"lc_win_rate": None, "lc_win_rate_se": None, "weights": {}, "glm": glm, "lc_label": GLM_LABELS[glm],
+                "lc_flag": f"{GLM_LABELS[glm]}: not computed from n={n_fitted} readable preferences"}
     model = _fit_probability_targets(X[keep], y[keep], None if weight is None else weight[keep])
     predicted = model.predict_proba(np.column_stack(test))[:, 1]
+    weights = dict(zip(names, map(float, model.coef_[0])))
     return {"lc_win_rate": float(predicted.mean() * 100), "lc_win_rate_se": float(pd.Series(predicted).sem() * 100),
-            "weights": dict(zip(names, map(float, model.coef_[0]))), "glm": glm, "lc_label": GLM_LABELS[glm]}
+            "weights": weights, "glm": glm, "lc_label": GLM_LABELS[glm],
+            "lc_flag": degenerate_fit_flag(weights.values(), n_fitted, GLM_LABELS[glm])}
 
 
 def score_annotations(annotations: list[dict[str, Any]] | pd.DataFrame, glm: str = GLM_V1,
                       data: GlmData | None = None) -> dict[str, Any]:
     """Win rate, its standard error and the LC win rate of one model's annotations, as the leaderboard reports
-    them (percent). Unparsed rows (NaN preference) are left out of the win rate and counted."""
+    them (percent). Unparsed rows (NaN, or a preference outside [1, 2]) are left out of the win rate and of the LC
+    fit alike, and counted."""
     df = pd.DataFrame(annotations) if not isinstance(annotations, pd.DataFrame) else annotations
     for column in ("preference", "output_1", "output_2"):
         if column not in df.columns:
             raise ParameterError("ANNOTATIONS", f"the annotations have no {column!r} field",
                                  "use an annotations.json as alpaca_eval writes it")
-    pref = candidate_preference(pd.to_numeric(df["preference"], errors="coerce"))
-    valid = pref[(pref >= 0) & (pref <= 1)]
-    lc = length_controlled(df.assign(preference=pd.to_numeric(df["preference"], errors="coerce")), glm, data)
+    raw = pd.to_numeric(df["preference"], errors="coerce")
+    pref = candidate_preference(raw)
+    readable = (pref >= 0) & (pref <= 1)
+    valid = pref[readable]
+    lc = length_controlled(df.assign(preference=raw.where(readable)), glm, data)  # the same items as the win rate
     return {
         "win_rate": finite_or_none(float(valid.mean() * 100)) if len(valid) else None,
         "win_rate_se": finite_or_none(float(valid.sem() * 100)) if len(valid) > 1 else None,
         "lc_win_rate": lc["lc_win_rate"], "lc_win_rate_se": lc["lc_win_rate_se"], "lc_label": lc["lc_label"],
+        "lc_flag": lc["lc_flag"],
         "glm": lc["glm"], "glm_data": data.origin if data is not None and lc["glm"] == GLM_V1 else None,
         "glm_weights": lc["weights"], "n": int(len(valid)), "n_total": int(len(df)),
         "n_unparsed": int(len(df) - len(valid)),
@@ -230,11 +266,18 @@ def score_annotations_file(path: str | Path, glm: str = "v1", glm_data: str = ""
     file = Path(path).expanduser()
     if not file.is_file():
         raise ParameterError("ANNOTATIONS", f"{file} does not exist", "give the path of an annotations.json")
-    rows = pd.DataFrame(json.loads(file.read_text(encoding="utf-8")))  # no type guessing on the columns
+    records = read_json_object(file, "ANNOTATIONS", list, "a list of annotation records as alpaca_eval writes them")
+    odd = next((i for i, r in enumerate(records) if not isinstance(r, dict)), None)
+    if odd is not None:
+        raise ParameterError("ANNOTATIONS", f"{file}: item {odd + 1} is a JSON {type(records[odd]).__name__}, not "
+                             "an annotation record", "give an annotations.json as alpaca_eval writes it")
+    if not records:
+        raise ParameterError("ANNOTATIONS", f"{file} holds no annotation", "give a non-empty annotations.json")
+    rows = pd.DataFrame(records)  # no type guessing on the columns
     name = glm_name(glm)
     data = None
     if name == GLM_V1:
-        data = resolve_glm_data(glm_data or os.environ.get("AE_GLM_DATA", ""), parameter="--glm-data")
+        data = resolve_glm_data(glm_data or os.environ.get("AE_GLM_DATA", ""), parameter="--glm-data", note=None)
         if data is None:
             raise ParameterError("--glm-data", f"the hub dataset {HUB_DATASET} is not reachable",
                                  f"download {GAMED_FILE} into a folder and pass --glm-data DIR, or use --glm minimal "

@@ -10,6 +10,7 @@ be read (counted and excluded, never guessed).
 """
 from __future__ import annotations
 
+import json
 import math
 import random
 import re
@@ -24,6 +25,7 @@ from ..llm.types import ChatResult, Message
 from ..params import ParameterError
 from ..prompts import fill, fingerprint, read_prompt
 from .metrics import length_controlled_win_rate, win_rate_stats
+from .small_numbers import degenerate_fit_flag
 
 JUDGES_DIR = Path(__file__).resolve().parent / "configs"
 JUDGE_KINDS = ("pairwise", "single", "checklist")
@@ -43,8 +45,9 @@ class Judge:
     max_tokens: int = field(default=512, metadata={"help": "Generation budget for the judge's reply."})
     temperature: float = field(default=0.0, metadata={"help": "Sampling temperature of the judge."})
     top_logprobs: int = field(default=0, metadata={"help": "Alternatives asked for at the first token (0 = do not ask)."})
-    verdict_pattern: str = field(default="", metadata={"help": "Regex whose group 1 is the label written by a pairwise judge."})
-    rating_patterns: list[str] = field(default_factory=list, metadata={"help": "Regexes tried in order; group 1 is the rating."})
+    verdict_pattern: str = field(default="", metadata={"help": "Regex the whole written verdict must match (spaces around it aside); group 1 is the label. Empty: the label alone, light punctuation allowed (\"A\", \"(B)\", \"**A**\")."})
+    rating_patterns: list[str] = field(default_factory=list, metadata={"help": "Regexes of the rating the reply must END with (trailing spaces, '*', '_', '.', '!' aside), tried in order; group 1 is the rating."})
+    rating_json_key: str = field(default="", metadata={"help": "The reply must be one JSON object (a ```json fence allowed) and this key holds the rating; rating_patterns are then not used."})
     rating_range: list[float] = field(default_factory=lambda: [1, 10], metadata={"help": "Valid ratings; anything outside is unparsed."})
     needs_reference: bool = field(default=False, metadata={"help": "Whether the prompt needs a reference solution."})
     path: str = field(default="", metadata={"help": "Folder the judge was read from."})
@@ -161,20 +164,20 @@ def first_label_probability_from_logprobs(top_logprobs: list[dict[str, float]] |
 
 
 def first_label_from_verdict(text: str, judge: Judge) -> float | None:
-    """1.0 if the verdict names the first label, 0.0 for the second, None if it names neither (or is empty).
+    """1.0 if the verdict names the first label, 0.0 for the second, None if it is not in the judge's declared
+    format (or is empty).
 
-    The prompt asks for the label alone; a longer reply is read at its end, where the verdict is asked for, so
-    "A careful comparison shows B" is B (the last label), never the article "A" that opens it.
+    Only the declared format is read (the label alone, or the whole reply matching `verdict_pattern`): a sentence
+    such as "B is better than A." names both labels, and no rule that picks one of them (the first, the last) can
+    tell which the judge meant, so it counts as unparsed rather than as a guess.
     """
-    if not text:
+    if not text or not text.strip():
         return None
-    label = _label_of(text, judge.labels)
-    if label is None:
-        pattern = judge.verdict_pattern or r"(?:^|[^A-Za-z])\(?(" + "|".join(map(re.escape, judge.labels)) + r")\)?(?:[^A-Za-z]|$)"
-        matches = list(re.finditer(pattern, text.strip()))
-        if not matches:
-            return None
-        label = matches[-1].group(1)
+    if judge.verdict_pattern:
+        match = re.fullmatch(judge.verdict_pattern, text.strip())
+        label = match.group(1) if match else None
+    else:
+        label = _label_of(text, judge.labels)
     if label == judge.labels[0]:
         return 1.0
     if label == judge.labels[1]:
@@ -248,6 +251,11 @@ def require_readable(judgments: Sequence[PairwiseJudgment], judge: Any, what: st
     if not judgments or any(j.preference is not None for j in judgments):
         return
     first = next((j.error for j in judgments if j.error), None) or repr(judgments[0].judge_text[:120])
+    if all(j.error for j in judgments):  # no reply came back at all: the endpoint's problem, not the model's
+        raise JudgeUnreadable(
+            f"{what}: every one of the {len(judgments)} calls to judge {judge.name!r} failed (first: {first}). "
+            "Check JUDGE_BASE_URL, JUDGE_MODEL and JUDGE_API_KEY_ENV (is the server up, does it serve that id?), "
+            "or, for an in-process judge, that `make setup` installed its packages")
     raise JudgeUnreadable(
         f"{what}: none of the {len(judgments)} replies of judge {judge.name!r} could be read (first: {first}). "
         "Look at the judge's replies, check JUDGE_BASE_URL / JUDGE_API_KEY_ENV if the calls failed, or use a "
@@ -259,14 +267,18 @@ def summarise_pairwise(judgments: Sequence[PairwiseJudgment]) -> dict[str, Any]:
     """The numbers both checkpoint selection (stage 3) and evaluation (stage 4) report for one set of outputs:
     win rate and its standard error, LC win rate (percent), counts and the candidates' mean length in characters.
 
-    `n_unparsed` counts unreadable or failed judge replies (excluded from every rate, never guessed).
+    `n_unparsed` counts unreadable or failed judge replies (excluded from every rate, never guessed). `lc_flag` says
+    when the LC says nothing (see `small_numbers.degenerate_fit_flag`).
     """
     prefs = [j.preference for j in judgments]
     stats = win_rate_stats(prefs)
     lc = length_controlled_win_rate(prefs, [j.candidate_length for j in judgments],
                                     [j.reference_length for j in judgments])
+    coefficients = [lc[k] for k in ("coef_intercept", "coef_length", "coef_difficulty") if lc[k] is not None]
+    lc_flag = (f"LC (minimal GLM): not computed from n={lc['n']} readable preferences" if lc["C"] is None
+               else degenerate_fit_flag(coefficients, lc["n"]))
     return {"win_rate": stats["win_rate"], "win_rate_se": stats["win_rate_se"],
-            "lc_win_rate": lc["lc_win_rate"], "lc_win_rate_se": lc["lc_win_rate_se"],
+            "lc_win_rate": lc["lc_win_rate"], "lc_win_rate_se": lc["lc_win_rate_se"], "lc_flag": lc_flag,
             "lc_length_coef": lc["coef_length"], "n_scored": stats["n_scored"],
             "n_unparsed": len(prefs) - stats["n_scored"],
             "from_logprobs": sum(j.source == "logprobs" for j in judgments),
@@ -276,22 +288,50 @@ def summarise_pairwise(judgments: Sequence[PairwiseJudgment]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- ratings
 
 
+_RATING_TAIL = " \t\r\n*_.!"  # what may follow the rating at the end of a reply (no quote, no bracket)
+
+
 def parse_rating(text: str, judge: Judge) -> float | None:
-    """The judge's FINAL rating: the in-range match that ends last in the reply (the earlier pattern wins a tie), or
-    None. Reading the last one means a judged answer quoted in the reply ("Rating: [[10]]") cannot set its grade."""
+    """The judge's rating, read in its declared format only, or None.
+
+    The kit's rating prompts ask the judge to END its reply with the rating ("Rating: [[7]]"), or to reply with one
+    JSON object (`rating_json_key`). So the rating is the one that ends the reply; a rating quoted anywhere else
+    (a judged answer's "[[10]]", an example in the judge's reasoning) is never read, and a reply that does not end
+    with a rating is unparsed, not guessed at."""
     if not text:
         return None
     low, high = judge.rating_range
-    best: tuple[int, int, float] | None = None  # (end position, -pattern priority, value)
-    for priority, pattern in enumerate(judge.rating_patterns):
-        for match in re.finditer(pattern, text):
-            try:
-                value = float(match.group(1))
-            except ValueError:
-                continue
-            if low <= value <= high and (best is None or (match.end(), -priority) > best[:2]):
-                best = (match.end(), -priority, value)
-    return best[2] if best else None
+    if judge.rating_json_key:
+        value = _json_rating(text, judge.rating_json_key)
+    else:
+        tail = text.rstrip(_RATING_TAIL)
+        value = None
+        for pattern in judge.rating_patterns:
+            match = re.search(f"(?:{pattern})$", tail)
+            if match:
+                value = _number(match.group(1))
+                break
+    return value if value is not None and low <= value <= high else None
+
+
+def _number(text: Any) -> float | None:
+    try:
+        return float(str(text).strip())
+    except ValueError:
+        return None
+
+
+def _json_rating(text: str, key: str) -> float | None:
+    """`key` of the one JSON object the reply consists of (inside a ``` or ```json fence or bare), else None."""
+    body = text.strip()
+    fenced = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", body, flags=re.DOTALL)
+    if fenced:
+        body = fenced.group(1)
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        return None
+    return _number(obj[key]) if isinstance(obj, dict) and key in obj and obj[key] is not None else None
 
 
 @dataclass

@@ -126,7 +126,7 @@ class BatchBackend:
         if self._loop is not loop:  # a new blocking call (each runs its own loop): start its collector
             self._loop, self._wake, self._pending, self._waiting = loop, asyncio.Event(), [], 0
             self._spawn(self._collect())
-        body = self.live.request_body(messages, sampling)
+        body = self.live.request_body(messages, sampling, salt)
         pending = _Pending(body, request_fingerprint(body), loop.create_future())
         self._pending.append(pending)
         assert self._wake is not None

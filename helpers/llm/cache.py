@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..params import ParameterError
+from ..params import ParameterError, make_writable_folder
 from .types import ChatResult, Message
 
 DEFAULT_CACHE_ENV = "ISM_CACHE_DIR"
@@ -25,6 +25,11 @@ def default_cache_dir() -> Path:
     """Shared by all run folders so a sweep re-pays nothing; override with $ISM_CACHE_DIR."""
     env = os.environ.get(DEFAULT_CACHE_ENV)
     return Path(env).expanduser() if env else Path.home() / ".cache" / "instruct-skillmix"
+
+
+def make_cache_folder(path: Path) -> Path:
+    """Create a folder of the kit's cache, or fail naming the variable that moves it."""
+    return make_writable_folder(path, DEFAULT_CACHE_ENV, f"set {DEFAULT_CACHE_ENV} to a folder you can write")
 
 
 def cache_key(backend: str, model: str, messages: list[Message], sampling: dict[str, Any], salt: str = "",
@@ -52,7 +57,7 @@ class CallCache:
 
     def __init__(self, path: str | Path | None = None) -> None:
         path = Path(path) if path else default_cache_dir() / "llm_calls.sqlite"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_cache_folder(path.parent)
         self.path = path
         self._local = threading.local()
         try:

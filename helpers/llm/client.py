@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
 import random
 import time
+import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -58,6 +60,10 @@ def run_sync(make_coro: Callable[[], Awaitable[T]]) -> T:
         return pool.submit(lambda: asyncio.run(make_coro())).result()  # type: ignore[arg-type]
 
 
+# Sampled replies shorter than this may repeat by chance (a one-token verdict): they say nothing about the endpoint.
+MIN_SAMPLE_CHARS = 32
+
+
 class ChatClient:
     """Concurrency, retries, caching and accounting around a backend. See the module docstring."""
 
@@ -92,6 +98,10 @@ class ChatClient:
         self.waiting = 0  # requests sent and not yet answered: shown in the progress bar
         self.retries = 0
         self.last_error = ""
+        # Sampled requests sent again with another salt (a retry, a repeat): reply hashes per request, to notice an
+        # endpoint that ignores temperature and seed (`transformers serve`) and gives the same text every time.
+        self._samples: dict[str, dict[str, str]] = {}
+        self.identical_samples = 0
         self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
@@ -130,6 +140,7 @@ class ChatClient:
             hit = self.cache.get(key)
             if hit is not None:
                 self.usage.add_call(hit.input_tokens, hit.output_tokens, cached=True)
+                self._check_sampled(identity, messages, sampling, salt, hit)
                 return hit
         start = time.perf_counter()
         error = "no attempt made"
@@ -160,6 +171,7 @@ class ChatClient:
                     if self.cache is not None:
                         self.cache.put(key, result)
                     self.usage.add_call(result.input_tokens, result.output_tokens, cached=False, retries=attempt - 1)
+                    self._check_sampled(identity, messages, sampling, salt, result)
                     return result
                 finally:
                     self.waiting -= 1
@@ -169,6 +181,27 @@ class ChatClient:
         self.usage.add_failure(retries=self.max_attempts - 1)
         return ChatResult(error=f"gave up after {self.max_attempts} attempts: {error}", model=self.model,
                           attempts=self.max_attempts, latency_s=time.perf_counter() - start)
+
+    def _check_sampled(self, identity: str, messages: list[Message], sampling: dict[str, Any], salt: str,
+                       result: ChatResult) -> None:
+        """Warn (once per client) when a sampled request asked again with another salt comes back word for word
+        as before: the endpoint ignores temperature and seed, so retries and repeats are no new samples."""
+        temperature = float(sampling.get("temperature", 1.0) or 0.0)
+        if temperature <= 0 or len(result.text) < MIN_SAMPLE_CHARS:
+            return
+        request = cache_key(self.backend.kind, identity, messages, sampling, "", self.cache_scope)
+        replies = self._samples.setdefault(request, {})
+        digest = hashlib.sha256(result.text.encode("utf-8")).hexdigest()
+        first_salt = replies.setdefault(digest, salt)
+        if first_salt == salt:
+            return
+        self.identical_samples += 1
+        if self.identical_samples == 1:
+            warnings.warn(
+                f"{self.role or 'model'} {self.model!r}: a request sampled at temperature {temperature:g} and sent "
+                f"again as a new sample (salt {salt!r}) came back word for word as before: the endpoint seems to "
+                "ignore temperature and seed (`transformers serve` does), so retries and repeats add no new samples. "
+                "Serve the model with vLLM (which honours both), or run it in-process", stacklevel=2)
 
     async def _send(self, messages: list[Message], sampling: dict[str, Any], salt: str = "") -> ChatResult:
         """One backend call, paced by the rate limiter when there is one."""
@@ -398,7 +431,8 @@ def rate_limiter_from_params(role: str, max_requests_per_minute: Any, max_tokens
         if not ok or isinstance(value, bool):
             raise ParameterError(f"{role}_MAX_{name}_PER_MINUTE", f"is {value!r}, not a number of {name.lower()}",
                                  "give the provider's per-minute limit for your tier (e.g. 500), or leave it empty")
-    limiter = RateLimiter(max_requests_per_minute, max_tokens_per_minute)
+    limiter = RateLimiter(max_requests_per_minute, max_tokens_per_minute,
+                          tokens_parameter=f"{role}_MAX_TOKENS_PER_MINUTE")
     return limiter if limiter.active else None
 
 

@@ -24,6 +24,7 @@ import aiohttp
 import openai
 
 from .errors import PermanentError, TransientError, api_key_from_env
+from .generation import row_seed
 from .types import ChatResult, Message
 from ..params import ParameterError, redact_url
 
@@ -92,6 +93,7 @@ class OpenAIBackend:
             weakref.WeakKeyDictionary()
         )
         self._proxy = env_proxy(self.base_url)
+        self.send_seed = True  # False once the endpoint refused a `seed` (see complete)
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.kind, "model": self.model, "base_url": redact_url(self.base_url),
@@ -176,8 +178,10 @@ class OpenAIBackend:
 
     def _probe(self, client: openai.OpenAI, served: list[str]) -> None:
         try:
-            client.with_options(timeout=self.timeout_s).chat.completions.create(
+            reply = client.with_options(timeout=self.timeout_s).chat.completions.create(
                 model=self.model, messages=[{"role": "user", "content": "Say OK."}], max_tokens=1)
+            if not getattr(reply, "choices", None):  # a page the SDK hands back as text (HTML with status 200)
+                raise TypeError(f"the reply was {type(reply).__name__}, not a chat completion")
         except openai.AuthenticationError as exc:
             raise self._auth_error(exc.status_code) from None
         except (openai.APIConnectionError, openai.APITimeoutError) as exc:
@@ -204,24 +208,29 @@ class OpenAIBackend:
         return ParameterError(f"{self.role}_API_KEY_ENV", f"{self.base_url} rejected the key in "
                               f"${self.api_key_env} (HTTP {status})", "export a valid key in that variable")
 
-    def request_body(self, messages: list[Message], sampling: dict[str, Any]) -> dict[str, Any]:
-        """The chat-completions JSON body for one request (also what a Batch API line carries)."""
-        kwargs: dict[str, Any] = {k: v for k, v in sampling.items() if k in ("temperature", "top_p", "max_tokens", "stop", "seed")}
+    def request_body(self, messages: list[Message], sampling: dict[str, Any], salt: str = "") -> dict[str, Any]:
+        """The chat-completions JSON body for one request (also what a Batch API line carries). It carries the
+        request's own seed (`request_seed`: the messages, SEED's sampling seed and the salt of a repeat or retry),
+        so a server that honours seeds (vLLM, OpenAI on a best-effort basis) gives the same sample for the same
+        request on every run, and a new one for each retry."""
+        kwargs: dict[str, Any] = {k: v for k, v in sampling.items() if k in ("temperature", "top_p", "max_tokens", "stop")}
+        if self.send_seed:
+            kwargs["seed"] = request_seed(messages, sampling.get("seed"), salt)
         if sampling.get("top_logprobs"):
             kwargs["logprobs"] = True
             kwargs["top_logprobs"] = int(sampling["top_logprobs"])
         return {"model": self.model, "messages": messages, **kwargs}
 
     async def complete(self, messages: list[Message], sampling: dict[str, Any], salt: str = "") -> ChatResult:
-        body = json.dumps(self.request_body(messages, sampling), ensure_ascii=False).encode("utf-8")
-        try:
-            async with self._session().post(f"{self.base_url}/chat/completions", data=body,
-                                            proxy=self._proxy) as reply:
-                status, headers, payload = reply.status, reply.headers, await reply.read()
-        except asyncio.TimeoutError:
-            raise TransientError("request timed out") from None
-        except aiohttp.ClientError as exc:
-            raise TransientError(f"connection failed: {exc.__class__.__name__}") from None
+        while True:
+            seeded = self.send_seed
+            body = json.dumps(self.request_body(messages, sampling, salt), ensure_ascii=False).encode("utf-8")
+            status, headers, payload = await self._post(body)
+            if not (status == 400 and seeded and b"seed" in payload.lower()):
+                break
+            self.send_seed = False  # an endpoint that rejects the parameter: asked again without it, once
+            warnings.warn(f"{self.base_url} refused the request's `seed` ({_error_text(payload)[:120]}); requests "
+                          "go without it, so its samples are not reproducible across runs", stacklevel=2)
         if self.header_observer is not None:
             self.header_observer(headers)  # success or 429 alike: the limiter adapts to x-ratelimit-*
         if status >= 400:
@@ -231,6 +240,16 @@ class OpenAIBackend:
         except ValueError:
             raise TransientError(f"reply was not JSON ({payload[:80]!r})") from None
         return result_from_reply(resp, sampling, self.model)
+
+    async def _post(self, body: bytes) -> tuple[int, Mapping[str, str], bytes]:
+        try:
+            async with self._session().post(f"{self.base_url}/chat/completions", data=body,
+                                            proxy=self._proxy) as reply:
+                return reply.status, reply.headers, await reply.read()
+        except asyncio.TimeoutError:
+            raise TransientError("request timed out") from None
+        except aiohttp.ClientError as exc:
+            raise TransientError(f"connection failed: {exc.__class__.__name__}") from None
 
     def _status_error(self, status: int, headers: Mapping[str, str], payload: bytes) -> Exception:
         """The kit's error for an HTTP error status: which are worth retrying, and which stop the run."""
@@ -243,6 +262,12 @@ class OpenAIBackend:
         if status in (408, 409, 425):
             return TransientError(f"HTTP {status}", retry_after=_retry_after(headers))
         return PermanentError(f"HTTP {status}: {_error_text(payload)[:300]}")
+
+
+def request_seed(messages: list[Message], seed: int | None, salt: str) -> int:
+    """The seed sent with one request: a function of the request alone, as the in-process sampler's row seed, in
+    the 31 bits every server accepts."""
+    return row_seed(json.dumps(messages, sort_keys=True, ensure_ascii=False), seed, salt) % (1 << 31)
 
 
 def _error_text(payload: bytes) -> str:

@@ -20,6 +20,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..params import ParameterError
+
 CHARS_PER_TOKEN = 4.0
 # Output tokens assumed when a request sets no max_tokens (corrected by the reply's usage).
 DEFAULT_OUTPUT_TOKENS = 256
@@ -116,8 +118,10 @@ class RateLimiter:
     """Paces one client's requests under a requests-per-minute and/or tokens-per-minute limit. See module doc."""
 
     def __init__(self, max_requests_per_minute: float | int | str | None = None,
-                 max_tokens_per_minute: float | int | str | None = None, *, burst_s: float = BURST_S) -> None:
+                 max_tokens_per_minute: float | int | str | None = None, *, burst_s: float = BURST_S,
+                 tokens_parameter: str = "MAX_TOKENS_PER_MINUTE") -> None:
         rpm, tpm = _positive(max_requests_per_minute), _positive(max_tokens_per_minute)
+        self.tokens_parameter = tokens_parameter  # named in the error when one request exceeds the limit
         self.requests = Bucket(rpm, burst_s) if rpm else None
         self.tokens = Bucket(tpm, burst_s) if tpm else None
         self.blocked_until = 0.0
@@ -135,7 +139,15 @@ class RateLimiter:
                 "max_tokens_per_minute": self.tokens.per_minute if self.tokens else None}
 
     async def acquire(self, tokens: int) -> int:
-        """Wait until one request of about `tokens` tokens may go; returns the reservation to `settle` later."""
+        """Wait until one request of about `tokens` tokens may go; returns the reservation to `settle` later.
+        A request larger than a whole minute's token limit could never be sent (the provider refuses it too): that
+        fails at once, naming the parameter, instead of waiting for ever."""
+        if self.tokens is not None and tokens > self.tokens.per_minute:
+            raise ParameterError(
+                self.tokens_parameter, f"is {self.tokens.per_minute:g}, below the ~{tokens} tokens of one request "
+                "(its prompt / 4 + max_tokens), so no request could ever be sent",
+                "give the provider's real per-minute token limit for your tier, lower the max_tokens of the step, "
+                "or leave it empty for no limit")
         now = time.monotonic()
         delay = max(self.blocked_until - now, 0.0)
         if self.requests is not None:

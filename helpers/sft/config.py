@@ -21,7 +21,7 @@ SELECTION_PROMPTS = ("template", "official")  # the chat template trained, or th
 SAVE_STRATEGIES = ("epoch", "steps")
 LONG_EXAMPLE_POLICIES = ("truncate", "drop")
 PAPER_EFFECTIVE_BATCH_RULE = "paper_rule"  # 64, or 128 from 4,000 training examples on (the paper's two settings)
-BOOLEANS = ("PACKING", "USE_LORA", "BF16", "GRADIENT_CHECKPOINTING", "KEEP_CHECKPOINTS", "RESUMABLE")
+BOOLEANS = ("PACKING", "USE_LORA", "BF16", "GRADIENT_CHECKPOINTING", "KEEP_CHECKPOINTS", "RESUMABLE", "SKIP_INVALID_EXAMPLES")
 
 
 def recipe(help: str) -> Any:
@@ -43,6 +43,9 @@ class SFTStageConfig(StageConfig):
     train_data_path: str = param("", "Training data (JSONL, a datasets folder or the official JSON list); empty: "
                                      f"RUN_DIR/{TRAIN_JSONL}.")
     heldout_data_path: str = param("", f"Held-out data; empty: RUN_DIR/{HELDOUT_JSONL}.")
+    skip_invalid_examples: bool = param(False, "False: a record without a non-empty 'instruction' and 'output' (or a "
+                                               "line that is not a record) stops the stage, naming file and line; "
+                                               "True: such records are left out and counted in a warning.")
     chat_template: str | None = recipe(
         "'alpaca' (the Alpaca text, EOS ends the answer), 'llama3_alpaca' (the paper's Llama-3 runs: the Alpaca "
         "text inside Llama-3 header tokens, <|eot_id|> learned), 'auto' (llama3_alpaca for a Llama-3 vocabulary, "

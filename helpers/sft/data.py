@@ -8,11 +8,14 @@ token. TRL's ``SFTTrainer`` uses a ``labels`` column as is (it only truncates, d
 """
 from __future__ import annotations
 
+import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..generate.files import load_training_data
+from ..generate.files import load_training_data, records_to_dataset
+from ..jsonl import JSONLError, read_jsonl
 from ..layout import HELDOUT_JSONL, TRAIN_JSONL
 from ..params import ParameterError
 from .templates import record_to_messages, render_conversation, render_prompt
@@ -112,17 +115,88 @@ def resolve_data_paths(run_dir: str | Path, train_path: str = "", heldout_path: 
     return train, heldout
 
 
-def load_records(path: str | Path, parameter: str) -> Any:
-    """Load training data through stage 2's loader (JSONL, a saved `datasets` folder, or the official JSON list)."""
+def record_problem(record: Any) -> str | None:
+    """Why a training record cannot be trained on, or None. An empty response would train on the end-of-sequence
+    token alone; a record without one cannot be rendered as a conversation at all."""
+    if not isinstance(record, dict):
+        kind = "list" if isinstance(record, list) else type(record).__name__
+        return f"is a JSON {kind}, not a record (an object with 'instruction' and 'output')"
+    for name in ("instruction", "output"):
+        value = record.get(name)
+        if value is None:
+            return f"has no '{name}'"
+        if not isinstance(value, str):
+            return f"has a '{name}' that is not text ({type(value).__name__})"
+        if not value.strip():
+            return f"has an empty '{name}'"
+    return None
+
+
+def _raw_records(path: Path, parameter: str) -> tuple[list[Any], list[str]] | None:
+    """The records of a JSONL or JSON file as written, each with where it is ("line 3", "record 3"); None for a
+    saved `datasets` folder (checked after loading, by row)."""
+    if path.is_dir():
+        return None
+    if path.suffix == ".jsonl":
+        try:
+            records = read_jsonl(path)
+        except JSONLError as exc:
+            raise ParameterError(parameter, str(exc), "fix the line, or point it at another file") from None
+        text = path.read_bytes().decode("utf-8-sig")  # read_jsonl decoded it: the same lines, numbered
+        return records, [f"line {i + 1}" for i, line in enumerate(text.split("\n")) if line.strip()]
     try:
-        dataset = load_training_data(path, parameter)
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None  # load_training_data says what is wrong with it
+    records = data.get("data", data) if isinstance(data, dict) else data
+    return (records, [f"record {i + 1}" for i in range(len(records))]) if isinstance(records, list) else None
+
+
+def load_records(path: str | Path, parameter: str, skip_invalid: bool = False) -> Any:
+    """Load training data through stage 2's loader (JSONL, a saved `datasets` folder, or the official JSON list).
+
+    Every record must have a non-empty `instruction` and `output`: the first that does not fails the stage,
+    naming the file, the line (or record) and the rule, with how many such records there are. With
+    `skip_invalid` (SKIP_INVALID_EXAMPLES) they are left out instead, with a warning that counts them."""
+    file = Path(path).expanduser()
+    raw = _raw_records(file, parameter) if file.exists() else None
+    bad = [] if raw is None else [(where, problem) for record, where in zip(*raw)
+                                  if (problem := record_problem(record)) is not None]
+    if bad and not skip_invalid:
+        raise _invalid(file, bad, len(raw[0]), parameter)
+    try:
+        dataset = (load_training_data(path, parameter) if not bad
+                   else _dataset([r for r in raw[0] if record_problem(r) is None]))
     except ParameterError:
         raise
     except (ValueError, OSError) as exc:
         raise ParameterError(parameter, f"could not read {str(path)!r} ({exc})",
                              "use JSONL, a saved `datasets` folder or the official JSON list") from exc
+    if raw is None and len(dataset) and {"instruction", "output"} <= set(dataset.column_names):
+        bad = [(f"row {i + 1}", problem) for i, row in enumerate(dataset)
+               if (problem := record_problem(row)) is not None]
+        if bad and not skip_invalid:
+            raise _invalid(file, bad, len(dataset), parameter)
+        if bad:
+            dataset = dataset.select([i for i, row in enumerate(dataset) if record_problem(row) is None])
+    if bad:
+        warnings.warn(f"{parameter}: skipped {len(bad)} of {len(bad) + len(dataset)} records of {file} that "
+                      f"cannot be trained on (first: {bad[0][0]} {bad[0][1]})", stacklevel=2)
     check_training_records(dataset, parameter)
     return dataset
+
+
+def _invalid(file: Path, bad: list[tuple[str, str]], total: int, parameter: str) -> ParameterError:
+    where, problem = bad[0]
+    more = f" ({len(bad)} of {total} records cannot be trained on)" if len(bad) > 1 else ""
+    return ParameterError(parameter, f"{file}, {where}: the record {problem}{more}",
+                          "fix or remove those records (each needs a non-empty 'instruction' and 'output'), or set "
+                          "SKIP_INVALID_EXAMPLES=True to train without them (they are counted)")
+
+
+def _dataset(records: list[dict[str, Any]]) -> Any:
+    """The usable records as a dataset, as stage 2's loader builds it (`input` "" where missing)."""
+    return records_to_dataset([{**r, "input": r.get("input") or ""} for r in records])
 
 
 def masked_view(tokenizer: Any, example: TokenizedExample) -> list[tuple[str, bool]]:

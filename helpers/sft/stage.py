@@ -68,13 +68,13 @@ class SFTStageResult:
 def load_data(cfg: SFTStageConfig) -> SFTData:
     """Training and held-out records, capped by MAX_TRAIN_EXAMPLES / MAX_HELDOUT_EXAMPLES; fails fast when empty."""
     train_path, heldout_path = resolve_data_paths(cfg.run_dir, cfg.train_data_path, cfg.heldout_data_path)
-    train = load_records(train_path, "TRAIN_DATA_PATH")
+    train = load_records(train_path, "TRAIN_DATA_PATH", cfg.skip_invalid_examples)
     if cfg.max_train_examples:
         train = train.select(range(min(cfg.max_train_examples, len(train))))
     heldout, note = None, None
     if heldout_path:
         try:
-            heldout = load_records(heldout_path, "HELDOUT_DATA_PATH")
+            heldout = load_records(heldout_path, "HELDOUT_DATA_PATH", cfg.skip_invalid_examples)
         except ParameterError as exc:
             if cfg.heldout_data_path or "empty" not in exc.problem:
                 raise  # a file the user named must be usable

@@ -35,9 +35,16 @@ def apply_fallbacks(extraction: SkillExtraction, cfg: SkillExtractionConfig) -> 
     if not (short_skills or short_types):
         return
     if cfg.fallback == "none":
+        problem = (f"stage 1 produced {len(extraction.skills)} skills and {len(extraction.query_types)} query "
+                   f"types (need {cfg.min_skills} and {cfg.min_query_types}) and FALLBACK='none'")
+        errors = [t["error"] for t in extraction.transcripts if t.get("error")]
+        if errors and len(errors) == len(extraction.transcripts):  # no reply came back: not the teacher's fault
+            raise ParameterError("FALLBACK", f"{problem}: every teacher call failed (first: {errors[0]})",
+                                 "check TEACHER_BASE_URL, TEACHER_MODEL and TEACHER_API_KEY_ENV (is the server up, "
+                                 "does it serve that id?), or, for an in-process teacher, that `make setup` "
+                                 "installed its packages")
         raise ParameterError(
-            "FALLBACK", f"stage 1 produced {len(extraction.skills)} skills and {len(extraction.query_types)} query "
-            f"types (need {cfg.min_skills} and {cfg.min_query_types}) and FALLBACK='none'",
+            "FALLBACK", problem,
             "use a stronger teacher, raise NUM_TOPICS / SKILLS_PER_TOPIC / EXTRACT_MAX_TOKENS, or set FALLBACK='shipped'")
     if short_skills:
         have = {s["skill"] for s in extraction.skills}
