@@ -63,11 +63,12 @@ def test_batch_size_follows_the_device():
 
 def test_cpu_threads_leave_busy_cores_to_other_processes(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert dev.cpu_threads(cores=8, load=0.2) == 8
-    assert dev.cpu_threads(cores=8, load=3.7) == 5
-    assert dev.cpu_threads(cores=2, load=9.0) == 1  # never zero
+    assert dev.cpu_threads(cores=8, busy=0.0) == 8
+    assert dev.cpu_threads(cores=8, busy=3.5) == 5
+    assert dev.cpu_threads(cores=2, busy=12.0) == 1  # never zero
+    assert 0 <= dev.busy_cores() and 1 <= dev.cpu_threads() <= dev._usable_cores()
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert dev.cpu_threads(cores=8, load=7.0) == 3  # an explicit choice wins
+    assert dev.cpu_threads(cores=8, busy=7.0) == 3  # an explicit choice wins
 
 
 def test_in_process_model_on_a_gpu_gets_bf16_a_big_batch_and_its_own_cache_key(fake_gpu, no_vllm):
