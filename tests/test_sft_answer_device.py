@@ -95,14 +95,14 @@ class Trained(Exception):
     pass
 
 
-def test_models_and_engines_are_released_before_training(monkeypatch, tmp_path, tiny_base):
+def test_models_and_engines_are_released_before_training(monkeypatch, tmp_path, tiny_base, fake_gpu):
     write_jsonl(tmp_path / "run" / "data" / "train.jsonl", EXAMPLES)
     local_backend._LOADED[("judge", None, "float32", "cpu")] = object()  # e.g. an in-process judge
     stopped = []
     monkeypatch.setattr(stage, "stop_engines", lambda: stopped.append(1))
 
     def train(*args, **kwargs):
-        assert not local_backend._LOADED and stopped, "training started with models or engines resident"
+        assert not local_backend._LOADED and stopped and fake_gpu, "training started with models or engines resident"
         raise Trained
 
     monkeypatch.setattr(stage, "train_sft", train)

@@ -185,7 +185,8 @@ class VLLMServer:
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GIB)
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
         env.setdefault("DO_NOT_TRACK", "1")
-        env.setdefault("HF_HUB_OFFLINE", "1")  # the model is a local folder; nothing needs the hub
+        if Path(self.spec.model_path).is_dir():
+            env.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: nothing needs the hub
         cmd = self.command()
         started = time.perf_counter()
         with self.log_path.open("wb") as log:

@@ -25,8 +25,8 @@ import yaml
 
 from .. import layout
 from ..judge.named import load_named_judge
-from ..llm.device import (batch_size_for, best_device, describe_placement, place, release_accelerator_memory,
-                          resolve_dtype)
+from ..llm.device import (batch_size_for, best_device, describe_placement, is_accelerator, place,
+                          release_accelerator_memory, resolve_dtype)
 from ..llm.local_backend import release_models, transformers_version
 from ..llm.models import resolve_model_path
 from ..llm.vllm_engine import find_vllm_python, resolve_engine, stop_engines, vllm_version
@@ -195,8 +195,9 @@ def run_sft_stage(cfg: SFTStageConfig, run: Run | None = None, judge_client: Any
     instructions = _instructions(held, n_answer)
     references = [str(r["output"]) for r in held.select(range(n_answer))] if n_answer else []
 
-    release_models()  # an in-process judge (or an engine) must not hold the GPU while training
-    stop_engines()
+    if is_accelerator(best_device()):
+        release_models()  # an in-process judge must not hold the GPU while training (on a CPU it stays loaded)
+    stop_engines()  # nor an engine, on any device
     outcome = train_sft(cfg, data.train, held, sft_dir, model_tokenizer=prepared)
     outcome.extra.pop("trainer", None)
     del prepared
