@@ -202,8 +202,10 @@ class VLLMServer:
         health = self.base_url.removesuffix("/v1") + "/health"
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"the vLLM server for {self.spec.model_path} exited with code "
-                                   f"{self.process.returncode} while starting; its log ends:\n{self.log_tail()}")
+                code, tail = self.process.returncode, self.log_tail()
+                self.stop()
+                raise RuntimeError(f"the vLLM server for {self.spec.model_path} exited with code {code} while "
+                                   f"starting; its log ends:\n{tail}")
             try:
                 with _NO_PROXY.open(health, timeout=5) as reply:
                     if reply.status == 200:
@@ -211,9 +213,10 @@ class VLLMServer:
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 pass
             time.sleep(1.0)
+        tail = self.log_tail()
         self.stop()
         raise RuntimeError(f"the vLLM server for {self.spec.model_path} did not start within {timeout_s:.0f} s "
-                           f"(raise {START_TIMEOUT_ENV}); its log ends:\n{self.log_tail()}")
+                           f"(raise {START_TIMEOUT_ENV}); its log ends:\n{tail}")
 
     def log_tail(self, chars: int = 3000) -> str:
         try:
@@ -241,6 +244,7 @@ class VLLMServer:
                     continue
         if self._template_file is not None:
             self._template_file.unlink(missing_ok=True)
+        self.log_path.unlink(missing_ok=True)  # a failed start-up has already quoted its end
 
 
 _ENGINES: OrderedDict[EngineSpec, VLLMServer] = OrderedDict()
