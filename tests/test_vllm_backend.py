@@ -27,6 +27,7 @@ def served(monkeypatch):
         return "an answer"
 
     with FakeOpenAIServer(models=(vllm_engine.SERVED_NAME,), reply_fn=reply) as srv:
+        monkeypatch.setattr(vllm_backend, "running_engine", lambda spec: None)
         monkeypatch.setattr(vllm_backend, "engine_for", lambda spec: SimpleNamespace(base_url=srv.base_url))
         yield bodies
 

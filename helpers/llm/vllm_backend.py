@@ -25,7 +25,7 @@ from .generation import row_seed, stop_token_ids_from
 from .models import EMBEDDED_MODELS, identity_parts, resolve_model_path
 from .openai_backend import OpenAIBackend
 from .types import ChatResult, Message
-from .vllm_engine import SERVED_NAME, EngineSpec, engine_for, find_vllm_python, vllm_version
+from .vllm_engine import SERVED_NAME, EngineSpec, engine_for, find_vllm_python, running_engine, vllm_version
 from ..params import ParameterError
 
 
@@ -100,8 +100,8 @@ class VLLMBackend(OpenAIBackend):
         return body
 
     async def complete(self, messages: list[Message], sampling: dict[str, Any], salt: str = "") -> ChatResult:
-        try:
-            server = await asyncio.to_thread(engine_for, self.spec())
+        try:  # the engine is started (minutes) by the first request, in a thread; later ones find it running
+            server = running_engine(self.spec()) or await asyncio.to_thread(engine_for, self.spec())
         except RuntimeError as exc:  # the engine did not start: every request would fail the same way
             raise PermanentError(str(exc)[-1500:]) from None
         self.base_url = server.base_url

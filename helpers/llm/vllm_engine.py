@@ -117,7 +117,12 @@ def tensor_parallel_size(model_path: str, device: str) -> int:
 
     gpus = max(1, torch.cuda.device_count())
     try:
-        config = json.loads((Path(model_path) / "config.json").read_text())
+        if (Path(model_path) / "config.json").exists():
+            config = json.loads((Path(model_path) / "config.json").read_text())
+        else:  # a hub id: its config from the local HF cache
+            from transformers import AutoConfig  # heavy: see above
+
+            config = AutoConfig.from_pretrained(model_path).to_dict()
         config = config.get("text_config", config)
         heads = int(config.get("num_attention_heads") or 1)
     except (OSError, ValueError):
@@ -268,6 +273,16 @@ def engine_for(spec: EngineSpec, python: str | None = None) -> VLLMServer:
         server = VLLMServer(spec, python).start()
         _ENGINES[spec] = server
         STARTS.append((spec, server.start_seconds))
+        return server
+
+
+def running_engine(spec: EngineSpec) -> VLLMServer | None:
+    """The running server for `spec`, or None; never waits (what every request asks first)."""
+    with _ENGINES_LOCK:
+        server = _ENGINES.get(spec)
+        if server is None or not server.running:
+            return None
+        _ENGINES.move_to_end(spec)  # recently used: the last to be stopped for another engine
         return server
 
 
