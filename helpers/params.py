@@ -71,8 +71,11 @@ REQUEST_ATTEMPTS_HELP = ("How often one request is sent (time-outs, 429, 5xx, dr
                          "counts as failed.")
 
 
-# Inference precisions of in-process models (LOCAL_DTYPE); bfloat16 changes the replies, so it is opt-in.
-LOCAL_DTYPES = ("float32", "bfloat16")
+# Inference precisions of in-process models (LOCAL_DTYPE): 'auto' is bfloat16 on a GPU and float32 on a CPU
+# (helpers.llm.device); bfloat16 on a CPU changes the replies, so there it is opt-in.
+LOCAL_DTYPES = ("auto", "float32", "bfloat16")
+# What decodes in-process models' answers (LOCAL_ENGINE): 'auto' is vLLM where it is installed and a GPU is present.
+LOCAL_ENGINES = ("auto", "transformers", "vllm")
 
 
 def make_writable_folder(path: Path, parameter: str, fix: str) -> Path:

@@ -14,6 +14,7 @@ from ..judge.judging import Judge
 from ..judge.named import describe_judge, load_named_judge
 from ..llm.client import ChatClient
 from ..llm.endpoint import Endpoint
+from ..llm.vllm_engine import resolve_engine
 from ..params import ParameterError, check_choice, check_float, check_int
 from .answers import DecodingConfig, read_selection, saved_chat_template
 from .candidates import generator_name, read_outputs_file
@@ -45,6 +46,7 @@ class EvalConfig(StageConfig):
     request_timeout: float = shared("request_timeout")
     request_attempts: int = shared("request_attempts")
     local_dtype: str = shared("local_dtype")
+    local_engine: str = shared("local_engine")
     judge_max_requests_per_minute: float | None = shared("judge_max_requests_per_minute")
     judge_max_tokens_per_minute: float | None = shared("judge_max_tokens_per_minute")
     judge_batch: bool = shared("judge_batch")
@@ -119,6 +121,8 @@ class EvalConfig(StageConfig):
         if judges["PAIRWISE_JUDGE"].kind != "pairwise":
             raise ParameterError("PAIRWISE_JUDGE", f"{self.pairwise_judge!r} is not a pairwise judge",
                                  "use alpaca_eval:weighted_alpaca_eval_gpt4_turbo or alpaca_eval_pairwise")
+        if self.local_engine == "vllm":
+            resolve_engine(self.local_engine, "cpu")  # vLLM must be installed: fail before any model is asked
         check_choice("MT_BENCH_SAMPLING", self.mt_bench_sampling, ("fastchat", "fastchat_temperatures", "answer"))
         self.wb_reward_k = check_int("WB_REWARD_K", self.wb_reward_k, -1)
         if self.candidate_outputs:

@@ -30,6 +30,7 @@ class GenerateConfig(StageConfig):
     request_timeout: float = shared("request_timeout")
     request_attempts: int = shared("request_attempts")
     local_dtype: str = shared("local_dtype")
+    local_engine: str = shared("local_engine")
     teacher_max_requests_per_minute: float | None = shared("teacher_max_requests_per_minute")
     teacher_max_tokens_per_minute: float | None = shared("teacher_max_tokens_per_minute")
     teacher_batch: bool = shared("teacher_batch")

@@ -1,4 +1,5 @@
-"""One way to reach any model: an OpenAI-compatible endpoint or an in-process transformers model.
+"""One way to reach any model: an OpenAI-compatible endpoint, or an in-process model (transformers in this process,
+or a vLLM engine the kit starts; see `device`, `vllm_engine`).
 
 `Endpoint.from_params(params, "TEACHER").connect(...)` (or `connect(...)`) returns a `ChatClient` (concurrency,
 retries, content cache, accounting) over one backend.

@@ -26,10 +26,13 @@ from .cache import CallCache, cache_key
 from .ratelimit import RateLimiter, estimate_tokens
 from ..progress import progress_bar, refresh_interval_s
 from .errors import PermanentError, TransientError, api_key_from_env  # noqa: F401  (re-exported)
+from .device import best_device, resolve_dtype
 from .local_backend import LocalBackend
 from .models import EMBEDDED_TEACHER
 from .openai_backend import OpenAIBackend
 from .types import ChatResult, Conversation, Message, Turn, normalise_sampling
+from .vllm_backend import VLLMBackend
+from .vllm_engine import resolve_engine
 
 T = TypeVar("T")
 
@@ -364,14 +367,16 @@ def connect(
     batch_dir: str | Path | None = None,
     batch_poll_s: float = 30.0,
     cache_scope: str | None = None,
-    local_dtype: str = "float32",
+    local_dtype: str = "auto",
+    local_engine: str = "transformers",
 ) -> ChatClient:
     """Build a client from the notebook parameters `{role}_MODEL`, `{role}_BASE_URL`, `{role}_API_KEY_ENV`.
 
     Empty `base_url` runs the model in-process (embedded name, checkpoint folder or hub id); otherwise `model` is
     the id served by the OpenAI-compatible endpoint. With `check`, a wrong endpoint, unknown model or missing key
-    raises `ParameterError` now, before any work is queued. `local_dtype="bfloat16"` runs an in-process model in
-    bf16: about half the CPU time per token on CPUs with bf16 instructions, but replies differ from float32's.
+    raises `ParameterError` now, before any work is queued. An in-process model runs on the best device
+    (`helpers.llm.device`) in `local_dtype` ('auto': bfloat16 on a GPU, float32 on a CPU), decoded by
+    `local_engine` (LOCAL_ENGINE: 'transformers', 'vllm' or 'auto', see `vllm_engine`).
 
     `max_requests_per_minute` / `max_tokens_per_minute` (`{role}_MAX_REQUESTS_PER_MINUTE`, `..._TOKENS_...`; empty
     or None = no limit) pace requests below a provider's limits (see `ratelimit.py`). `batch` (`{role}_BATCH`) sends
@@ -402,7 +407,8 @@ def connect(
                 f"{role}_BASE_URL", "is empty (local model) but an API key variable was given",
                 f"set {role}_BASE_URL to the endpoint (e.g. https://api.openai.com/v1) or clear {role}_API_KEY_ENV",
             )
-        backend = LocalBackend(model, role=role, chat_template=chat_template, dtype=local_dtype)
+        backend = local_backend(model, role, chat_template, local_dtype, local_engine)
+        max_concurrency = max(max_concurrency, backend.min_concurrency)  # a GPU batch needs its rows in flight
     if check:
         backend.check()
     cache = CallCache(cache_path) if use_cache else None
@@ -415,6 +421,15 @@ def connect(
     return ChatClient(backend, stage=stage, role=role, max_concurrency=max_concurrency, cache=cache,
                       use_cache=use_cache, max_attempts=max_attempts, show_progress=show_progress, limiter=limiter,
                       cache_scope=cache_scope)
+
+
+def local_backend(model: str, role: str, chat_template: str | None, dtype: str, engine: str) -> Backend:
+    """The backend of an in-process model: batched transformers `generate` here, or a vLLM engine."""
+    device = best_device()
+    if resolve_engine(engine, device) == "vllm":
+        return VLLMBackend(model, role=role, chat_template=chat_template, dtype=resolve_dtype(dtype, device),
+                           device=device)
+    return LocalBackend(model, role=role, chat_template=chat_template, dtype=dtype, device=device)
 
 
 def rate_limiter_from_params(role: str, max_requests_per_minute: Any, max_tokens_per_minute: Any

@@ -49,7 +49,12 @@ class Generated:
 
 def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
     """Every token that ends an answer: the generation config's end-of-sequence id(s) and the tokenizer's."""
-    ids = model.generation_config.eos_token_id
+    return stop_token_ids_from(model.generation_config, tokenizer)
+
+
+def stop_token_ids_from(generation_config: Any, tokenizer: Any) -> set[int]:
+    """`stop_token_ids` from a generation config without the model (what the vLLM engine is sent per request)."""
+    ids = generation_config.eos_token_id
     found = set(ids if isinstance(ids, list) else [ids])
     found.add(tokenizer.eos_token_id)
     found.discard(None)

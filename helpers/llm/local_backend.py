@@ -5,26 +5,28 @@ decoded by `helpers.llm.generation.generate_batch`, the same function stage 3 an
 `generate` is several times faster than the same requests one by one on a CPU. Each model keeps the keys and values
 of its recent prompts and replies (`PrefixCache`), so the next turn of a conversation, or another request opening
 with the same long judge template, computes only its new tokens. Models are loaded once per process
-and shared between clients (the teacher and the judge are often the same small model).
+and shared between clients (the teacher and the judge are often the same small model), on the best device in the
+precision LOCAL_DTYPE resolves to there (`helpers.llm.device`); `release_models()` drops them all, so that stage 3
+can train, or a vLLM engine start, on a free GPU (the next request loads the model again).
 """
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import threading
 import weakref
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from .device import (batch_size_for, best_device, describe_placement, is_accelerator, place,
+                     release_accelerator_memory, resolve_dtype)
 from .errors import PermanentError
 from .generation import PrefixCache, generate_batch
 from .meter import TokenMeter
-from .models import EMBEDDED_MODELS, folder_fingerprint, resolve_model_path
+from .models import EMBEDDED_MODELS, identity_parts, resolve_model_path
 from .types import ChatResult, Message
 from ..params import LOCAL_DTYPES, ParameterError
 
-_LOADED: dict[tuple[str, str | None, str], "_LoadedModel"] = {}
+_LOADED: dict[tuple[str, str | None, str, str], "_LoadedModel"] = {}
 _LOAD_LOCK = threading.Lock()
 
 
@@ -38,9 +40,9 @@ class _LoadedModel:
 
 
 
-def _load(path: str, chat_template: str | None, dtype: str = "float32") -> _LoadedModel:
+def _load(path: str, chat_template: str | None, dtype: str = "float32", device: str = "cpu") -> _LoadedModel:
     with _LOAD_LOCK:
-        key = (path, chat_template, dtype)
+        key = (path, chat_template, dtype, device)
         if key not in _LOADED:
             # heavy: transformers is imported only by processes that run a model in-process
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -49,9 +51,24 @@ def _load(path: str, chat_template: str | None, dtype: str = "float32") -> _Load
             if chat_template:
                 tokenizer.chat_template = chat_template
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-            model.eval()
-            _LOADED[key] = _LoadedModel(tokenizer, model)
+            _LOADED[key] = _LoadedModel(tokenizer, place(model, device))
         return _LOADED[key]
+
+
+def release_models() -> int:
+    """Drop every in-process model this process loaded and give their accelerator memory back; returns how many.
+    A backend asked again afterwards loads its model again."""
+    with _LOAD_LOCK:
+        count = len(_LOADED)
+        _LOADED.clear()
+    release_accelerator_memory()
+    return count
+
+
+def transformers_version() -> str:
+    from importlib.metadata import version
+
+    return f"transformers=={version('transformers')}"
 
 
 @dataclass
@@ -66,45 +83,50 @@ class LocalBackend:
     kind = "local"
 
     def __init__(self, model: str, role: str = "TEACHER", chat_template: str | None = None,
-                 batch_size: int = 8, gather_window_s: float = 0.02, reuse_prefixes: bool = True,
-                 dtype: str = "float32") -> None:
+                 batch_size: int | None = None, gather_window_s: float = 0.02, reuse_prefixes: bool = True,
+                 dtype: str = "auto", device: str | None = None) -> None:
         if dtype not in LOCAL_DTYPES:
             raise ParameterError("LOCAL_DTYPE", f"unknown dtype {dtype!r}", f"use one of {', '.join(LOCAL_DTYPES)}")
         self.model, self.role, self.chat_template = model, role, chat_template
-        # bfloat16 about halves the CPU time per token where the CPU has bf16 instructions (AVX512-BF16 / AMX), but
-        # its replies differ from float32's: opt-in only, and cached under their own key.
-        self.dtype = dtype
+        self.device = device or best_device()
+        # 'auto': bfloat16 on a GPU, float32 on a CPU. On a CPU bfloat16 about halves the time per token where it has
+        # bf16 instructions (AVX512-BF16 / AMX), but its replies differ from float32's: opt-in there, cached apart.
+        self.dtype = resolve_dtype(dtype, self.device)
         self.reuse_prefixes = reuse_prefixes  # False: every prompt is computed in full (the slower reference path)
-        self.batch_size, self.gather_window_s = batch_size, gather_window_s
+        self.batch_size = batch_size or batch_size_for(self.device)
+        self.gather_window_s = gather_window_s
         self.meter = TokenMeter()  # tokens generated so far: the progress bar shows them while a batch runs
         self._path: str | None = None
         self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Queue] = weakref.WeakKeyDictionary()
         self._workers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task] = weakref.WeakKeyDictionary()
 
+    @property
+    def min_concurrency(self) -> int:
+        """Requests in flight needed to fill one batch on an accelerator (on a CPU, MAX_CONCURRENCY decides)."""
+        return self.batch_size if is_accelerator(self.device) else 0
+
     def describe(self) -> dict[str, Any]:
         upstream = EMBEDDED_MODELS[self.model].upstream_id if self.model in EMBEDDED_MODELS else None
         return {"backend": self.kind, "model": self.model, "base_url": "", "api_key_env": "",
-                "upstream": upstream, "custom_chat_template": self.chat_template is not None, "dtype": self.dtype}
+                "upstream": upstream, "custom_chat_template": self.chat_template is not None,
+                **describe_placement(self.device, self.dtype), "batch_size": self.batch_size,
+                "engine": "transformers", "engine_version": transformers_version()}
 
     @property
     def cache_identity(self) -> str:
-        """What the call cache knows this model by: the name, plus for a checkpoint folder a fingerprint of its
-        files and for a custom chat template its text, so a model retrained into the same folder (or asked through
-        another template) never gets an earlier model's cached replies."""
-        parts = [self.model]
-        folder = Path(self.model).expanduser()
-        if self.model not in EMBEDDED_MODELS and folder.is_dir():
-            parts.append(folder_fingerprint(folder))
-        if self.chat_template is not None:
-            parts.append(hashlib.sha256(self.chat_template.encode()).hexdigest()[:16])
+        """`identity_parts` (name, folder fingerprint, custom template), plus a precision other than float32 and an
+        accelerator (whose float rounding differs from the CPU's)."""
+        parts = identity_parts(self.model, self.chat_template)
         if self.dtype != "float32":
             parts.append(self.dtype)
+        if is_accelerator(self.device):
+            parts.append(self.device)
         return "@".join(parts)
 
     def _loaded(self) -> _LoadedModel:
         if self._path is None:
             self._path = resolve_model_path(self.model, f"{self.role}_MODEL")
-        return _load(self._path, self.chat_template, self.dtype)
+        return _load(self._path, self.chat_template, self.dtype, self.device)
 
     def check(self) -> None:
         try:

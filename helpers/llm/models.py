@@ -86,36 +86,57 @@ def embedded_gguf_path(name: str) -> Path:
     return found[0]
 
 
+# Bumped when the materialised folders change; it is part of the folder's name, so a folder an older version wrote
+# is never read as current (it is left alone: another clone may still use it). 2: written with `save_pretrained`
+# (config with `architectures`, no `_name_or_path` of another machine), which servers and engines such as vLLM and
+# `transformers serve` need to pick the model class (without it vLLM loads Gemma 3 as an embedding model).
+MATERIALISED_FORMAT = 2
+
+
+def materialised_dir(name: str) -> Path:
+    return model_cache_dir() / f"{name}-v{MATERIALISED_FORMAT}"
+
+
+def _is_current(target: Path) -> bool:
+    """True when `target` holds a complete checkpoint written by this version of `materialise_embedded`."""
+    try:
+        source = json.loads((target / "SOURCE.json").read_text())
+        config = json.loads((target / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (source.get("format") == MATERIALISED_FORMAT and bool(config.get("architectures"))
+            and (target / "model.safetensors").exists())
+
+
 def materialise_embedded(name: str) -> Path:
     """Return a plain transformers checkpoint for an embedded model, writing it once (atomically) if missing."""
-    target = model_cache_dir() / name
-    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+    target = materialised_dir(name)
+    if _is_current(target):
         return target
     gguf = embedded_gguf_path(name)
-    # heavy: transformers and safetensors are imported only when a model is materialised or loaded
+    # heavy: transformers is imported only when a model is materialised or loaded
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+    # A model read from a GGUF counts as quantized and may not be saved: the same weights go into a model built from
+    # its config without the quantization entry, which saves like any checkpoint.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config._name_or_path = EMBEDDED_MODELS[name].upstream_id
+    model = AutoModelForCausalLM.from_config(config, dtype="float32")
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    del loaded
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
     try:
-        config = model.config.to_dict()
-        config.pop("quantization_config", None)
-        (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        if getattr(model, "generation_config", None) is not None:
-            gen = model.generation_config.to_dict()
-            (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2))
-        from safetensors.torch import save_file  # heavy (imports torch); see above
-
-        state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-        # Tied embeddings share storage; safetensors refuses duplicates, transformers re-ties on load.
-        if getattr(model.config, "tie_word_embeddings", False):
-            state.pop("lm_head.weight", None)
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "SOURCE.json").write_text(
-            json.dumps({"embedded": name, "gguf": gguf.name, "upstream": EMBEDDED_MODELS[name].upstream_id})
+            json.dumps({"embedded": name, "gguf": gguf.name, "upstream": EMBEDDED_MODELS[name].upstream_id,
+                        "format": MATERIALISED_FORMAT})
         )
         if target.exists():
             shutil.rmtree(target)
@@ -154,6 +175,19 @@ def folder_fingerprint(folder: str | Path) -> str:
         stat = path.stat()
         digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]
+
+
+def identity_parts(name: str, chat_template: str | None = None) -> list[str]:
+    """What the call cache knows an in-process model by: the name, plus for a checkpoint folder a fingerprint of its
+    files and for a custom chat template its text, so a model retrained into the same folder (or asked through
+    another template) never gets an earlier model's cached replies."""
+    parts = [name]
+    folder = Path(name).expanduser()
+    if name not in EMBEDDED_MODELS and folder.is_dir():
+        parts.append(folder_fingerprint(folder))
+    if chat_template is not None:
+        parts.append(hashlib.sha256(chat_template.encode()).hexdigest()[:16])
+    return parts
 
 
 def load_tokenizer_and_model(name: str, parameter: str = "BASE_MODEL", dtype: str = "float32"):

@@ -1,10 +1,12 @@
 """Answer held-out instructions with a (fine-tuned or base) model through the SFT chat template.
 
-Used for checkpoint selection, the base-vs-fine-tuned comparison and `eos_stop_rate`. It runs the model in this
-process with `helpers.llm.generation.generate_batch` (the local backend's own decoding, so a saved model answers the
-same way when stage 4 reaches it through `connect(model=<folder>)`), but not through `ChatClient`: merged LoRA
-checkpoints exist only in memory, the stop reason is needed per answer, and checkpoint folders of different runs
-share names (`checkpoint-40`), so their answers must never come from the shared call cache.
+Used for checkpoint selection, the base-vs-fine-tuned comparison and `eos_stop_rate`. With LOCAL_ENGINE resolving
+to 'transformers' it runs the model in this process with `helpers.llm.generation.generate_batch` (the local
+backend's own decoding, so a saved model answers the same way when stage 4 reaches it through
+`connect(model=<folder>)`); with 'vllm' a vLLM engine serves the checkpoint folder and `engine_answers` sends it the
+same rendered prompts with the same stop tokens. Neither goes through `ChatClient`: the stop reason is needed per
+answer, and checkpoint folders of different runs share names (`checkpoint-40`), so their answers must never come
+from the shared call cache.
 """
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..llm.generation import generate_batch
+from ..llm.generation import generate_batch, row_seed
 from ..llm.meter import TokenMeter
+from ..llm.vllm_backend import stop_ids_of
+from ..llm.vllm_engine import EngineSpec, complete_prompts, engine_for
 from ..progress import live_description, progress_bar
 from .templates import render_prompt
 
@@ -39,17 +43,37 @@ def generate_answers(model: Any, tokenizer: Any, instructions: list[str], max_ne
     bar = progress_bar(range(0, len(instructions), batch_size), desc=desc, leave=False)
     with live_description(bar, lambda: " · ".join(filter(None, (desc, meter.note())))):
         for start in bar:
-            batch = instructions[start:start + batch_size]
-            if prompt_fn is None:
-                prompts = [render_prompt(tokenizer, [{"role": "user", "content": text}]) for text in batch]
-            else:
-                prompts = [prompt_fn(text) for text in batch]
+            prompts = _prompts(tokenizer, instructions[start:start + batch_size], prompt_fn)
             answers.extend(Answer(row.text.strip(), row.stopped, len(row.token_ids))
                            for row in generate_batch(model, tokenizer, prompts, max_new_tokens,
                                                      temperature=temperature, top_p=top_p,
                                                      seed=seed + start if temperature > 0 else None,
                                                      add_special_tokens=prompt_fn is not None, meter=meter))
     return answers
+
+
+def _prompts(tokenizer: Any, instructions: list[str], prompt_fn: Callable[[str], str] | None) -> list[str]:
+    if prompt_fn is None:
+        return [render_prompt(tokenizer, [{"role": "user", "content": text}]) for text in instructions]
+    return [prompt_fn(text) for text in instructions]
+
+
+def engine_answers(folder: str, instructions: list[str], max_new_tokens: int = 256, desc: str = "answering",
+                   temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
+                   prompt_fn: Callable[[str], str] | None = None, dtype: str = "float32", device: str = "cpu",
+                   tokenizer: Any = None, stop_ids: list[int] | None = None) -> list[Answer]:
+    """`generate_answers` through a vLLM engine serving `folder`: the same prompts (rendered here by `tokenizer`,
+    the folder's own by default), the same stop tokens (`stop_ids`, the folder's by default), one seed per prompt."""
+    from transformers import AutoTokenizer  # heavy: only where a model answers
+
+    tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(folder)
+    prompts = _prompts(tokenizer, instructions, prompt_fn)
+    server = engine_for(EngineSpec(str(folder), dtype, device))
+    sampling = [{"max_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p,
+                 **({"seed": row_seed(p, seed)} if temperature > 0 else {})} for p in prompts]
+    done = complete_prompts(server, prompts, sampling, add_special_tokens=prompt_fn is not None,
+                            stop_ids=stop_ids if stop_ids is not None else stop_ids_of(str(folder)), desc=desc)
+    return [Answer(c.text.strip(), c.stopped, c.output_tokens - int(c.stopped)) for c in done]
 
 
 def eos_stop_rate(answers: list[Answer]) -> float:

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from ..config import StageConfig, param, shared
 from ..layout import HELDOUT_JSONL, TRAIN_JSONL
 from ..llm.endpoint import Endpoint
+from ..llm.vllm_engine import resolve_engine
 from ..params import ParameterError, check_choice, check_float, check_int
 from .templates import TEMPLATE_NAMES
 
@@ -98,7 +99,8 @@ class SFTStageConfig(StageConfig):
     instruct_skillmix_repo: str = shared("instruct_skillmix_repo")
     lora_dropout: float = param(0.0, "LoRA dropout.")
     logging_steps: int = param(1, "Log the training loss every N steps.")
-    generation_batch_size: int = param(8, "Prompts per generate() call.")
+    generation_batch_size: int = param(0, "Prompts per generate() call of the transformers engine (0 = by device: "
+                                          "8 on a CPU, 64 on a GPU).")
     keep_checkpoints: bool = param(True, "Keep every checkpoint folder after selection.")
     judge_model: str = shared("judge_model")
     judge_base_url: str = shared("judge_base_url")
@@ -107,6 +109,7 @@ class SFTStageConfig(StageConfig):
     request_timeout: float = shared("request_timeout")
     request_attempts: int = shared("request_attempts")
     local_dtype: str = shared("local_dtype")
+    local_engine: str = shared("local_engine")
     judge_max_requests_per_minute: float | None = shared("judge_max_requests_per_minute")
     judge_max_tokens_per_minute: float | None = shared("judge_max_tokens_per_minute")
     judge_batch: bool = shared("judge_batch")
@@ -168,7 +171,9 @@ class SFTStageConfig(StageConfig):
         check_int("LOGGING_STEPS", self.logging_steps, 1)
         check_int("SELECTION_EXAMPLES", self.selection_examples, 1)
         check_int("MAX_NEW_TOKENS", self.max_new_tokens, 1)
-        check_int("GENERATION_BATCH_SIZE", self.generation_batch_size, 1)
+        check_int("GENERATION_BATCH_SIZE", self.generation_batch_size, 0)
+        if self.local_engine == "vllm":
+            resolve_engine(self.local_engine, "cpu")  # vLLM must be installed: fail now, not after training
         check_int("MAX_CONCURRENCY", self.max_concurrency, 1)
         check_int("COMPARE_EXAMPLES", self.compare_examples, 0)
         check_float("WEIGHT_DECAY", self.weight_decay, 0.0, 1.0)

@@ -16,6 +16,7 @@ import gc
 import json
 import shlex
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,16 +25,20 @@ import yaml
 
 from .. import layout
 from ..judge.named import load_named_judge
+from ..llm.device import (batch_size_for, best_device, describe_placement, is_accelerator, place,
+                          release_accelerator_memory, resolve_dtype)
+from ..llm.local_backend import release_models, transformers_version
 from ..llm.models import resolve_model_path
+from ..llm.vllm_engine import find_vllm_python, resolve_engine, stop_engines, vllm_version
 from ..official import resolve
 from ..params import ParameterError, check_choice, check_int
 from ..runs import Run
-from .answers import Answer, eos_stop_rate, generate_answers, load_for_generation
+from .answers import Answer, engine_answers, eos_stop_rate, generate_answers, load_for_generation
 from .config import SFTStageConfig
 from .data import load_records, resolve_data_paths, tokenize_record
 from .process_trace import process_rank, record_writes_under
 from .select import Selection, heldout_losses, select_by_heldout_loss, select_by_judge, write_selection
-from .templates import build_template, install_template, record_to_messages
+from .templates import TemplateSpec, build_template, install_template, record_to_messages
 from .train import TrainOutcome, load_merged, materialise_checkpoint, prepare_model, train_sft
 
 STAGE = layout.SFT
@@ -107,19 +112,57 @@ def selection_prompt(cfg: SFTStageConfig) -> SelectionPrompt | None:
     return SelectionPrompt(file.read_text(), file.describe())
 
 
+@dataclass(frozen=True)
+class AnswerModel:
+    """A model stage 3 asks: `load(dtype)` gives (model, tokenizer) in memory for transformers; `folder()` gives a
+    complete checkpoint folder for a vLLM engine (None: the model exists only in memory, transformers answers).
+    `tokenizer()` gives the tokenizer that renders the prompts and the stop ids for the engine (None: the folder's)."""
+
+    load: Callable[[str], tuple[Any, Any]]
+    folder: Callable[[], str] | None = None
+    tokenizer: Callable[[], tuple[Any, list[int]]] | None = None
+
+
 def _answer_with_checkpoint(cfg: SFTStageConfig, base_model_path: str, prompt: SelectionPrompt | None = None):
     def answer(checkpoint: Path, instructions: list[str]) -> list[str]:
-        answers = _answers(_load_checkpoint(checkpoint, base_model_path), instructions, cfg,
-                           f"answering with {checkpoint.name}", {**selection_sampling(cfg), "prompt_fn": prompt})
+        model = AnswerModel(lambda dtype: _load_checkpoint(checkpoint, base_model_path, dtype),
+                            lambda: str(materialise_checkpoint(checkpoint, base_model_path)))
+        answers = _answers(model, instructions, cfg, f"answering with {checkpoint.name}",
+                           {**selection_sampling(cfg), "prompt_fn": prompt})
         return [a.text for a in answers]
 
     return answer
 
 
-def _load_checkpoint(checkpoint: Path, base_model_path: str) -> tuple[Any, Any]:
+def _load_checkpoint(checkpoint: Path, base_model_path: str, dtype: str = "float32") -> tuple[Any, Any]:
     if (checkpoint / "adapter_config.json").exists():
-        return load_merged(checkpoint, base_model_path)
-    return load_for_generation(checkpoint)
+        return load_merged(checkpoint, base_model_path, dtype)
+    return load_for_generation(checkpoint, dtype)
+
+
+def _base_answer_model(cfg: SFTStageConfig, base_path: str, spec: TemplateSpec) -> AnswerModel:
+    """The untuned base model asked through the trained template. An engine serves the base folder only when the
+    template adds no token (an added token exists only in the in-memory model, with its seeded embedding row)."""
+    def templated() -> tuple[Any, list[int]]:
+        from transformers import AutoTokenizer  # heavy: transformers loads only when a tokenizer is needed
+
+        tokenizer = AutoTokenizer.from_pretrained(base_path)
+        end_id = install_template(spec, tokenizer)
+        return tokenizer, sorted({end_id, tokenizer.eos_token_id} - {None})  # the stops install_template sets
+
+    folder = None if spec.tokens_to_add else (lambda: base_path)
+    return AnswerModel(lambda dtype: prepare_model(cfg, dtype)[:2], folder, templated)
+
+
+def answer_engine(cfg: SFTStageConfig) -> dict[str, Any]:
+    """Where and how stage 3's answers are decoded (device, precision, engine and its version), for the manifest."""
+    device = best_device()
+    engine = resolve_engine(cfg.local_engine, device)
+    python = find_vllm_python()
+    version = vllm_version(python) if engine == "vllm" and python else transformers_version()
+    return {**describe_placement(device, resolve_dtype(cfg.local_dtype, device)), "engine": engine,
+            "engine_version": version,
+            "batch_size": cfg.generation_batch_size or batch_size_for(device)}
 
 
 def run_sft_stage(cfg: SFTStageConfig, run: Run | None = None, judge_client: Any = None,
@@ -152,6 +195,9 @@ def run_sft_stage(cfg: SFTStageConfig, run: Run | None = None, judge_client: Any
     instructions = _instructions(held, n_answer)
     references = [str(r["output"]) for r in held.select(range(n_answer))] if n_answer else []
 
+    if is_accelerator(best_device()):
+        release_models()  # an in-process judge must not hold the GPU while training (on a CPU it stays loaded)
+    stop_engines()  # nor an engine, on any device
     outcome = train_sft(cfg, data.train, held, sft_dir, model_tokenizer=prepared)
     outcome.extra.pop("trainer", None)
     del prepared
@@ -161,17 +207,19 @@ def run_sft_stage(cfg: SFTStageConfig, run: Run | None = None, judge_client: Any
 
     selection = _select(cfg, outcome, judge_client, instructions, references, base_path, judge, prompt)
     best_dir = Path(selection.best_checkpoint)
-    tuned = _answers(load_for_generation(best_dir), instructions, cfg, "fine-tuned answers")
+    tuned = _answers(AnswerModel(lambda dtype: load_for_generation(best_dir, dtype), lambda: str(best_dir)),
+                     instructions, cfg, "fine-tuned answers")
     # The base model answers after training (not before), so a multi-GPU run never holds two copies at once.
     n_compare = min(cfg.compare_examples, n_answer)
-    base_answers = (_answers(prepare_model(cfg)[:2], instructions[:n_compare], cfg, "base model answers")
-                    if n_compare else [])
+    base_answers = (_answers(_base_answer_model(cfg, base_path, spec), instructions[:n_compare], cfg,
+                             "base model answers") if n_compare else [])
     if not cfg.keep_checkpoints:
         _remove_other_checkpoints(outcome.checkpoints, best_dir)
     write_selection(run, selection)
     _save_answers(run, instructions, references, tuned)
     records = _record_all(run, cfg, outcome, selection, tuned)
     run.set_stage_info("template", spec.to_dict())
+    run.set_stage_info("answers", answer_engine(cfg))
     run.set_stage_info("data", {"train": str(data.train_path), "heldout": str(data.heldout_path)})
     if data.selection_note:
         run.set_stage_info("selection_fallback", data.selection_note)
@@ -227,24 +275,33 @@ def selection_sampling(cfg: SFTStageConfig) -> dict[str, Any]:
     return {"temperature": cfg.selection_temperature, "top_p": cfg.selection_top_p, "seed": cfg.seed}
 
 
-def _answers(model_and_tokenizer: tuple[Any, Any], instructions: list[str], cfg: SFTStageConfig,
-             desc: str, sampling: dict[str, Any] | None = None) -> list[Answer]:
-    """Generate on the GPU when there is one, then free the model."""
-    model, tokenizer = model_and_tokenizer
+def _answers(model: AnswerModel, instructions: list[str], cfg: SFTStageConfig, desc: str,
+             sampling: dict[str, Any] | None = None) -> list[Answer]:
+    """Answer on the best device with LOCAL_ENGINE, then free the model's memory: an engine is stopped and an
+    in-process model dropped, so the next checkpoint (or training) finds the GPU free."""
     if not instructions:
         return []
-    model = _to_accelerator(model)
-    answers = generate_answers(model, tokenizer, instructions, cfg.max_new_tokens, cfg.generation_batch_size, desc,
-                               **(sampling or {}))
-    del model
-    gc.collect()
+    device = best_device()
+    dtype = resolve_dtype(cfg.local_dtype, device)
+    if resolve_engine(cfg.local_engine, device) == "vllm" and model.folder is not None:
+        tokenizer, stop_ids = model.tokenizer() if model.tokenizer is not None else (None, None)
+        try:
+            return engine_answers(model.folder(), instructions, cfg.max_new_tokens, desc, dtype=dtype, device=device,
+                                  tokenizer=tokenizer, stop_ids=stop_ids, **(sampling or {}))
+        finally:
+            stop_engines()
+    loaded, tokenizer = model.load(dtype)
+    loaded = _to_accelerator(loaded, device)
+    answers = generate_answers(loaded, tokenizer, instructions, cfg.max_new_tokens,
+                               cfg.generation_batch_size or batch_size_for(device), desc, **(sampling or {}))
+    del loaded
+    release_accelerator_memory()
     return answers
 
 
-def _to_accelerator(model: Any) -> Any:
-    import torch  # heavy: torch loads only when a model answers
-
-    return model.to("cuda") if torch.cuda.is_available() else model
+def _to_accelerator(model: Any, device: str | None = None) -> Any:
+    """The model on `device` (the best one by default); on a CPU with the chosen thread count."""
+    return place(model, device or best_device())
 
 
 def _instructions(held: Any, n: int) -> list[str]:
