@@ -25,6 +25,7 @@ _TAGS = ("a", "abbr", "b", "blockquote", "br", "caption", "code", "col", "colgro
          "thead", "tr", "tt", "u", "ul")
 _ATTRIBUTES = {"*": ["class", "id", "title", "style", "align"], "a": ["href"], "img": ["src", "alt", "width", "height"],
                "td": ["colspan", "rowspan"], "th": ["colspan", "rowspan", "scope"]}
+_ELEMENTS_DROPPED = re.compile(r"(?is)<(script|style)\b.*?</\1\s*>")
 _STYLES = ("background", "background-color", "border", "border-right", "border-bottom", "color", "font-family",
            "font-size", "font-weight", "line-height", "text-align", "vertical-align", "padding", "margin", "width")
 
@@ -42,10 +43,13 @@ def markdown_quote(text: Any) -> str:
 
 
 def clean_html(markup: str) -> str:
-    """Markup reduced to tags and attributes that cannot run anything (bleach, the sanitiser nbconvert uses)."""
+    """Markup reduced to tags and attributes that cannot run anything (bleach, the sanitiser nbconvert uses).
+    Script and style elements go with their content (pandas tables bring a `<style>` block, which would otherwise
+    be left as visible text)."""
     import bleach
     from bleach.css_sanitizer import CSSSanitizer
 
+    markup = _ELEMENTS_DROPPED.sub("", markup)
     return bleach.clean(markup, tags=_TAGS, attributes=_ATTRIBUTES, protocols=["http", "https", "mailto"],
                         css_sanitizer=CSSSanitizer(allowed_css_properties=_STYLES), strip=True, strip_comments=True)
 
