@@ -93,7 +93,8 @@ def _executed_notebook(path: Path) -> None:
     cell = nbformat.v4.new_code_cell("show()")
     cell.outputs = [
         nbformat.v4.new_output("display_data", data={"text/markdown": f"### Example\n\n{ATTACK}"}),
-        nbformat.v4.new_output("display_data", data={"text/html": f"<table><tr><td>{ATTACK}</td></tr></table>",
+        nbformat.v4.new_output("display_data", data={"text/html": "<style scoped>.zq7 {color: red}</style>"
+                                                      f"<table><tr><td>{ATTACK}</td></tr></table>",
                                                       "text/plain": "table"}),
         nbformat.v4.new_output("display_data", data={"application/javascript": f"window.{SENTINEL}=2"}),
     ]
@@ -113,6 +114,7 @@ def test_exported_notebooks_and_report_run_no_script_from_models_or_data(tmp_pat
     page = exported.read_text()
     assert _active(page) == [], _active(page)
     assert SENTINEL in page and "<h1" in page and "<table" in page  # text kept, the kit's own markup kept
+    assert ".zq7 {" not in page  # a table's style block goes whole, not left behind as text
     from helpers.report import write_report
 
     report = write_report(run, defaults={}).read_text()
@@ -199,6 +201,25 @@ def test_a_stage_refuses_a_pasted_key_first_and_says_what_papermill_already_wrot
     message = str(err.value)
     assert err.value.name == "TEACHER_API_KEY_ENV" and SENTINEL not in message
     assert "papermill" in message and "injected-parameters" in message and "docs/papermill.md" in message
+
+
+@pytest.mark.slow
+def test_papermill_run_directly_stops_at_the_first_cell_and_the_key_is_only_where_papermill_put_it(tmp_path):
+    import papermill as pm
+
+    run, out = tmp_path / "run", tmp_path / "out.ipynb"
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        pm.execute_notebook(str(PROJECT_ROOT / "notebooks" / "02_generate.ipynb"), str(out), cwd=str(PROJECT_ROOT),
+                            parameters={"RUN_DIR": str(run), "TEACHER_API_KEY_ENV": KEY}, progress_bar=False)
+    assert err.value.ename == "ParameterError" and SENTINEL not in err.value.evalue
+    assert "injected-parameters" in err.value.evalue
+    nb = json.loads(out.read_text())
+    injected = [i for i, c in enumerate(nb["cells"]) if "injected-parameters" in c["metadata"].get("tags", [])]
+    holding = [i for i, c in enumerate(nb["cells"]) if SENTINEL in json.dumps(c)]
+    next_code = next(c for c in nb["cells"][injected[0] + 1:] if c["cell_type"] == "code")
+    assert holding == injected and "".join(next_code["source"]) == err.value.source  # the next cell refused it
+    assert SENTINEL in json.dumps(nb["metadata"]["papermill"]["parameters"])  # the documented limit
+    assert not run.exists() or _grep(run, SENTINEL) == []
 
 
 def test_docs_say_how_to_run_papermill_safely():
