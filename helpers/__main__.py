@@ -21,6 +21,7 @@ from nbclient.exceptions import DeadKernelError
 
 from . import report
 from .config import merge_overrides, parse_value, read_params_file
+from .diskspace import DiskFull
 from .params import ParameterError
 from .pipeline import NOTEBOOKS, NotebookFailed, export_html, parameter_table, run_pipeline
 from .runs import resolve_run_dir
@@ -122,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     except ParameterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except DiskFull as exc:  # one line: the folder and the space to free, never a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except NotebookFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -24,7 +24,8 @@ import yaml
 
 from .layout import BATCHES, CONFIGS_DIR
 from .params import (DEFAULT_REQUEST_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT, REQUEST_ATTEMPTS_HELP, REQUEST_TIMEOUT_HELP,
-                     LOCAL_DTYPES, LOCAL_ENGINES, ParameterError, check_choice, check_request_limits)
+                     LOCAL_DTYPES, LOCAL_ENGINES, ParameterError, check_choice, check_request_limits,
+                     refuse_secret_parameters)
 from .runs import run_dir_parameter
 
 C = TypeVar("C", bound="StageConfig")
@@ -232,6 +233,7 @@ class StageConfig:
         parameter always fails with its new name. `inputs=False` skips the checks of files earlier stages write
         (the pipeline driver checks every stage before the first one has run).
         """
+        refuse_secret_parameters(namespace)  # first: nothing below may echo a pasted key
         refuse_renamed(namespace)
         names = set(cls.parameter_names())
         if strict:

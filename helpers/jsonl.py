@@ -6,18 +6,23 @@ strings, and would cut valid records in two; the writer also escapes them, so ot
 Two reading modes, because the files differ: a user's or the kit's own data file loads completely or fails with
 the file and the line (a UTF-8 BOM is accepted); only the kit's own progress files, appended to during a run, may
 end in a last line torn by a kill, which a re-run skips (and says so, with a warning) rather than fail on.
+
+Writers never leave a torn line or a half-written file behind: before the first append a torn last line is cut
+(so the next record does not glue onto it), a failed append (a full disk) is cut back to the last whole record,
+and whole files are written aside and swapped in. A full disk raises `DiskFull`, naming the folder.
 """
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-import warnings
 import threading
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .diskspace import disk_full, is_disk_full
 from .params import ParameterError
 
 
@@ -62,14 +67,29 @@ def _line(record: dict[str, Any]) -> str:
     return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").replace("\x85", "\\u0085") + "\n"
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def write_atomic(path: str | Path, text: str) -> Path:
-    """Readers never see a half-written file, and a crash leaves the old one intact."""
+    """Readers never see a half-written file, and a crash or a full disk leaves the old one intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode("utf-8")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise disk_full(path.parent, len(data), f"writing {path.name}") from None
+        raise
     return path
 
 
@@ -78,21 +98,76 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
     return write_atomic(path, "".join(_line(r) for r in records))
 
 
+def repair_torn_tail(path: str | Path) -> None:
+    """Before appending: a last line without its newline (a write cut by a kill) is cut off, or, when it is a whole
+    record after all, given its newline; otherwise the next record would be glued onto it and the file would no
+    longer load."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    if size == 0:
+        return
+    with path.open("rb+") as f:
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        start, block = size, 1 << 16
+        while start > 0:  # back to the last newline, a block at a time (a line may hold a long transcript)
+            start = max(0, start - block)
+            f.seek(start)
+            newline = f.read(size - start).rfind(b"\n")
+            if newline >= 0:
+                start += newline + 1
+                break
+        f.seek(start)
+        tail = f.read()
+        try:
+            whole = isinstance(json.loads(tail.decode("utf-8")), dict)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            whole = False
+        if whole:
+            f.seek(size)
+            f.write(b"\n")
+            return
+        f.truncate(start)  # the reader already said it skips this line (read_jsonl with tolerate_torn)
+
+
+def _append(fd: int, data: bytes, path: Path) -> None:
+    """Append `data` whole or not at all: a failed write (a full disk) is cut back to where it started."""
+    start = os.lseek(fd, 0, os.SEEK_END)
+    try:
+        _write_all(fd, data)
+    except OSError as exc:
+        os.ftruncate(fd, start)
+        if is_disk_full(exc):
+            raise disk_full(path.parent, len(data), f"appending to {path.name}") from None
+        raise
+
+
+def _open_for_append(path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    repair_torn_tail(path)
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     """Append one record and force it to disk: a killed run keeps every record finished before the kill."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as f:
-        f.write(_line(record))
-        f.flush()
-        os.fsync(f.fileno())
+    fd = _open_for_append(path)
+    try:
+        _append(fd, _line(record).encode("utf-8"), path)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class JsonlAppender:
     """Appends records to one JSONL file for the length of a run, without stalling the caller on the disk.
 
-    Each record is written and flushed at once, so a killed process keeps every record appended before the kill
-    (the operating system holds it). Forcing it onto the disk (fsync, which can take tens of milliseconds on a busy
+    Each record is written whole at once (or, on a full disk, not at all), so a killed process keeps every record
+    appended before the kill (the operating system holds it). Forcing it onto the disk (fsync, which can take tens of milliseconds on a busy
     machine) happens in a background thread that covers every line written since its last pass, so an event loop
     appending a record per finished example never waits for the disk. `close()` (or leaving the `with` block)
     syncs the last lines.
@@ -100,16 +175,15 @@ class JsonlAppender:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a", encoding="utf-8")
+        self._fd = _open_for_append(self.path)
+        self._closed = False
         self._dirty = threading.Event()
         self._closing = False
         self._syncer = threading.Thread(target=self._sync_until_closed, name=f"fsync {self.path.name}", daemon=True)
         self._syncer.start()
 
     def append(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._file.flush()
+        _append(self._fd, _line(record).encode("utf-8"), self.path)  # unbuffered: the OS holds it at once
         self._dirty.set()
 
     def _sync_until_closed(self) -> None:
@@ -118,17 +192,18 @@ class JsonlAppender:
             if self._closing:
                 return
             self._dirty.clear()
-            os.fsync(self._file.fileno())
+            os.fsync(self._fd)
 
     def close(self) -> None:
-        if self._file.closed:
+        if self._closed:
             return
-        self._closing = True
+        self._closed = self._closing = True
         self._dirty.set()
         self._syncer.join()
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        try:
+            os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
 
     def __enter__(self) -> "JsonlAppender":
         return self

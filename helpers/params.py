@@ -144,25 +144,51 @@ def check_env_var_name(name: str, value: str) -> str:
     return value
 
 
+# A query parameter is a credential when its name says so (a part of it, split at `-`, `_`, `.` and case changes,
+# is or ends in one of these words: `subscription-key`, `x-api-key`, `X-Amz-Signature`, `sas_token`, Azure's
+# `code`), or when its value looks like a key whatever the name (a key prefix, or random-looking text by the rule of
+# `*_API_KEY_ENV` values). Such URLs are refused before anything records them, and stripped where one is recorded.
+SECRET_NAME_WORDS = ("key", "token", "secret", "sig", "signature", "password", "passwd", "pwd", "auth",
+                     "credential", "credentials", "hmac", "code", "session", "jwt")
+
+
+def _name_parts(name: str) -> list[str]:
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
+    return [p for p in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if p]
+
+
+def secret_query_item(name: str, value: str) -> bool:
+    """True when this query parameter of a URL is (or looks like) a credential; see the rule above."""
+    if name.lower() in SECRET_QUERY_KEYS or any(part.endswith(SECRET_NAME_WORDS) for part in _name_parts(name)):
+        return True
+    value = value.strip()
+    if value.startswith(KEY_PREFIXES):
+        return True
+    return any(looks_random(part) or (len(part) >= 20 and not part.isalpha())
+               for part in re.split(r"[^A-Za-z0-9]+", value))
+
+
 def check_base_url(name: str, value: str) -> str:
-    """A *_BASE_URL must not carry credentials (`user:password@host`, `?api_key=...`): those would be recorded."""
+    """A *_BASE_URL must not carry credentials (`user:password@host`, a key in any query parameter): those would be
+    recorded."""
     if not value or not isinstance(value, str):
         return value
     try:
         parts = urlsplit(value)
     except ValueError:
         raise ParameterError(name, "is not a valid URL (it is not shown)", "use a URL such as http://localhost:8000/v1") from None
-    secret_query = [k for k, _ in parse_qsl(parts.query, keep_blank_values=True) if k.lower() in SECRET_QUERY_KEYS]
+    secret_query = [k for k, v in parse_qsl(parts.query, keep_blank_values=True) if secret_query_item(k, v)]
     if parts.username or parts.password or "@" in parts.netloc or secret_query:
         raise ParameterError(
-            name, "the URL carries credentials (user:password@ or a key in the query); it is not shown or stored",
+            name, "the URL carries credentials (user:password@, or a query parameter that names or looks like a "
+            "key); it is not shown or stored",
             f"remove them from {name} and put the key in an environment variable named by the matching *_API_KEY_ENV",
         )
     return value
 
 
 def redact_url(url: str) -> str:
-    """The URL as it may be recorded: no `user:password@`, no secret query parameters."""
+    """The URL as it may be recorded: no `user:password@`, no query parameter that is or looks like a credential."""
     if not url or not isinstance(url, str):
         return url
     try:
@@ -170,8 +196,9 @@ def redact_url(url: str) -> str:
     except ValueError:
         return "(an unreadable URL, not recorded)"
     netloc = parts.netloc.rsplit("@", 1)[-1]
-    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-                       if k.lower() not in SECRET_QUERY_KEYS])
+    items = parse_qsl(parts.query, keep_blank_values=True)
+    kept = [(k, v) for k, v in items if not secret_query_item(k, v)]
+    query = parts.query if len(kept) == len(items) else urlencode(kept)
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
@@ -184,3 +211,20 @@ def check_secret_parameters(params: Mapping[str, Any]) -> None:
             check_env_var_name(str(key), value)
         elif upper.endswith("_BASE_URL"):
             check_base_url(str(key), value)
+
+
+# What a notebook's own check adds: papermill started directly writes its parameters into the output notebook before
+# the kernel runs anything, so the refusal says where the value now is (docs/papermill.md).
+PAPERMILL_NOTE = ("if papermill was started directly, it has already written this value into its output notebook "
+                  "(the injected-parameters cell and metadata.papermill.parameters): delete that notebook, rotate the "
+                  "key, and run through `python -m helpers run`, which refuses before writing anything "
+                  "(docs/papermill.md)")
+
+
+def refuse_secret_parameters(namespace: Mapping[str, Any]) -> None:
+    """`check_secret_parameters` as the first check of a stage's parameters (its config's `from_params`), before
+    anything can print or store them; the refusal also says what papermill may already have written."""
+    try:
+        check_secret_parameters(namespace)
+    except ParameterError as exc:
+        raise ParameterError(exc.name, exc.problem, f"{exc.fix}; {PAPERMILL_NOTE}") from None

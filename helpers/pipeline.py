@@ -11,7 +11,10 @@ them) to check parameters and to print the table of every parameter.
 """
 from __future__ import annotations
 
+import json
+import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from functools import lru_cache
@@ -21,9 +24,12 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from .config import StageConfig, refuse_renamed
+from .diskspace import DiskFull, disk_full, is_disk_full
 from .evaluate.config import EvalConfig
 from .generate.config import GenerateConfig
+from .jsonl import write_atomic
 from .layout import NOTEBOOKS_DIR, PROJECT_ROOT, RUN_NOTEBOOKS
+from .page_text import clean_outputs
 from .params import ParameterError, check_secret_parameters
 from .progress import LineRelay, plain_progress_env, say, stage_summary_lines
 from .runs import Run, check_run_dir, read_notebook_records
@@ -127,33 +133,71 @@ def parameter_table() -> list[dict[str, str]]:
     return list(rows.values())
 
 
+PARTIAL = ".partial"  # inside RUN_DIR/notebooks: papermill writes here, the finished copy is swapped in
+
+
 def run_notebook(name: str | Path, run_dir: str | Path, params: Mapping[str, Any], *, log_output: bool = False,
                  progress: bool = True, kernel_name: str | None = None,
                  stream: Callable[[str], None] | None = None) -> Path:
     """Execute one notebook into the run folder. With `stream`, the kernel's progress bars print plain lines and
-    every line the notebook writes to stdout/stderr is passed to `stream` as it arrives (prefixed with its name)."""
+    every line the notebook writes to stdout/stderr is passed to `stream` as it arrives (prefixed with its name).
+
+    papermill saves the executed copy after every cell, so a kill or a full disk can cut one of those saves short:
+    it writes into `notebooks/.partial/` and the copy is swapped in whole (also when the notebook failed, and after
+    an interruption when the last save is whole), so `notebooks/` never holds a torn notebook. A full disk, here or
+    inside the kernel, ends in one `DiskFull` line naming the folder and the space to free."""
     import papermill as pm
 
     run = Run(run_dir)
     src = notebook_path(name)
     out = run.artifact(RUN_NOTEBOOKS, src.name)
+    aside = run.artifact(RUN_NOTEBOOKS, PARTIAL, src.name)
     all_params = {**params, "RUN_DIR": str(run.path)}
     prefix = f"  {src.stem} | "
     relays = (LineRelay(prefix, stream), LineRelay(prefix, stream)) if stream else (None, None)  # stdout, stderr
     try:
         with plain_progress_env() if stream else nullcontext():
             pm.execute_notebook(
-                str(src), str(out), parameters=all_params, cwd=str(PROJECT_ROOT), log_output=log_output,
+                str(src), str(aside), parameters=all_params, cwd=str(PROJECT_ROOT), log_output=log_output,
                 progress_bar=progress and not stream, kernel_name=kernel_name, report_mode=False,
                 stdout_file=relays[0], stderr_file=relays[1],
             )
     except pm.PapermillExecutionError as exc:
+        _swap_in(aside, out)
+        if exc.ename == DiskFull.__name__:
+            raise DiskFull(exc.evalue) from None  # the kernel's own one-line message
+        if exc.ename in ("OSError", "IOError") and ("[Errno 28]" in exc.evalue or "No space left" in exc.evalue):
+            raise disk_full(run.path, what=f"{src.stem} stopped in cell {exc.cell_index} ({exc.evalue})") from None
         raise NotebookFailed(src.stem, exc.cell_index, exc.ename, exc.evalue, out) from None
+    except BaseException as exc:
+        needed = aside.stat().st_size if aside.exists() else None
+        _swap_in(aside, out)
+        if is_disk_full(exc):
+            raise disk_full(out.parent, needed, f"saving the executed {src.name}") from None
+        raise
+    else:
+        _swap_in(aside, out)
     finally:
         for relay in relays:
             if relay:
                 relay.close()
     return out
+
+
+def _swap_in(aside: Path, out: Path) -> None:
+    """Put papermill's copy in place when it is a whole notebook; drop it when a save was cut short."""
+    if not aside.exists():
+        return
+    try:
+        json.loads(aside.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        aside.unlink(missing_ok=True)
+    else:
+        os.replace(aside, out)
+    try:
+        aside.parent.rmdir()
+    except OSError:
+        pass  # not empty: left for whoever else writes there
 
 
 def stage_numbers(run: Run, executed: Path) -> list[str]:
@@ -230,7 +274,8 @@ def exclusive(run: Run) -> Iterator[None]:
 
 
 def export_html(run_dir: str | Path) -> list[Path]:
-    """Render the executed notebooks of a run folder as standalone HTML files for sharing."""
+    """Render the executed notebooks of a run folder as standalone HTML files for sharing: their outputs cleaned
+    first, so no text a model or a dataset wrote runs as script in the page (`helpers.page_text`)."""
     try:
         from nbconvert import HTMLExporter
     except ImportError:
@@ -241,8 +286,12 @@ def export_html(run_dir: str | Path) -> list[Path]:
     run = Run(run_dir)
     written = []
     for nb_path in sorted((run.path / RUN_NOTEBOOKS).glob("*.ipynb")):
-        body, _ = HTMLExporter().from_notebook_node(nbformat.read(nb_path, as_version=4))
-        target = nb_path.with_suffix(".html")
-        target.write_text(body)
-        written.append(target)
+        try:
+            nb = nbformat.read(nb_path, as_version=4)
+        except (OSError, ValueError) as exc:  # a copy torn by a kill or a full disk before writes were swapped in
+            warnings.warn(f"{nb_path} is damaged ({exc.__class__.__name__}); not exported, run its stage again",
+                          stacklevel=2)
+            continue
+        body, _ = HTMLExporter().from_notebook_node(clean_outputs(nb))  # what models wrote is text, not script
+        written.append(write_atomic(nb_path.with_suffix(".html"), body))
     return written

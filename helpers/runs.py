@@ -22,6 +22,7 @@ from typing import Any
 from filelock import FileLock
 
 from .figures import save_figure_files
+from .jsonl import write_atomic
 from .layout import FIGURES, MANIFEST_JSON, PROJECT_ROOT, RESULTS_JSON, STAGE_FOLDERS, figure_stem
 from .params import ParameterError, check_secret_parameters, make_writable_folder, redact_url
 
@@ -35,20 +36,55 @@ KIT_FOLDERS = ("helpers", "data", "tests")  # no run folder inside these; `noteb
 
 def _holds_kit(path: Path) -> bool:
     """A checkout of the kit: its package, or stage notebooks that were never executed (run folders hold executed
-    copies only, which papermill tags in their metadata)."""
+    copies only, which papermill tags in their metadata). A copy that does not load is an executed one torn by a
+    kill or a full disk when it is empty or papermill's tags show in what is left (the kit's notebooks have none);
+    anything else unreadable is not written over."""
     if (path / "helpers" / "__init__.py").exists():
         return True
     for nb in (path / "notebooks").glob("0*.ipynb"):
         try:
-            if "papermill" not in json.loads(nb.read_text(encoding="utf-8")).get("metadata", {}):
+            text = nb.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return True
+        try:
+            if "papermill" not in json.loads(text).get("metadata", {}):
                 return True
-        except (OSError, ValueError):
-            return True  # unreadable: do not write over it
+        except (ValueError, AttributeError):
+            if text.strip() and '"papermill"' not in text:
+                return True  # unreadable, and nothing says papermill wrote it: do not write over it
     return False
 
 
+def _is_kit_path(target: Path) -> bool:
+    """Whether a resolved path is the checkout's own: the project root or a folder above it, its package, data,
+    tests, configs, docs and benchmarks, the `notebooks/` folder and its stage notebooks, or a file at the root."""
+    if target == PROJECT_ROOT or PROJECT_ROOT.is_relative_to(target):
+        return True
+    if not target.is_relative_to(PROJECT_ROOT):
+        return False
+    parts = target.relative_to(PROJECT_ROOT).parts
+    if parts[0] in (*KIT_FOLDERS, "configs", "docs", "benchmarks", ".git"):
+        return True
+    if parts[0] == "notebooks":
+        return len(parts) == 1 or (len(parts) == 2 and target.suffix == ".ipynb")
+    return len(parts) == 1 and not target.is_dir()
+
+
+def _link_into_kit(path: Path) -> Path | None:
+    """The first symlink inside the run folder that leads into the checkout (a run would write through it)."""
+    if not path.is_dir():
+        return None
+    for folder, dirs, files in os.walk(path):  # symlinked folders are not entered, only checked
+        for name in (*dirs, *files):
+            entry = Path(folder) / name
+            if entry.is_symlink() and _is_kit_path(entry.resolve()):
+                return entry
+    return None
+
+
 def check_run_dir(run_dir: str | Path | None, parameter: str = "RUN_DIR") -> Path:
-    """The run folder, refused when writing there would overwrite the kit itself or cannot work (empty, a file)."""
+    """The run folder, refused when writing there would overwrite the kit itself or cannot work (empty, a file).
+    Symlinks are resolved first, the folder's own and any inside it (a `data/` linked to the kit's `data/`)."""
     if run_dir is None or not str(run_dir).strip():
         raise ParameterError(parameter, "is empty, which would write into the current folder",
                              "name a run folder such as runs/demo")
@@ -60,6 +96,10 @@ def check_run_dir(run_dir: str | Path | None, parameter: str = "RUN_DIR") -> Pat
     if path == PROJECT_ROOT or PROJECT_ROOT.is_relative_to(path) or inside_kit_code or _holds_kit(path):
         raise ParameterError(parameter, f"{path} is (or holds) the kit's own files, which a run would overwrite",
                              "use a folder of its own, e.g. runs/demo")
+    link = _link_into_kit(path)
+    if link is not None:
+        raise ParameterError(parameter, f"{link} is a symlink to {link.resolve()}, the kit's own files, which a run "
+                             "would overwrite", f"replace the link in {path} by a folder or file of its own")
     return path
 
 
@@ -156,9 +196,7 @@ class Run:
         return json.loads(path.read_text()) if path.exists() else {}
 
     def _write(self, path: Path, data: dict[str, Any]) -> None:
-        tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=2, default=_jsonable, ensure_ascii=False))
-        tmp.replace(path)
+        write_atomic(path, json.dumps(data, indent=2, default=_jsonable, ensure_ascii=False))  # whole, or the old one
 
     @contextmanager
     def _update(self, path: Path):

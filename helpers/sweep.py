@@ -44,7 +44,7 @@ from .jsonl import read_json_object
 from .layout import EVAL_PAIRWISE_ITEMS, RESULTS_JSON, SKILLS_JSONL, STAGE1_LISTS
 from .params import ParameterError, check_secret_parameters
 from .pipeline import notebook_parameters, run_pipeline
-from .runs import resolve_run_dir
+from .runs import check_run_dir, resolve_run_dir
 
 STAGE1_NOTEBOOK = "01_extract_skills"
 LATER_NOTEBOOKS = ("02_generate", "03_sft", "04_eval_ablations")
@@ -178,7 +178,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, parallel: int = 1, runner: C
     `runner(run_dir, params, notebooks=...)` is `helpers.pipeline.run_pipeline` unless a test injects another.
     """
     runner = runner or run_pipeline
-    out = resolve_run_dir(out_dir)  # like RUN_DIR: relative to the project root
+    out = check_run_dir(out_dir, "--out")  # like RUN_DIR: relative to the project root, never the kit's own files
     out.mkdir(parents=True, exist_ok=True)
     stage1_keys = declared(STAGE1_NOTEBOOK)
     later_keys = set().union(*(declared(nb) for nb in LATER_NOTEBOOKS))
@@ -256,7 +256,7 @@ def _flatten(results: dict[str, Any]) -> dict[str, Any]:
 def collect_results(out_dir: str | Path, write: bool = True) -> pd.DataFrame:
     """One row per cell folder (a cell and seed): parameters, seed, status, error, seconds, run_dir, items_path
     (per-item judge preferences, empty when stage 4 wrote none) and every recorded scalar result."""
-    out = resolve_run_dir(out_dir)
+    out = check_run_dir(out_dir, "--out") if write else resolve_run_dir(out_dir)
     if not (out / "cells").is_dir():
         raise ParameterError("--out", f"{out} holds no sweep (no cells/ folder)",
                              "give the folder a sweep wrote, or run the sweep first (without --collect-only)")

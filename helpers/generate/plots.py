@@ -9,6 +9,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from ..page_text import markdown_quote, markdown_text
 from .filters import word_count
 from .sampling import ExamplePlan, possible_pairs
 
@@ -92,25 +93,29 @@ def outcome_figure(summary: dict[str, Any]):
 
 
 def examples_markdown(examples: list[dict[str, Any]], n: int = 3, max_chars: int = 1200) -> str:
-    """A few examples as Markdown, the way a reader should see the data (quoted, skills and type on top)."""
+    """A few examples as Markdown, the way a reader should see the data (quoted, skills and type on top). What the
+    teacher or a dataset wrote is shown as text, never as markup (`helpers.page_text`)."""
     parts = []
     for e in examples[:n]:
-        tag = f" — **shirker: {e['shirker']}**" if e.get("shirker") else ""
+        tag = f" — **shirker: {markdown_text(e['shirker'])}**" if e.get("shirker") else ""
         out = e["output"] if len(e["output"]) <= max_chars else e["output"][:max_chars] + " …"
         parts.append(
-            f"#### {e['example_id']} · {e['query_type']} · `{e['skills_joined_str']}`{tag}\n\n"
-            f"**Instruction** (attempt {e.get('attempt', 1)}, from the {e.get('instruction_from_turn', '?')} turn)\n\n"
-            + "\n".join("> " + line for line in e["instruction"].splitlines())
-            + "\n\n**Response**\n\n" + "\n".join("> " + line for line in out.splitlines())
+            f"#### {markdown_text(e['example_id'])} · {markdown_text(e['query_type'])} · "
+            f"{markdown_text(e['skills_joined_str'])}{tag}\n\n"
+            f"**Instruction** (attempt {markdown_text(e.get('attempt', 1))}, from the "
+            f"{markdown_text(e.get('instruction_from_turn', '?'))} turn)\n\n"
+            + markdown_quote(e["instruction"]) + "\n\n**Response**\n\n" + markdown_quote(out)
         )
     return "\n\n---\n\n".join(parts) if parts else "_No example to show._"
 
 
 def failures_markdown(failed: list[dict[str, Any]], n: int = 2, max_chars: int = 600) -> str:
-    """What the teacher actually replied when parsing failed: the honest view of a weak teacher."""
+    """What the teacher actually replied when parsing failed: the honest view of a weak teacher (as text)."""
     parts = []
     for f in failed[:n]:
         replies = [m["content"] for m in f["transcript"] if m["role"] == "assistant"]
-        shown = "\n\n".join(f"*reply {i + 1}:* " + r[:max_chars].replace("\n", " ") for i, r in enumerate(replies))
-        parts.append(f"#### {f['example_id']} · `{f['skills_joined_str']}` — {f['reasons'][-1]}\n\n{shown}")
+        shown = "\n\n".join(f"*reply {i + 1}:* " + markdown_text(r[:max_chars].replace("\n", " "))
+                             for i, r in enumerate(replies))
+        parts.append(f"#### {markdown_text(f['example_id'])} · {markdown_text(f['skills_joined_str'])} — "
+                     f"{markdown_text(f['reasons'][-1])}\n\n{shown}")
     return "\n\n---\n\n".join(parts) if parts else "_No failure._"

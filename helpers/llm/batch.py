@@ -157,7 +157,8 @@ class BatchBackend:
                 if leftovers:
                     await self._submit(leftovers)
             except Exception as exc:  # never leave a conversation waiting on a future nobody resolves
-                self._fail(todo, TransientError(f"batch round failed: {exc.__class__.__name__}: {exc}"))
+                error = self.live.redact(f"{exc.__class__.__name__}: {exc}")
+                self._fail(todo, TransientError(f"batch round failed: {error}"))
 
     async def _settle(self) -> None:
         """Wait until every running conversation is waiting on a batch, or no new request came for settle_s."""
@@ -284,8 +285,9 @@ class BatchBackend:
             try:
                 status, rows = await self._wait_for(batch_id)
             except Exception as exc:  # e.g. the batch is unknown to this server: send its requests again
-                self._fail(lines.values(), TransientError(f"batch {batch_id} could not be followed: {exc}"))
-                self._journal("collected", batch_id=batch_id, status="unreachable", error=str(exc)[:300])
+                error = self.live.redact(str(exc))
+                self._fail(lines.values(), TransientError(f"batch {batch_id} could not be followed: {error}"))
+                self._journal("collected", batch_id=batch_id, status="unreachable", error=error[:300])
                 return
             for cid, p in lines.items():
                 if p.future.done():
@@ -294,7 +296,7 @@ class BatchBackend:
                 if row is None:
                     p.future.set_exception(TransientError(f"batch {batch_id} {status}: request not run", retry_after=0))
                 else:
-                    outcome = _line_outcome(row)
+                    outcome = _line_outcome(row, self.live.redact)
                     if isinstance(outcome, Exception):
                         p.future.set_exception(outcome)
                     else:
@@ -322,12 +324,23 @@ class BatchBackend:
         rows: dict[str, dict[str, Any]] = {}
         for file_id in (batch.output_file_id, batch.error_file_id):
             if file_id:
-                content = await client.files.content(file_id)
-                for line in content.text.splitlines():
-                    if line.strip():
-                        row = json.loads(line)
-                        rows[row.get("custom_id", "")] = row
+                found, unreadable = output_rows(await self._download(file_id))
+                rows.update(found)
+                if unreadable:
+                    self._say(f"batch {batch_id}: {unreadable} unreadable line(s) in {file_id}; only their requests "
+                              "are sent again")
         return batch.status, rows
+
+    async def _download(self, file_id: str) -> str:
+        """A batch's output or error file. It stays on the server, so a dropped download is asked for again rather
+        than the batch's requests being sent (and paid) again."""
+        client = self.live._client()
+        while True:
+            try:
+                return (await client.files.content(file_id)).text
+            except (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError,
+                    openai.InternalServerError):
+                await asyncio.sleep(self.poll_s)
 
     def _fail(self, requests: Any, error: Exception) -> None:
         for p in requests:
@@ -339,14 +352,37 @@ class BatchBackend:
             tqdm.write(text, file=sys.stderr)
 
 
-def _line_outcome(row: dict[str, Any]) -> dict[str, Any] | Exception:
-    """One line of a batch's output or error file: the reply body, or the error to raise for that request."""
+def output_rows(text: str) -> tuple[dict[str, dict[str, Any]], int]:
+    """The lines of a batch output (or error) file by custom id, and how many could not be read. Lines end at "\n"
+    only: a reply may hold U+2028, U+2029 or U+0085, at which `str.splitlines()` would cut its line (and lose the
+    whole batch, bought again each round). An unreadable line costs only its own request."""
+    rows: dict[str, dict[str, Any]] = {}
+    unreadable = 0
+    for line in text.split("\n"):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            unreadable += 1
+            continue
+        if isinstance(row, dict):
+            rows[str(row.get("custom_id", ""))] = row
+        else:
+            unreadable += 1
+    return rows, unreadable
+
+
+def _line_outcome(row: dict[str, Any], redact: Callable[[str], str]) -> dict[str, Any] | Exception:
+    """One line of a batch's output or error file: the reply body, or the error to raise for that request (its
+    text redacted before it is cut)."""
     response = row.get("response") or {}
     status = response.get("status_code")
     if status == 200 and isinstance(response.get("body"), dict):
         return response["body"]
     error = row.get("error") or (response.get("body") or {}).get("error") or {}
-    message = f"batch line failed: {status or error.get('code', 'error')}: {str(error.get('message', ''))[:200]}"
+    text = redact(str(error.get("message", "")))[:200]
+    message = f"batch line failed: {status or error.get('code', 'error')}: {text}"
     if status in PERMANENT_STATUSES:
         return PermanentError(message)
     return TransientError(message, retry_after=0)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..diskspace import disk_full
 from ..params import ParameterError, make_writable_folder
 from .types import ChatResult, Message
 
@@ -95,10 +96,16 @@ class CallCache:
             raise ValueError("failed calls are never cached")
         data = result.to_dict()
         data["cached"] = False
-        self._conn().execute(
-            "INSERT OR REPLACE INTO calls (key, model, result, created) VALUES (?, ?, ?, ?)",
-            (key, result.model, json.dumps(data, ensure_ascii=False), time.time()),
-        )
+        payload = json.dumps(data, ensure_ascii=False)
+        try:
+            self._conn().execute(
+                "INSERT OR REPLACE INTO calls (key, model, result, created) VALUES (?, ?, ?, ?)",
+                (key, result.model, payload, time.time()),
+            )
+        except sqlite3.OperationalError as exc:  # SQLITE_FULL: one line naming the folder, not a traceback
+            if "full" not in str(exc).lower():
+                raise
+            raise disk_full(self.path.parent, len(payload), f"storing a reply in {self.path.name}") from None
 
     def __len__(self) -> int:
         return self._conn().execute("SELECT COUNT(*) FROM calls").fetchone()[0]

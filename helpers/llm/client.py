@@ -25,7 +25,7 @@ from .accounting import Usage
 from .cache import CallCache, cache_key
 from .ratelimit import RateLimiter, estimate_tokens
 from ..progress import progress_bar, refresh_interval_s
-from .errors import PermanentError, TransientError, api_key_from_env  # noqa: F401  (re-exported)
+from .errors import PermanentError, TransientError, api_key_from_env, key_values, redact_secrets  # noqa: F401
 from .device import best_device, resolve_dtype
 from .local_backend import LocalBackend
 from .models import EMBEDDED_TEACHER
@@ -119,6 +119,11 @@ class ChatClient:
             info.update(self.limiter.describe())
         return info
 
+    def _redact(self, text: str) -> str:
+        """Error messages and replies are stored (cache, progress files, the executed notebook): never with the
+        backend's key or a `Bearer` token in them, even when a server echoes the Authorization header."""
+        return redact_secrets(text, key_values(getattr(self.backend, "api_key_env", "")))
+
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
         sem = self._semaphores.get(loop)
@@ -156,19 +161,20 @@ class ChatClient:
                 except ParameterError:
                     raise  # e.g. the endpoint rejected the key: every other call would fail the same way
                 except TransientError as exc:
-                    error, retry_after = f"{exc.__class__.__name__}: {exc}", exc.retry_after
-                    self.last_error = str(exc)
+                    error, retry_after = self._redact(f"{exc.__class__.__name__}: {exc}"), exc.retry_after
+                    self.last_error = self._redact(str(exc))
                 except PermanentError as exc:
-                    error = f"PermanentError: {exc}"
+                    error = self._redact(f"PermanentError: {exc}")
                     self.usage.add_failure(retries=attempt - 1)
                     return ChatResult(error=error, model=self.model, attempts=attempt,
                                       latency_s=time.perf_counter() - start)
                 except Exception as exc:  # a backend bug or an unexpected reply: record, never crash the batch
-                    error = f"{exc.__class__.__name__}: {exc}"
+                    error = self._redact(f"{exc.__class__.__name__}: {exc}")
                     self.usage.add_failure(retries=attempt - 1)
                     return ChatResult(error=error, model=self.model, attempts=attempt,
                                       latency_s=time.perf_counter() - start)
                 else:
+                    result.text = self._redact(result.text)
                     result.attempts, result.latency_s = attempt, time.perf_counter() - start
                     result.model = result.model or self.model
                     if self.cache is not None:

@@ -28,7 +28,8 @@ from aiohttp import web
 
 from .ratelimit import format_duration
 
-FAULTS = ("429", "500", "503", "drop", "empty", "truncated", "slow", "html", "401")
+FAULTS = ("429", "500", "503", "drop", "empty", "truncated", "slow", "html", "401",
+          "400echo", "500echo", "echo")  # *echo: the reply (an error body, or content) repeats the Authorization header
 BATCH_OUTCOMES = ("completed", "expired", "failed")
 
 
@@ -229,7 +230,12 @@ class FakeOpenAIServer:
             return web.Response(text="<html><body>Please sign in</body></html>", content_type="text/html")
         if fault == "401":  # the key was revoked while the run was going
             return web.json_response({"error": {"message": "Incorrect API key provided"}}, status=401)
+        if fault in ("400echo", "500echo"):  # a careless server that repeats the request's headers in its error
+            echoed = f"invalid request; headers: Authorization: {request.headers.get('Authorization', '')}"
+            return web.json_response({"error": {"message": echoed}}, status=int(fault[:3]))
         reply = self._completion(body, fault)
+        if fault == "echo":
+            reply["choices"][0]["message"]["content"] += f" (you sent {request.headers.get('Authorization', '')})"
         headers: dict[str, str] = {}
         if self._limits.active:
             used = reply["usage"]["total_tokens"]
@@ -301,7 +307,7 @@ class FakeOpenAIServer:
             return web.json_response({"error": {"message": "input file not found"}}, status=404)
         if body.get("endpoint") != "/v1/chat/completions":
             return web.json_response({"error": {"message": f"unsupported endpoint {body.get('endpoint')}"}}, status=400)
-        lines = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+        lines = [json.loads(line) for line in data.decode("utf-8").split("\n") if line.strip()]
         with self._lock:
             self.batches_created += 1
             batch_id = f"batch_{self.batches_created}"
@@ -384,7 +390,8 @@ class FakeOpenAIServer:
         for name, rows in (("output_file_id", outputs), ("error_file_id", errors)):
             if rows:
                 file_id = f"file-{len(self.files) + 1}"
-                self.files[file_id] = "".join(json.dumps(r) + "\n" for r in rows).encode("utf-8")
+                # UTF-8 as providers write it: U+2028 and friends arrive unescaped inside the JSON strings
+                self.files[file_id] = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
                 batch[name] = file_id
         batch["request_counts"] = {"total": len(lines), "completed": len(outputs), "failed": len(errors)}
         if outcome == "expired":

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import openai
 
-from .errors import PermanentError, TransientError, api_key_from_env
+from .errors import PermanentError, TransientError, api_key_from_env, key_values, redact_secrets
 from .generation import row_seed
 from .types import ChatResult, Message
 from ..params import ParameterError, redact_url
@@ -238,7 +238,8 @@ class OpenAIBackend:
         try:
             resp = json.loads(payload)
         except ValueError:
-            raise TransientError(f"reply was not JSON ({payload[:80]!r})") from None
+            shown = self.redact(payload.decode("utf-8", "replace"))[:80]  # redacted before it is cut
+            raise TransientError(f"reply was not JSON ({shown!r})") from None
         return result_from_reply(resp, sampling, self.model)
 
     async def _post(self, body: bytes) -> tuple[int, Mapping[str, str], bytes]:
@@ -261,7 +262,12 @@ class OpenAIBackend:
             return TransientError(f"HTTP {status} server error", retry_after=_retry_after(headers))
         if status in (408, 409, 425):
             return TransientError(f"HTTP {status}", retry_after=_retry_after(headers))
-        return PermanentError(f"HTTP {status}: {_error_text(payload)[:300]}")
+        return PermanentError(f"HTTP {status}: {self.redact(_error_text(payload))[:300]}")
+
+    def redact(self, text: str) -> str:
+        """`text` without this backend's key or a Bearer token, before it is cut short (a cut key would no longer
+        be recognised) and before it reaches an error message."""
+        return redact_secrets(text, key_values(self.api_key_env))
 
 
 def request_seed(messages: list[Message], seed: int | None, salt: str) -> int:
