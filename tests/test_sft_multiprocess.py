@@ -25,7 +25,7 @@ import pytest
 from helpers.runs import PROJECT_ROOT
 from helpers.config import parse_assignment
 from helpers.sft.config import SFTStageConfig
-from helpers.sft.stage import launch_command
+from helpers.sft.launch import launch_command
 from sft_tiny import write_jsonl
 
 PROCESSES = 2

@@ -14,23 +14,21 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import shlex
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .. import layout
 from ..judge.named import load_named_judge
 from ..llm.models import resolve_model_path
 from ..official import resolve
-from ..params import ParameterError, check_choice, check_int
+from ..params import ParameterError
 from ..runs import Run
 from .answers import Answer, eos_stop_rate, generate_answers, load_for_generation
 from .config import SFTStageConfig
 from .data import load_records, resolve_data_paths, tokenize_record
+from .launch import ACCELERATE_CONFIGS, launch_command
 from .process_trace import process_rank, record_writes_under
 from .select import Selection, heldout_losses, select_by_heldout_loss, select_by_judge, write_selection
 from .templates import build_template, install_template, record_to_messages
@@ -191,35 +189,6 @@ def preview_example(cfg: SFTStageConfig, record: dict[str, Any]) -> tuple[Any, A
     install_template(spec, tokenizer)
     return spec, tokenize_record(tokenizer, record, cfg.max_length, spec.end_of_turn,
                                  spec.learns_assistant_header), tokenizer
-
-
-ACCELERATE_CONFIGS = ("ddp", "fsdp", "deepspeed_zero3")
-
-
-def launch_command(cfg: SFTStageConfig, accelerate_config: str = "fsdp", num_processes: int = 8) -> str:
-    """The exact shell command (run from the project root) that trains `cfg` on `num_processes` GPUs.
-
-    The `--set` overrides are the parameters that differ from the profile's YAML file, the file the script starts
-    from, written so that the script reads back exactly `cfg` (a float keeps a YAML-readable exponent, an empty
-    string stays empty).
-    """
-    check_choice("accelerate_config", accelerate_config, ACCELERATE_CONFIGS)
-    check_int("num_processes", num_processes, 1)
-    config_file = f"configs/sft/{cfg.profile}.yaml"
-    baseline = SFTStageConfig.load(layout.PROJECT_ROOT / config_file).as_params()
-    sets = [f"{k}={_override_value(v)}" for k, v in cfg.as_params().items() if v != baseline[k]]
-    return shlex.join(["accelerate", "launch", "--config_file", f"configs/accelerate/{accelerate_config}.yaml",
-                       "--num_processes", str(num_processes), "-m", "helpers.sft", "--config", config_file]
-                      + (["--set", *sets] if sets else []))
-
-
-def _override_value(value: Any) -> str:
-    """`value` as `--set KEY=VALUE` reads it back with its type: empty stays empty, the rest is YAML (PyYAML reads
-    `2e-05` as a string and `2.0e-05` as a float)."""
-    if value == "":
-        return ""
-    text = yaml.safe_dump(value, default_flow_style=True, width=10**6)
-    return text.removesuffix("\n...\n").strip()
 
 
 def selection_sampling(cfg: SFTStageConfig) -> dict[str, Any]:
