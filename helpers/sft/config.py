@@ -162,7 +162,7 @@ class SFTStageConfig(StageConfig):
         if gpus and processes > gpus:
             raise ParameterError("NUM_PROCESSES", f"{processes} processes but {gpus} GPUs are visible",
                                  f"use at most {gpus}, or 'auto' (one per GPU)")
-        if processes == 1 and config not in SHARDED_CONFIGS:
+        if processes == 1 and self.accelerate_config not in SHARDED_CONFIGS:  # 'auto' on one GPU: no launch
             return None
         return LaunchPlan(processes, config, gpus)
 
