@@ -62,3 +62,16 @@ OVERFIT = dict(max_steps=30, learning_rate=1e-2, warmup_ratio=0.0, lr_scheduler=
                max_length=96, use_lora=False, save_strategy="steps", save_every=15, logging_steps=5,
                max_new_tokens=12, compare_examples=2, selection_examples=4, max_train_examples=0,
                max_heldout_examples=0, selection="heldout_loss")
+
+
+# Arithmetic rows for multi-process runs: 16 distinct training rows, so each process's share is visible in the trace.
+ARITHMETIC_TRAIN = [{"instruction": f"What is {a} plus {a + 3}?", "input": "", "output": f"{2 * a + 3}."}
+                    for a in range(16)]
+ARITHMETIC_HELDOUT = [{"instruction": f"What is {a} minus 1?", "input": "", "output": f"{a - 1}."}
+                      for a in (20, 30, 40, 50)]
+
+
+def micro_batches(trace: Path, rank: int) -> list[list[int]]:
+    """The training rows of each micro-batch process `rank` fetched (`helpers.sft.process_trace`)."""
+    lines = (trace / f"rank{rank}.rows.jsonl").read_text().splitlines()
+    return [json.loads(line)["rows"] for line in lines]

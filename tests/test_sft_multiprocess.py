@@ -25,16 +25,15 @@ import pytest
 from helpers.runs import PROJECT_ROOT
 from helpers.config import parse_assignment
 from helpers.sft.config import SFTStageConfig
-from helpers.sft.stage import launch_command
-from sft_tiny import write_jsonl
+from helpers.sft.launch import launch_command
+from sft_tiny import ARITHMETIC_HELDOUT, ARITHMETIC_TRAIN, micro_batches, write_jsonl
 
 PROCESSES = 2
 PER_DEVICE = 2
 EFFECTIVE_BATCH = 8  # = PER_DEVICE x PROCESSES x 2 accumulation steps = PER_DEVICE x 1 process x 4
 STEPS = 4
 LOSS_TOLERANCE = 1e-4
-TRAIN = [{"instruction": f"What is {a} plus {a + 3}?", "input": "", "output": f"{2 * a + 3}."} for a in range(16)]
-HELDOUT = [{"instruction": f"What is {a} minus 1?", "input": "", "output": f"{a - 1}."} for a in (20, 30, 40, 50)]
+TRAIN, HELDOUT = ARITHMETIC_TRAIN, ARITHMETIC_HELDOUT
 SETTINGS = ["USE_LORA=false", f"MAX_STEPS={STEPS}", "SAVE_EVERY=2", f"PER_DEVICE_BATCH_SIZE={PER_DEVICE}",
             f"EFFECTIVE_BATCH_SIZE={EFFECTIVE_BATCH}", "MAX_LENGTH=96", "LEARNING_RATE=0.01", "LR_SCHEDULER=constant",
             "WARMUP_RATIO=0.0", "LOGGING_STEPS=1", "MAX_NEW_TOKENS=4", "COMPARE_EXAMPLES=0", "SELECTION_EXAMPLES=2",
@@ -73,14 +72,9 @@ def runs(tmp_path_factory, tiny_base) -> dict:
     return {"multi": _run(tmp, "multi", tiny_base, PROCESSES), "single": _run(tmp, "single", tiny_base, 1)}
 
 
-def _micro_batches(trace: Path, rank: int) -> list[list[int]]:
-    lines = (trace / f"rank{rank}.rows.jsonl").read_text().splitlines()
-    return [json.loads(line)["rows"] for line in lines]
-
-
 def _rows_per_step(trace: Path, rank: int, accumulation: int) -> list[list[int]]:
     """The rows of each optimizer step: `accumulation` consecutive micro-batches (the loader may read one ahead)."""
-    batches = _micro_batches(trace, rank)
+    batches = micro_batches(trace, rank)
     assert len(batches) >= STEPS * accumulation
     return [sum(batches[s * accumulation:(s + 1) * accumulation], []) for s in range(STEPS)]
 
@@ -93,7 +87,7 @@ def _logged(history: list[dict], key: str) -> dict[int, float]:
 def test_each_process_sees_different_rows_and_steps_have_the_effective_batch(runs):
     trace = runs["multi"]["trace"]
     accumulation = EFFECTIVE_BATCH // (PER_DEVICE * PROCESSES)
-    assert all(len(b) == PER_DEVICE for r in range(PROCESSES) for b in _micro_batches(trace, r))
+    assert all(len(b) == PER_DEVICE for r in range(PROCESSES) for b in micro_batches(trace, r))
     per_rank = [_rows_per_step(trace, r, accumulation) for r in range(PROCESSES)]
     for step in range(STEPS):
         rank0, rank1 = set(per_rank[0][step]), set(per_rank[1][step])
@@ -115,7 +109,7 @@ def test_each_process_sees_different_rows_and_steps_have_the_effective_batch(run
 @pytest.mark.slow
 def test_only_the_main_process_writes_the_run_folder(runs):
     run_dir, trace = runs["multi"]["run_dir"], runs["multi"]["trace"]
-    assert _micro_batches(trace, 1), "the second process trained with the trace on"
+    assert micro_batches(trace, 1), "the second process trained with the trace on"
     assert (trace / "rank1.writes.jsonl").read_text() == "", "the second process wrote in the run folder"
     written = {json.loads(line)["path"] for line in (trace / "rank0.writes.jsonl").read_text().splitlines()}
     sft = run_dir.resolve() / "sft"

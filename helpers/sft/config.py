@@ -15,6 +15,7 @@ from ..layout import HELDOUT_JSONL, TRAIN_JSONL
 from ..llm.endpoint import Endpoint
 from ..llm.vllm_engine import resolve_engine
 from ..params import ParameterError, check_choice, check_float, check_int
+from .devices import deepspeed_installed, launched_world_size, visible_gpus
 from .templates import TEMPLATE_NAMES
 
 SELECTION_CRITERIA = ("heldout_loss", "judge", "last")
@@ -22,7 +23,19 @@ SELECTION_PROMPTS = ("template", "official")  # the chat template trained, or th
 SAVE_STRATEGIES = ("epoch", "steps")
 LONG_EXAMPLE_POLICIES = ("truncate", "drop")
 PAPER_EFFECTIVE_BATCH_RULE = "paper_rule"  # 64, or 128 from 4,000 training examples on (the paper's two settings)
-BOOLEANS = ("PACKING", "USE_LORA", "BF16", "GRADIENT_CHECKPOINTING", "KEEP_CHECKPOINTS", "RESUMABLE", "SKIP_INVALID_EXAMPLES")
+ACCELERATE_CONFIGS = ("ddp", "fsdp", "deepspeed_zero3")  # configs/accelerate/<name>.yaml
+SHARDED_CONFIGS = ("fsdp", "deepspeed_zero3")  # launched even for one process: the sharding is the point
+BOOLEANS = ("PACKING", "USE_LORA", "BF16", "GRADIENT_CHECKPOINTING", "KEEP_CHECKPOINTS", "RESUMABLE",
+            "SKIP_INVALID_EXAMPLES")
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """NUM_PROCESSES and ACCELERATE_CONFIG resolved on this machine: the processes stage 3 starts itself."""
+
+    num_processes: int
+    accelerate_config: str
+    gpus: int
 
 
 def recipe(help: str) -> Any:
@@ -102,6 +115,13 @@ class SFTStageConfig(StageConfig):
     generation_batch_size: int = param(0, "Prompts per generate() call of the transformers engine (0 = by device: "
                                           "8 on a CPU, 64 on a GPU).")
     keep_checkpoints: bool = param(True, "Keep every checkpoint folder after selection.")
+    num_processes: Any = param("auto", "Training processes: 'auto' = one per visible GPU (1 without a GPU). Above 1, "
+                                       "or with ACCELERATE_CONFIG 'fsdp' / 'deepspeed_zero3', the stage starts them "
+                                       "itself with `accelerate launch` and then selects and answers in this process.")
+    accelerate_config: str = param("auto", "How launched processes share the model (configs/accelerate/<name>.yaml): "
+                                           "'ddp' (a full copy per process; gloo on CPU), 'fsdp' (sharded, GPUs only), "
+                                           "'deepspeed_zero3' (sharded, needs the deepspeed package) or 'auto' (fsdp on "
+                                           "GPUs, ddp on CPU).")
     judge_model: str = shared("judge_model")
     judge_base_url: str = shared("judge_base_url")
     judge_api_key_env: str = shared("judge_api_key_env")
@@ -129,6 +149,29 @@ class SFTStageConfig(StageConfig):
         if self.effective_batch_size == PAPER_EFFECTIVE_BATCH_RULE:
             return 128 if (self.planned_examples or num_train_examples) >= 4000 else 64
         return int(self.effective_batch_size or 0)
+
+    def launch_plan(self) -> LaunchPlan | None:
+        """The `accelerate launch` stage 3 starts, or None when it trains in this process: one process without a
+        sharding config, or this process is already one of a launch (`accelerate launch` sets WORLD_SIZE)."""
+        if launched_world_size() is not None:
+            return None
+        gpus = visible_gpus()
+        processes = (gpus or 1) if self.num_processes == "auto" else int(self.num_processes)
+        config = ("fsdp" if gpus else "ddp") if self.accelerate_config == "auto" else self.accelerate_config
+        if config in SHARDED_CONFIGS and not gpus:
+            raise ParameterError("ACCELERATE_CONFIG", f"{config!r} shards the model over GPUs and none is visible "
+                                 "(accelerate enables FSDP and DeepSpeed only on GPUs)",
+                                 "use 'ddp' on CPU (gloo processes) or 'auto', or run on a GPU node")
+        if config == "deepspeed_zero3" and not deepspeed_installed():
+            raise ParameterError("ACCELERATE_CONFIG", "'deepspeed_zero3' needs the deepspeed package, which is not "
+                                 "installed", "pip install deepspeed on the GPU node (with the CUDA torch build), "
+                                 "or use 'fsdp'")
+        if gpus and processes > gpus:
+            raise ParameterError("NUM_PROCESSES", f"{processes} processes but {gpus} GPUs are visible",
+                                 f"use at most {gpus}, or 'auto' (one per GPU)")
+        if processes == 1 and self.accelerate_config not in SHARDED_CONFIGS:  # 'auto' on one GPU: no launch
+            return None
+        return LaunchPlan(processes, config, gpus)
 
     def judge(self) -> Endpoint:
         return Endpoint.from_params(self, "JUDGE")
@@ -187,9 +230,19 @@ class SFTStageConfig(StageConfig):
         if not str(self.selection_judge).strip():
             raise ParameterError("SELECTION_JUDGE", "is empty", "use 'alpaca_eval_pairwise' or another judge name")
         self.judge().validate()
+        self._check_launch()
         for name in BOOLEANS:
             if not isinstance(getattr(self, name.lower()), bool):
                 raise ParameterError(name, f"expected True or False, got {getattr(self, name.lower())!r}",
                                      "use True or False")
         if not self.base_model:
             raise ParameterError("BASE_MODEL", "is empty", "use 'gemma-3-270m', a local folder or a hub id")
+
+    def _check_launch(self) -> None:
+        """NUM_PROCESSES and ACCELERATE_CONFIG; against this machine (GPUs, deepspeed) only when a launch is asked
+        for explicitly, so that the default 'auto' costs no torch import."""
+        if self.num_processes != "auto":
+            check_int("NUM_PROCESSES", self.num_processes, 1)
+        check_choice("ACCELERATE_CONFIG", self.accelerate_config, ("auto", *ACCELERATE_CONFIGS))
+        if self.accelerate_config in SHARDED_CONFIGS or (self.num_processes != "auto" and self.num_processes > 1):
+            self.launch_plan()

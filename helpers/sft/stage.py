@@ -5,23 +5,22 @@
         --config configs/sft/paper.yaml --set RUN_DIR=runs/paper BASE_MODEL=meta-llama/Meta-Llama-3-8B
     python -m helpers.sft --config configs/sft/paper.yaml --launch-command fsdp    # prints the exact command
 
-The notebook and the script take the same UPPER_CASE parameters (see `helpers.sft.config`). Under
-`accelerate launch` every process trains; only the main process writes the run folder, selects the checkpoint and
-generates answers.
+The notebook and the script take the same UPPER_CASE parameters (see `helpers.sft.config`). Above one process
+(NUM_PROCESSES, ACCELERATE_CONFIG) the stage starts that `accelerate launch` itself (`helpers.sft.launch`): the
+launched processes only train, and the stage then selects, answers and records as after a training in its own
+process. Under an `accelerate launch` started by hand every process trains; only the main process writes the run
+folder, selects the checkpoint and generates answers.
 """
 from __future__ import annotations
 
 import argparse
 import gc
 import json
-import shlex
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from .. import layout
 from ..judge.named import load_named_judge
@@ -31,11 +30,12 @@ from ..llm.local_backend import release_models, transformers_version
 from ..llm.models import resolve_model_path
 from ..llm.vllm_engine import find_vllm_python, resolve_engine, stop_engines, vllm_version
 from ..official import resolve
-from ..params import ParameterError, check_choice, check_int
+from ..params import ParameterError
 from ..runs import Run
 from .answers import Answer, engine_answers, eos_stop_rate, generate_answers, load_for_generation
-from .config import SFTStageConfig
+from .config import ACCELERATE_CONFIGS, SFTStageConfig
 from .data import load_records, resolve_data_paths, tokenize_record
+from .launch import OUTCOME_FILE, die_with_parent, launch_command, run_launched, write_failure
 from .process_trace import process_rank, record_writes_under
 from .select import Selection, heldout_losses, select_by_heldout_loss, select_by_judge, write_selection
 from .templates import TemplateSpec, build_template, install_template, record_to_messages
@@ -180,6 +180,7 @@ def run_sft_stage(cfg: SFTStageConfig, run: Run | None = None, judge_client: Any
     judge = load_named_judge(cfg.selection_judge, "SELECTION_JUDGE") if cfg.selection == "judge" else None
     prompt = selection_prompt(cfg) if cfg.selection == "judge" else None
     cfg = with_planned_examples(cfg)  # on every process: the batch rule must give all ranks the same batch
+    plan = cfg.launch_plan()  # None: train here; a launch this machine cannot run fails now, before any model
     main = process_rank() == 0
     if cfg.selection == "judge" and judge_client is None and main:
         judge_client = cfg.connect(cfg.judge(), STAGE)
@@ -187,9 +188,6 @@ def run_sft_stage(cfg: SFTStageConfig, run: Run | None = None, judge_client: Any
         run = run or Run(cfg.run_dir)
         run.begin_stage(STAGE, cfg.as_params(), seeds={"seed": cfg.seed})
     sft_dir = (run.path if run else Path(cfg.run_dir).expanduser().resolve()) / layout.SFT_CHECKPOINTS
-
-    prepared = prepare_model(cfg)
-    spec, base_path = prepared[2], prepared[3]
     held = data.heldout
     n_answer = min(cfg.selection_examples, len(held)) if held is not None else 0
     instructions = _instructions(held, n_answer)
@@ -198,12 +196,16 @@ def run_sft_stage(cfg: SFTStageConfig, run: Run | None = None, judge_client: Any
     if is_accelerator(best_device()):
         release_models()  # an in-process judge must not hold the GPU while training (on a CPU it stays loaded)
     stop_engines()  # nor an engine, on any device
-    outcome = train_sft(cfg, data.train, held, sft_dir, model_tokenizer=prepared)
-    outcome.extra.pop("trainer", None)
-    del prepared
-    gc.collect()
-    if not main:
-        return None
+    if plan is None:
+        outcome = train_here(cfg, data, sft_dir)
+        if not main:
+            return None
+    else:
+        outcome = run_launched(cfg, plan)
+        outcome.extra["accelerate_config"] = plan.accelerate_config
+        run.set_stage_info("launch", {"num_processes": plan.num_processes, "accelerate_config": plan.accelerate_config,
+                                      "command": launch_command(cfg, plan.accelerate_config, plan.num_processes)})
+    spec, base_path = outcome.template, outcome.base_model_path
 
     selection = _select(cfg, outcome, judge_client, instructions, references, base_path, judge, prompt)
     best_dir = Path(selection.best_checkpoint)
@@ -227,6 +229,32 @@ def run_sft_stage(cfg: SFTStageConfig, run: Run | None = None, judge_client: Any
     return SFTStageResult(outcome, selection, records, instructions, references, base_answers, tuned)
 
 
+def train_here(cfg: SFTStageConfig, data: SFTData, sft_dir: Path) -> TrainOutcome:
+    """Train in this process: alone, or as one process of an `accelerate launch`."""
+    prepared = prepare_model(cfg)
+    outcome = train_sft(cfg, data.train, data.heldout, sft_dir, model_tokenizer=prepared)
+    outcome.extra.pop("trainer", None)
+    del prepared
+    gc.collect()
+    return outcome
+
+
+def train_launched(cfg: SFTStageConfig, report: Path) -> None:
+    """One process of the launch `run_sft_stage` started (`--train-only`): it trains, and the main process writes
+    the outcome into `report`. Nothing else is written: the launching stage selects, answers and records."""
+    die_with_parent()
+    try:
+        cfg.validate()
+        data = load_data(cfg)
+        cfg = with_planned_examples(cfg)
+        outcome = train_here(cfg, data, Path(cfg.run_dir).expanduser().resolve() / layout.SFT_CHECKPOINTS)
+        if process_rank() == 0:
+            (report / OUTCOME_FILE).write_text(json.dumps(outcome.to_json(), default=str))
+    except BaseException as exc:
+        write_failure(report, exc, process_rank())
+        raise
+
+
 def preview_example(cfg: SFTStageConfig, record: dict[str, Any]) -> tuple[Any, Any, Any]:
     """The template applied to one record, tokenised as in training (tokenizer only: no model is loaded).
 
@@ -239,35 +267,6 @@ def preview_example(cfg: SFTStageConfig, record: dict[str, Any]) -> tuple[Any, A
     install_template(spec, tokenizer)
     return spec, tokenize_record(tokenizer, record, cfg.max_length, spec.end_of_turn,
                                  spec.learns_assistant_header), tokenizer
-
-
-ACCELERATE_CONFIGS = ("ddp", "fsdp", "deepspeed_zero3")
-
-
-def launch_command(cfg: SFTStageConfig, accelerate_config: str = "fsdp", num_processes: int = 8) -> str:
-    """The exact shell command (run from the project root) that trains `cfg` on `num_processes` GPUs.
-
-    The `--set` overrides are the parameters that differ from the profile's YAML file, the file the script starts
-    from, written so that the script reads back exactly `cfg` (a float keeps a YAML-readable exponent, an empty
-    string stays empty).
-    """
-    check_choice("accelerate_config", accelerate_config, ACCELERATE_CONFIGS)
-    check_int("num_processes", num_processes, 1)
-    config_file = f"configs/sft/{cfg.profile}.yaml"
-    baseline = SFTStageConfig.load(layout.PROJECT_ROOT / config_file).as_params()
-    sets = [f"{k}={_override_value(v)}" for k, v in cfg.as_params().items() if v != baseline[k]]
-    return shlex.join(["accelerate", "launch", "--config_file", f"configs/accelerate/{accelerate_config}.yaml",
-                       "--num_processes", str(num_processes), "-m", "helpers.sft", "--config", config_file]
-                      + (["--set", *sets] if sets else []))
-
-
-def _override_value(value: Any) -> str:
-    """`value` as `--set KEY=VALUE` reads it back with its type: empty stays empty, the rest is YAML (PyYAML reads
-    `2e-05` as a string and `2.0e-05` as a float)."""
-    if value == "":
-        return ""
-    text = yaml.safe_dump(value, default_flow_style=True, width=10**6)
-    return text.removesuffix("\n...\n").strip()
 
 
 def selection_sampling(cfg: SFTStageConfig) -> dict[str, Any]:
@@ -347,7 +346,10 @@ def _select(cfg: SFTStageConfig, outcome: TrainOutcome, judge_client: Any, instr
     else:
         best = checkpoints[-1]
     best_dir = materialise_checkpoint(best, base_path)
-    details = {"checkpoint": best.name, "base_model": cfg.base_model, "use_lora": cfg.use_lora}
+    details = {"checkpoint": best.name, "base_model": cfg.base_model, "use_lora": cfg.use_lora,
+               "training_processes": outcome.extra.get("world_size", 1)}
+    if "accelerate_config" in outcome.extra:
+        details["accelerate_config"] = outcome.extra["accelerate_config"]
     if cfg.selection == "judge":
         details["selection_decoding"] = {**selection_sampling(cfg), "max_new_tokens": cfg.max_new_tokens,
                                          "prompt": prompt.source if prompt else "chat template",
@@ -398,12 +400,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="print the `accelerate launch` command for this configuration with "
                              "configs/accelerate/<ACCELERATE_CONFIG>.yaml (ddp, fsdp, deepspeed_zero3) and exit")
     parser.add_argument("--num-processes", type=int, default=8, help="GPUs for --launch-command (default 8)")
+    parser.add_argument("--train-only", metavar="FOLDER", type=Path,
+                        help="as one process of the launch the stage starts itself: train, write the outcome into "
+                             "FOLDER, and leave selection, answers and records to the stage")
     args = parser.parse_args(argv)
     cfg = SFTStageConfig.load(args.config, args.set)
     if args.launch_command:
         print(launch_command(cfg, args.launch_command, args.num_processes))
         return 0
     record_writes_under(cfg.run_dir)
+    if args.train_only:
+        train_launched(cfg, args.train_only)
+        return 0
     result = run_sft_stage(cfg)
     if result is not None:
         print(json.dumps(result.records, indent=2))

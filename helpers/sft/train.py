@@ -16,7 +16,7 @@ import resource
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from ..params import ParameterError
 from ..progress import plain_progress
 from .config import SFTStageConfig
 from .data import tokenize_dataset
+from .devices import launched_world_size
 from .process_trace import record_training_rows
 from .templates import TemplateSpec, build_template, install_template
 
@@ -61,6 +62,20 @@ class TrainOutcome:
     def heldout_loss(self) -> float | None:
         losses = [h["eval_loss"] for h in self.log_history if "eval_loss" in h]
         return float(losses[-1]) if losses else None
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything but the trainer: how a launched training process hands its outcome to the stage."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out.update(output_dir=str(self.output_dir), checkpoints=[str(c) for c in self.checkpoints],
+                   template=asdict(self.template),
+                   extra={k: v for k, v in self.extra.items() if k != "trainer"})
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainOutcome:
+        return cls(**{**data, "output_dir": Path(data["output_dir"]),
+                      "checkpoints": [Path(c) for c in data["checkpoints"]],
+                      "template": TemplateSpec(**data["template"])})
 
 
 def peak_rss_gb() -> float:
@@ -167,9 +182,12 @@ def _use_line_progress(trainer: Any) -> None:
     class LineProgress(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
             self._start = time.perf_counter()
-            print(f"training: {state.max_steps} steps", file=sys.stderr, flush=True)
+            if state.is_world_process_zero:  # one line per step, not one per process
+                print(f"training: {state.max_steps} steps", file=sys.stderr, flush=True)
 
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            if not state.is_world_process_zero:
+                return
             logs = logs or {}
             parts = [f"step {state.global_step}/{state.max_steps}"]
             parts += [f"{key} {logs[key]:.4g}" for key in ("loss", "eval_loss", "learning_rate", "epoch")
@@ -206,7 +224,7 @@ def train_sft(cfg: SFTStageConfig, train_records: Any, heldout_records: Any | No
             raise ParameterError("MAX_LENGTH", f"all {num_dropped} training examples are longer than {cfg.max_length} "
                                  "tokens and LONG_EXAMPLES='drop' removed them", "raise MAX_LENGTH, or set "
                                  "LONG_EXAMPLES='truncate' (cut examples then lose their end-of-turn token)")
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = launched_world_size() or 1
     # Every process decides from the same folder contents, before the main process changes them (barrier below).
     resume_from = resumable_checkpoint(output_dir, cfg)
     # The held-out loss before any step is evaluated inside `train()` (`eval_on_start`), not by a `trainer.evaluate()`
@@ -241,15 +259,21 @@ def train_sft(cfg: SFTStageConfig, train_records: Any, heldout_records: Any | No
                         peak_rss_gb(), {"global_step": result.global_step, "trainer": trainer,
                                         "num_dropped": num_dropped,
                                         "resumed_from": str(resume_from) if resume_from else None,
-                                        "step_seconds": list(timer.durations)})
+                                        "step_seconds": list(timer.durations), "world_size": world_size})
 
 
 def training_fingerprint(cfg: SFTStageConfig) -> str:
-    """What must match for a checkpoint to be continued: everything that shapes training, not previews."""
+    """What must match for a checkpoint to be continued: everything that shapes training, not previews.
+
+    The launch is fingerprinted as it ran (processes and sharding, from the launcher's environment), not as the
+    parameters asked for it ('auto'); a training in one plain process keeps the fingerprint it always had."""
     ignored = {"RUN_DIR", "SELECTION", "SELECTION_EXAMPLES", "MAX_NEW_TOKENS", "GENERATION_BATCH_SIZE",
                "COMPARE_EXAMPLES", "KEEP_CHECKPOINTS", "JUDGE_MODEL", "JUDGE_BASE_URL", "JUDGE_API_KEY_ENV",
-               "MAX_CONCURRENCY", "REQUEST_TIMEOUT", "REQUEST_ATTEMPTS"}
-    params = {k: v for k, v in cfg.as_params().items() if k not in ignored}
+               "MAX_CONCURRENCY", "REQUEST_TIMEOUT", "REQUEST_ATTEMPTS", "NUM_PROCESSES", "ACCELERATE_CONFIG"}
+    params: dict[str, Any] = {k: v for k, v in cfg.as_params().items() if k not in ignored}
+    if (world_size := launched_world_size()) is not None:
+        params["launch"] = {"world_size": world_size, "fsdp": os.environ.get("ACCELERATE_USE_FSDP", "false"),
+                            "deepspeed": os.environ.get("ACCELERATE_USE_DEEPSPEED", "false")}
     return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
 
 
