@@ -214,6 +214,16 @@ def _manifest_tables(manifest: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.Data
     return pd.DataFrame(models), pd.DataFrame(accounting)
 
 
+def _calibration_html(results: Mapping[str, Any]) -> str:
+    """Stage 4's calibration row read as a sentence (the paper's model under this run's judge beside the student),
+    when the run has one."""
+    reading = (results.get("evaluate") or {}).get("calibration")
+    if not isinstance(reading, Mapping) or not reading.get("text"):
+        return ""
+    return (f"<h2>Calibration row</h2><p>{html.escape(str(reading['text']))}</p><p class=\"muted\">Numbers from a "
+            "judge other than the paper's are read against this row, not against the paper's table.</p>")
+
+
 def build_report(run_dir: str | Path, defaults: Mapping[str, Mapping[str, Any]] | None = None) -> str:
     """The HTML of the run's one-page report."""
     run = resolve_run_dir(run_dir)
@@ -236,6 +246,7 @@ def build_report(run_dir: str | Path, defaults: Mapping[str, Mapping[str, Any]] 
 <p class="muted">Every number in results.json. Judge-based numbers are comparable only with numbers from the same judge
 on the same items.</p>
 {html_table(recorded_numbers(run), "no recorded numbers")}
+{_calibration_html(_read_json(run / "results.json"))}
 {tables}
 <h2>Figures</h2>
 {_figures_html(run)}
