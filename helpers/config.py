@@ -99,6 +99,9 @@ SHARED: dict[str, tuple[Any, str]] = {
                                "or checkpoint teacher, judge or evaluated model; not training): 'float32', or "
                                "'bfloat16' (about half the CPU time per token where the CPU has bf16 instructions; "
                                "replies differ and are cached apart)."),
+    "dry_run": (False, "Only count and price what the stage would send (requests, tokens, dollars at "
+                       "helpers/llm/prices.yaml, GPU-hours) and call no model; `python -m helpers run --dry-run` "
+                       "does it for every stage at once."),
     "instruct_skillmix_repo": ("", "Root of a local clone of princeton-pli/Instruct-SkillMix, read for the official "
                                    "lists, prompts and validation prompt; empty: download the pinned files into the "
                                    "kit's cache."),
@@ -266,6 +269,9 @@ class StageConfig:
                                                                                self.request_attempts)
         if hasattr(self, "local_dtype"):
             check_choice("LOCAL_DTYPE", self.local_dtype, LOCAL_DTYPES)
+        if not isinstance(getattr(self, "dry_run", False), bool):
+            raise ParameterError("DRY_RUN", f"expected True or False, got {getattr(self, 'dry_run')!r}",
+                                 "use True or False")
 
     def check_values(self) -> None:
         """The stage's checks of its own values (override)."""

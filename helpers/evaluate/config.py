@@ -111,6 +111,7 @@ class EvalConfig(StageConfig):
     wb_reward_reference: str = param("", "Reference answers for WB-Reward: a JSON/JSONL file (session_id, output); "
                                          "empty = the hub's gpt-4-turbo-2024-04-09 outputs.")
     wb_reward_k: int = param(-1, "WildBench's length margin in characters (-1 = none, the paper's setting).")
+    dry_run: bool = shared("dry_run")
 
     def check_values(self) -> None:
         self.seed = check_int("SEED", self.seed)
