@@ -23,7 +23,7 @@ from .generate import estimate_generation, load_flow, load_stage1_inputs, make_p
 from .generate.config import GenerateConfig
 from .generate.prompt_versions import get_version
 from .layout import MANIFEST_JSON, RESULTS_JSON
-from .llm.accounting import CostLine, Throughput, sum_or_unknown
+from .llm.accounting import CostLine, Throughput, price_date, price_for, sum_or_unknown
 from .official import SOURCES
 from .params import ParameterError
 from .runs import resolve_run_dir
@@ -173,7 +173,7 @@ def format_estimate(lines: list[CostLine], throughput: Throughput) -> str:
     local = table["in_process"].eq(True)
 
     def money(column: str) -> list[str]:
-        return ["GPU" if here else _money(value) for value, here in zip(table[column], local)]
+        return ["local" if here else _money(value) for value, here in zip(table[column], local)]
 
     shown = pd.DataFrame({
         "stage": table["stage"], "part": table["part"], "model": table["model"],
@@ -184,12 +184,17 @@ def format_estimate(lines: list[CostLine], throughput: Throughput) -> str:
     notes = [f"  {row.stage} / {row.part}: {row.note}" for row in table.itertuples() if isinstance(row.note, str)
              and row.note]
     basis = sorted({b for b in table.get("basis", pd.Series(dtype=str)).dropna() if b})
+    models = sorted({line.model for line in lines if not line.in_process and line.requests})
+    dated = ", ".join(f"{m} {price_date(m) or 'undated'}" for m in models if price_for(m) is not None
+                      and price_date(m) is not None)
     return "\n".join([
         "Dry run: no model was called, nothing was written.", shown.to_string(index=False), "",
         "Dollars at helpers/llm/prices.yaml ('unknown': the model has no price there; a total with an unknown part "
-        "is unknown). '$ live, caps': every reply at its token cap, the upper bound.",
-        f"GPU-hours assume {throughput.describe()} (--assume-tokens-per-s, --assume-train-tokens-per-s); parts on "
-        "your own GPUs ('GPU') add no dollars to the totals.", "Token counts: " + "; ".join(basis) + ".", "Notes:", *notes])
+        "is unknown). '$ live, caps': every reply at its token cap, the upper bound."
+        + (f" Prices as of: {dated}." if dated else ""),
+        f"GPU-hours assume {throughput.describe()} (--assume-tokens-per-s, --assume-train-tokens-per-s); parts run on "
+        "your own machine ('local': training, in-process answering) add no dollars to the totals.", "Token counts: " + "; ".join(basis) + ".",
+        "Notes:", *notes])
 
 
 STAGE_NAMES: dict[type, str] = {SkillExtractionConfig: "01_extract_skills", GenerateConfig: "02_generate",

@@ -7,8 +7,8 @@ copies with their outputs land in `RUN_DIR/notebooks/`; the first failing notebo
 names the notebook and the cell.
 
 The driver is the one shared module that knows the stages: it imports their config classes (and nothing else of
-them) to check parameters and to print the table of every parameter; its dry run hands the checked configs to
-`helpers.dry_run`, which asks each stage's estimate module.
+them) to check parameters and to print the table of every parameter; its dry run hands each stage's config class
+and routed parameters to `helpers.dry_run`, which asks the stage's estimate module.
 """
 from __future__ import annotations
 

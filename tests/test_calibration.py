@@ -91,7 +91,8 @@ def test_calibration_row_is_judged_beside_the_student_and_shown(tmp_path):
 
 def test_leaderboard_figure_draws_the_calibration_row_apart():
     board = published_leaderboard(prefer_package=False)
-    fig = plot_leaderboard(board.head(5), ours={"student (LC, judge j)": 30.0, f"{CALIBRATION_MODEL} (LC, judge j)": 40.0})
+    ours = {"student (LC, judge j)": 30.0, f"{CALIBRATION_MODEL} (LC, judge j)": 40.0}
+    fig = plot_leaderboard(board.head(5), ours=ours)
     bars = {t.get_text(): patch.get_facecolor() for t, patch in zip(fig.axes[0].get_yticklabels(),
                                                                      fig.axes[0].patches)}
     calibration = [label for label in bars if label.startswith(CALIBRATION_MODEL)]

@@ -100,7 +100,8 @@ def test_selection_judge_estimate_equals_the_requests_sent(tmp_path):
                for i in range(5)]
     for name in ("train", "heldout"):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    cfg = SFTStageConfig.from_params({"RUN_DIR": str(tmp_path / "run"), "TRAIN_DATA_PATH": str(tmp_path / "train.jsonl"),
+    cfg = SFTStageConfig.from_params({"RUN_DIR": str(tmp_path / "run"),
+                                      "TRAIN_DATA_PATH": str(tmp_path / "train.jsonl"),
                                       "HELDOUT_DATA_PATH": str(tmp_path / "heldout.jsonl"), "MAX_STEPS": -1,
                                       "NUM_EPOCHS": 3.0, "SAVE_STRATEGY": "epoch", "SELECTION": "judge",
                                       "SELECTION_EXAMPLES": 4, "JUDGE_MODEL": "fake-judge-sft"})

@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..judge.estimate import judge_for_estimate, pairwise_input_tokens, reply_cap, template_tokens
+from ..judge.official_fastchat import ANSWER_MAX_TOKENS
 from ..judge.official_wildbench import WildBenchJudge, pairwise_messages, score_messages
-from ..llm.accounting import CostLine, Throughput, text_tokens, typical_reply
+from ..llm.accounting import TYPICAL_REPLY_TOKENS, CostLine, Throughput, text_tokens, typical_reply
 from ..params import ParameterError
 from .calibration import CALIBRATION_MODEL, calibration_file
 from .candidates import candidate_outputs
 from .config import STAGE, EvalConfig
-from ..judge.official_fastchat import ANSWER_MAX_TOKENS
 from .official_suite import mt_bench_questions, wildbench_items
 from .sets import load_eval_set
 
@@ -37,10 +37,11 @@ def _items(cfg: EvalConfig) -> tuple[list[dict[str, Any]], str]:
         return load_eval_set(cfg.eval_set, cfg.eval_source, cfg.n_eval or None), ""
     except ParameterError:
         n = cfg.n_eval or PUBLISHED_SIZES.get(cfg.eval_set, 0)
-        item = {"instruction": _stand_in(60), "reference_output": _stand_in(typical_reply(1 << 20)),
+        item = {"instruction": _stand_in(60), "reference_output": _stand_in(TYPICAL_REPLY_TOKENS),
                 "messages": [{"role": "user", "content": _stand_in(60)}] if cfg.eval_set == "wildbench" else [],
                 "checklist": [_stand_in(15)] * 5 if cfg.eval_set == "wildbench" else [], "history": "", "id": "x"}
-        return [dict(item, id=f"x{i}") for i in range(n)], f"{cfg.eval_set} not readable here: {n} items of typical length"
+        note = f"{cfg.eval_set} not readable here: {n} items of typical length"
+        return [dict(item, id=f"x{i}") for i in range(n)], note
 
 
 def _questions(cfg: EvalConfig) -> tuple[list[dict[str, Any]], str]:
@@ -52,13 +53,20 @@ def _questions(cfg: EvalConfig) -> tuple[list[dict[str, Any]], str]:
                  for i in range(n)], f"MT-Bench questions not readable here: {n} two-turn questions assumed")
 
 
-def _published_outputs(value: str, items: list[dict[str, Any]], repo: str, parameter: str) -> list[str] | None:
+def _published_outputs(path: Any, items: list[dict[str, Any]], parameter: str) -> list[str] | None:
     """A published outputs file's answers for the items, or None when it cannot be had here."""
     try:
-        found = calibration_file(value, repo) if parameter == "CALIBRATION_OUTPUTS" else (value, {})
-        return candidate_outputs(found[0], items, parameter)[0] if found else None
+        return candidate_outputs(path, items, parameter)[0]
     except ParameterError:
         return None
+
+
+def _calibration_outputs(cfg: EvalConfig, items: list[dict[str, Any]]) -> list[str] | None:
+    try:
+        found = calibration_file(cfg.calibration_outputs, cfg.alpaca_eval_repo)
+    except ParameterError:  # 'paper' without a clone and offline
+        return None
+    return _published_outputs(found[0], items, "CALIBRATION_OUTPUTS") if found else None
 
 
 class _Lines:
@@ -117,11 +125,10 @@ def estimate_evaluation(cfg: EvalConfig, throughput: Throughput,
     instructions = [it["instruction"] for it in items]
     judged = {role: [stand_in] * len(items) for role in answerers}
     if cfg.candidate_outputs:
-        judged["student"] = _published_outputs(cfg.candidate_outputs, items, "", "CANDIDATE_OUTPUTS") or judged.get(
-            "student", [stand_in] * len(items))
+        judged["student"] = (_published_outputs(cfg.candidate_outputs, items, "CANDIDATE_OUTPUTS")
+                             or [stand_in] * len(items))
     if cfg.calibration_outputs:
-        judged[CALIBRATION_MODEL] = (_published_outputs(cfg.calibration_outputs, items, cfg.alpaca_eval_repo,
-                                                        "CALIBRATION_OUTPUTS") or [stand_in] * len(items))
+        judged[CALIBRATION_MODEL] = _calibration_outputs(cfg, items) or [stand_in] * len(items)
     pairwise, missing = judge_for_estimate(lambda: cfg.named_judge("PAIRWISE_JUDGE"), cfg.pairwise_judge)
     per_model = {m: pairwise_input_tokens(pairwise, instructions, outs, references) for m, outs in judged.items()}
     if items and judged:
@@ -134,13 +141,13 @@ def estimate_evaluation(cfg: EvalConfig, throughput: Throughput,
     outputs_by_model = {m: o for m, o in judged.items() if m != CALIBRATION_MODEL}
     if cfg.run_wildbench and tasks and outputs_by_model:
         _wildbench(cfg, acc, tasks, len(outputs_by_model), stand_in)
-    lines = acc.lines
-    judges = [line for line in lines if not line.in_process and line.model == cfg.judge_model]
-    for line in lines:
-        role = "judge" if line in judges else line.part.split(" ")[0]
-        if role != "judge" or len(judges) == 1:
-            line.with_run_averages((usage or {}).get(role))
-    return lines
+    judges = [line for line in acc.lines if not line.in_process and line.model == cfg.judge_model]
+    for line in acc.lines:  # the accounting is per role: the judge's averages mix judges when it has several parts
+        if not any(line is j for j in judges):
+            line.with_run_averages((usage or {}).get(line.part.split(" ")[0]))
+        elif len(judges) == 1:
+            line.with_run_averages((usage or {}).get("judge"))
+    return acc.lines
 
 
 def _probe(cfg: EvalConfig, acc: _Lines, judge: Any, items: list[dict[str, Any]], student_tokens: int | None) -> None:

@@ -82,4 +82,5 @@ def judge_for_estimate(load: Callable[[], Any], name: str) -> tuple[Any, str]:
         owner = owner_of(name)
         if owner not in OWNER_REPLY_CAPS:
             raise
-        return MissingJudge(name, OWNER_REPLY_CAPS[owner]), f"{exc.name}'s files not at hand: {name}'s template not counted"
+        note = f"{exc.name}'s files not at hand: {name}'s template not counted"
+        return MissingJudge(name, OWNER_REPLY_CAPS[owner]), note

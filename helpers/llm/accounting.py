@@ -32,6 +32,12 @@ def load_prices(path: str = str(PRICES_PATH)) -> dict[str, dict[str, float]]:
     }
 
 
+def price_date(model: str, path: str = str(PRICES_PATH)) -> str | None:
+    """When a model's price in prices.yaml was last checked (its row's `as_of`), or None."""
+    row = ((yaml.safe_load(Path(path).read_text()) or {}).get("models") or {}).get(model) or {}
+    return str(row["as_of"]) if row.get("as_of") else None
+
+
 def price_for(model: str, prices: dict[str, dict[str, float]] | None = None) -> dict[str, float] | None:
     """Exact id first, then the longest known prefix (so 'gpt-4o-2024-08-06' can match a 'gpt-4o-2024-08-06' row only)."""
     prices = load_prices() if prices is None else prices

@@ -35,31 +35,34 @@ def _seed_instructions(cfg: SkillExtractionConfig) -> tuple[list[str], str]:
         return ["x" * 200] * n, f"{cfg.seed_dataset!r} not readable here: {n} instructions of ~50 tokens assumed"
 
 
+def _direct(cfg: SkillExtractionConfig) -> list[CostLine]:
+    per_topic = [prompt_messages("skills_for_topic", topic="a typical topic name", num_skills=cfg.skills_per_topic)
+                 for _ in range(cfg.num_topics)]
+    return [_line(cfg, "topics", [prompt_messages("topics", num_topics=cfg.num_topics)]),
+            _line(cfg, "skills per topic", per_topic)]
+
+
+def _dataset(cfg: SkillExtractionConfig) -> list[CostLine]:
+    instructions, note = _seed_instructions(cfg)
+    labels = [prompt_messages("label_instruction", instruction=text) for text in instructions]
+    batches = math.ceil(len(instructions) / cfg.cluster_batch_size)
+    label_names = "\n".join(["a_typical_skill_label"] * min(cfg.cluster_batch_size, len(instructions)))
+    clusters = [prompt_messages("cluster_labels", labels=label_names, num_clusters=cfg.num_clusters)] * batches
+    cluster_list = "\n".join(f"- a_typical_cluster_{i}" for i in range(cfg.num_clusters))
+    relabel = [prompt_messages("assign_cluster", instruction=text, clusters=cluster_list) for text in instructions]
+    return [_line(cfg, "label instructions", labels, note),
+            _line(cfg, "cluster labels", clusters, "at most: every label distinct"),
+            _line(cfg, "relabel with clusters", relabel)]
+
+
 def estimate_extraction(cfg: SkillExtractionConfig, usage: dict[str, Any] | None = None) -> list[CostLine]:
     """Stage 1's teacher requests, one line per step; `usage` (an earlier run's teacher accounting) replaces the
     estimated tokens per request by its averages."""
     if not cfg.needs_teacher or (cfg.skills_path and cfg.query_types_path):
         return [CostLine(STAGE, "import lists", cfg.teacher_model if cfg.needs_teacher else "none",
                          note="the lists are imported: no teacher call")]
-    lines = []
-    if cfg.skills_path:  # the skill list is imported; only the query types may be asked for
-        lines = []
-    elif cfg.skill_source == "direct":
-        lines.append(_line(cfg, "topics", [prompt_messages("topics", num_topics=cfg.num_topics)]))
-        per_topic = [prompt_messages("skills_for_topic", topic="a typical topic name", num_skills=cfg.skills_per_topic)
-                     for _ in range(cfg.num_topics)]
-        lines.append(_line(cfg, "skills per topic", per_topic))
-    else:
-        instructions, note = _seed_instructions(cfg)
-        labels = [prompt_messages("label_instruction", instruction=text) for text in instructions]
-        lines.append(_line(cfg, "label instructions", labels, note))
-        batches = math.ceil(len(instructions) / cfg.cluster_batch_size)
-        label_names = "\n".join(["a_typical_skill_label"] * min(cfg.cluster_batch_size, len(instructions)))
-        clusters = [prompt_messages("cluster_labels", labels=label_names, num_clusters=cfg.num_clusters)] * batches
-        lines.append(_line(cfg, "cluster labels", clusters, "at most: every label distinct"))
-        cluster_list = "\n".join(f"- a_typical_cluster_{i}" for i in range(cfg.num_clusters))
-        relabel = [prompt_messages("assign_cluster", instruction=text, clusters=cluster_list) for text in instructions]
-        lines.append(_line(cfg, "relabel with clusters", relabel))
+    # with SKILLS_PATH the skill list is imported: only the query types may be asked for
+    lines = [] if cfg.skills_path else _direct(cfg) if cfg.skill_source == "direct" else _dataset(cfg)
     if not cfg.query_types_path:
         lines.append(_line(cfg, "query types", [prompt_messages("query_types", num_query_types=cfg.num_query_types)]))
     for line in lines:  # one teacher for the whole stage: its averages (over every step) apply to each step
