@@ -212,3 +212,9 @@ def stage_estimate(cfg: StageConfig, throughput: Throughput = Throughput()) -> p
     manifest, results = earlier_run(cfg.run_dir)
     name = STAGE_NAMES[type(cfg)]
     return estimate_table(stage_lines(name, cfg, throughput, manifest, results, recorded_plan(manifest)))
+
+
+def estimate_view(table: pd.DataFrame) -> pd.DataFrame:
+    """The estimate as a notebook shows it: blanks for what does not apply, the bookkeeping columns left out."""
+    shown = table.drop(columns=["basis", "in_process"], errors="ignore").astype(object)
+    return shown.where(shown.notna(), "")
