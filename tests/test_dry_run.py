@@ -199,3 +199,26 @@ def test_dry_run_parameter_is_checked_and_shared():
         assert "DRY_RUN" in cls.parameter_names()
     with pytest.raises(ParameterError, match="DRY_RUN"):
         SkillExtractionConfig.from_params({"DRY_RUN": "yes"})
+
+
+def test_notebooks_with_dry_run_show_the_estimate_and_call_nothing(tmp_path):
+    records = [{"instruction": f"Explain item {i} in a sentence.", "input": "", "output": f"Item {i} is a thing."}
+               for i in range(4)]
+    for name in ("train", "heldout"):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    run_dir = tmp_path / "run"
+    with FakeOpenAIServer(models=(TEACHER, "fake-judge-dry")) as server:
+        run_pipeline(run_dir, {"DRY_RUN": True, "TEACHER_MODEL": TEACHER, "TEACHER_BASE_URL": server.base_url,
+                               "TRAIN_DATA_PATH": str(tmp_path / "train.jsonl"),
+                               "HELDOUT_DATA_PATH": str(tmp_path / "heldout.jsonl"), "SELECTION": "judge",
+                               "JUDGE_MODEL": "fake-judge-dry", "JUDGE_BASE_URL": server.base_url},
+                     ["01_extract_skills", "03_sft"], log=lambda _: None, progress=False)
+        assert server.completions == 0
+    results = Run(run_dir).results()
+    assert [r["requests"] for r in results["extract_skills"]["estimate"] if r["part"] == "TOTAL"] == [5]
+    assert "finished" in Run(run_dir).manifest()["stages"]["extract_skills"]
+    assert not (run_dir / "skills.jsonl").exists() and not (run_dir / "sft").exists()  # nothing was extracted or trained
+    executed = json.loads((run_dir / "notebooks" / "03_sft.ipynb").read_text())
+    shown = "".join("".join(o.get("data", {}).get("text/plain", "")) for c in executed["cells"]
+                    for o in c.get("outputs", []))
+    assert "selection judge" in shown and "training" in shown
