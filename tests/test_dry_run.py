@@ -16,7 +16,7 @@ from helpers.llm.accounting import CostLine, Throughput
 from helpers.llm.client import connect
 from helpers.llm.fake_openai import FakeOpenAIServer
 from helpers.pipeline import dry_run_pipeline, run_pipeline
-from helpers.runs import Run
+from helpers.runs import Run, read_notebook_records
 from helpers.skills import STAGE as EXTRACT, SkillExtractionConfig, extract_skills, save_extraction
 
 TEACHER = "fake-teacher-2024-01-01"
@@ -217,6 +217,8 @@ def test_notebooks_with_dry_run_show_the_estimate_and_call_nothing(tmp_path):
     results = Run(run_dir).results()
     assert [r["requests"] for r in results["extract_skills"]["estimate"] if r["part"] == "TOTAL"] == [5]
     assert "finished" in Run(run_dir).manifest()["stages"]["extract_skills"]
+    assert read_notebook_records(run_dir / "notebooks" / "01_extract_skills.ipynb")["extract_skills"] == \
+        results["extract_skills"]  # the estimate is in the executed notebook too, as every record
     assert not (run_dir / "skills.jsonl").exists() and not (run_dir / "sft").exists()  # nothing was extracted or trained
     executed = json.loads((run_dir / "notebooks" / "03_sft.ipynb").read_text())
     shown = "".join("".join(o.get("data", {}).get("text/plain", "")) for c in executed["cells"]
