@@ -2,6 +2,7 @@
 
     python -m helpers run --run-dir runs/demo                       # all four stages, embedded defaults
     python -m helpers run --run-dir runs/x --config my.yaml -p NUM_EXAMPLES 1000 --only 02_generate
+    python -m helpers run --config configs/paper.yaml --dry-run     # requests, tokens, dollars, GPU-hours; no call
     python -m helpers params                                        # every parameter: stages, default, help
     python -m helpers score-alpaca-eval annotations.json --glm v1   # the leaderboard's win rate and LC
     python -m helpers html --run-dir runs/demo                      # executed notebooks -> HTML
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import textwrap
@@ -23,7 +25,8 @@ from . import report
 from .config import merge_overrides, parse_value, read_params_file
 from .diskspace import DiskFull
 from .params import ParameterError
-from .pipeline import NOTEBOOKS, NotebookFailed, export_html, parameter_table, run_pipeline
+from .llm.accounting import Throughput
+from .pipeline import NOTEBOOKS, NotebookFailed, dry_run_pipeline, export_html, parameter_table, run_pipeline
 from .runs import resolve_run_dir
 
 
@@ -78,11 +81,30 @@ def _score_alpaca_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dry_run(args: argparse.Namespace, params: dict[str, Any]) -> int:
+    """Print what the run would cost; RUN_DIR is read (an earlier run's averages), never written. The Hugging Face
+    hub is read from its local cache only, so the estimate takes seconds offline (a set not cached is counted at
+    its published size)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    from .dry_run import format_estimate  # pandas formatting: only for this command
+
+    for name, value in (("--assume-tokens-per-s", args.assume_tokens_per_s),
+                        ("--assume-train-tokens-per-s", args.assume_train_tokens_per_s)):
+        if not value > 0:
+            raise ParameterError(name, f"{value} is not a positive throughput", "give tokens per second, e.g. 2500")
+    throughput = Throughput(args.assume_tokens_per_s, args.assume_train_tokens_per_s)
+    run_dir = args.run_dir or str(params.get("RUN_DIR") or "runs/dry-run")
+    lines = dry_run_pipeline(run_dir, params, _select(args.only, args.start), throughput)
+    print(format_estimate(lines, throughput))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m helpers", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="execute the stage notebooks with papermill into a run folder")
-    r.add_argument("--run-dir", required=True, help="the run folder (created if missing)")
+    r.add_argument("--run-dir", help="the run folder (created if missing); optional with --dry-run")
     r.add_argument("--config", help="YAML file of NAME: value parameters")
     r.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), help="one parameter (YAML value)")
     r.add_argument("--only", help="comma-separated notebook prefixes to run, e.g. 02,03")
@@ -90,6 +112,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--log-output", action="store_true", help="also log every cell output (tables, figures as text)")
     r.add_argument("--quiet", action="store_true", help="no stage progress lines, only papermill's cell counter")
     r.add_argument("--html", action="store_true", help="also export the executed notebooks to HTML and write report.html")
+    r.add_argument("--dry-run", action="store_true", help="call no model, write nothing: print per stage and in total "
+                   "the requests, tokens, dollars (live and Batch API) and GPU-hours (also: -p DRY_RUN true)")
+    defaults = Throughput()
+    r.add_argument("--assume-tokens-per-s", type=float, default=defaults.answer_tokens_per_s,
+                   help="dry run: generated tokens per second of in-process answering (default: %(default)s, a 7-8B "
+                        "model with vLLM on one A100/H100-class GPU)")
+    r.add_argument("--assume-train-tokens-per-s", type=float, default=defaults.train_tokens_per_s,
+                   help="dry run: training tokens per second per GPU (default: %(default)s, a 7-8B full fine-tune)")
     sub.add_parser("params", help="list every parameter: the stages that take it, its default and its help")
     h = sub.add_parser("html", help="export a run folder's executed notebooks to HTML")
     h.add_argument("--run-dir", required=True)
@@ -107,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(path)
             return 0
         params = load_params(args.config, args.param)
+        if args.dry_run or params.get("DRY_RUN") is True:
+            return _dry_run(args, params)
+        if not args.run_dir:
+            raise ParameterError("--run-dir", "is missing", "give the run folder, e.g. --run-dir runs/demo")
         executed = run_pipeline(args.run_dir, params, _select(args.only, args.start), log_output=args.log_output,
                                 stream_progress=not args.quiet)
         run_dir = resolve_run_dir(args.run_dir)

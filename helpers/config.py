@@ -104,6 +104,9 @@ SHARED: dict[str, tuple[Any, str]] = {
                              "process), 'vllm' (a vLLM server the kit starts from .venv-vllm or this environment, "
                              "waits for and stops; `make setup-vllm` installs it) or 'auto' (vLLM when it is "
                              "installed and a GPU is present, else transformers)."),
+    "dry_run": (False, "Only count and price what the stage would send (requests, tokens, dollars at "
+                       "helpers/llm/prices.yaml, GPU-hours) and call no model; `python -m helpers run --dry-run` "
+                       "does it for every stage at once."),
     "instruct_skillmix_repo": ("", "Root of a local clone of princeton-pli/Instruct-SkillMix, read for the official "
                                    "lists, prompts and validation prompt; empty: download the pinned files into the "
                                    "kit's cache."),
@@ -275,6 +278,9 @@ class StageConfig:
             check_choice("LOCAL_DTYPE", self.local_dtype, LOCAL_DTYPES)
         if hasattr(self, "local_engine"):  # whether vLLM is installed is checked when a model is connected
             check_choice("LOCAL_ENGINE", self.local_engine, LOCAL_ENGINES)
+        if not isinstance(getattr(self, "dry_run", False), bool):
+            raise ParameterError("DRY_RUN", f"expected True or False, got {getattr(self, 'dry_run')!r}",
+                                 "use True or False")
 
     def check_values(self) -> None:
         """The stage's checks of its own values (override)."""

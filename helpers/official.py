@@ -38,6 +38,8 @@ SOURCES: dict[str, OfficialSource] = {
                        "ad331de2da9dda650a4dbf14d6cc7d8969d79dd9"),
         OfficialSource("fastchat", "FASTCHAT_REPO", "lm-sys/FastChat", "0e6d3e4beaab66f4d3f93db72541a4abab8af28d"),
         OfficialSource("wildbench", "WILDBENCH_REPO", "allenai/WildBench", "d6b8dcaf377d173d031980f97c16e1a82618c03d"),
+        OfficialSource("alpaca_eval", "ALPACA_EVAL_REPO", "tatsu-lab/alpaca_eval",
+                       "cd543a149df89434d8a54582c0151c0b945c3d20"),
     )
 }
 
@@ -74,6 +76,9 @@ PINNED_SHA256: dict[tuple[str, str], str] = {
         "c5984ae77b009f8dad0e8e37093348345f4e8d3099ce812bd7799ef7b73f005f",
     ("wildbench", "evaluation/eval_template.pairwise.v2.md"):
         "ccd57bd8c4c73f4f83cf8963ef3c2697c1c7b9e907ead91e0d0512cca4ae7a11",
+    # The paper's model's published AlpacaEval 2.0 answers (stage 4's calibration row).
+    ("alpaca_eval", "results/Llama-3-8B-Instruct-SkillMix/model_outputs.json"):
+        "7d7288623791519ffe158fff25187a52bdba77059a947df5f7705dae372d0588",
 }
 
 # Where pinned files are fetched from; `ISM_OFFICIAL_URL` may point at a mirror with the same layout.

@@ -7,7 +7,8 @@ copies with their outputs land in `RUN_DIR/notebooks/`; the first failing notebo
 names the notebook and the cell.
 
 The driver is the one shared module that knows the stages: it imports their config classes (and nothing else of
-them) to check parameters and to print the table of every parameter.
+them) to check parameters and to print the table of every parameter; its dry run hands each stage's config class
+and routed parameters to `helpers.dry_run`, which asks the stage's estimate module.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from .evaluate.config import EvalConfig
 from .generate.config import GenerateConfig
 from .jsonl import write_atomic
 from .layout import NOTEBOOKS_DIR, PROJECT_ROOT, RUN_NOTEBOOKS
+from .llm.accounting import CostLine, Throughput
 from .page_text import clean_outputs
 from .params import ParameterError, check_secret_parameters
 from .progress import LineRelay, plain_progress_env, say, stage_summary_lines
@@ -119,6 +121,22 @@ def check_stages(routed: Mapping[str, Mapping[str, Any]], run_dir: str | Path) -
         configs[name] = STAGE_CONFIGS[name].from_params({**params, "RUN_DIR": str(run_dir)},
                                                         inputs=not earlier_runs_first)
     return configs
+
+
+def dry_run_pipeline(run_dir: str | Path, params: Mapping[str, Any] | None = None,
+                     notebooks: Iterable[str] = NOTEBOOKS, throughput: Throughput = Throughput()) -> list[CostLine]:
+    """What `run_pipeline` would send, per stage and part, without calling a model or writing anything: the
+    parameters are routed and checked as for a real run, but files earlier stages write are not required (the
+    estimate stands in for them and says so)."""
+    from .dry_run import estimate_stages, planned_examples  # the estimate modules read judge and prompt files
+
+    params = dict(params or {})
+    check_secret_parameters(params)
+    check_run_dir(run_dir, "--run-dir")
+    routed = split_parameters(params, notebooks)
+    stages = {Path(str(nb)).stem: (STAGE_CONFIGS[Path(str(nb)).stem], {**values, "RUN_DIR": str(run_dir)})
+              for nb, values in routed.items() if Path(str(nb)).stem in STAGE_CONFIGS}
+    return estimate_stages(stages, run_dir, planned_examples(params), throughput)
 
 
 def parameter_table() -> list[dict[str, str]]:

@@ -305,6 +305,16 @@ def _manifest_tables(manifest: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.Data
     return pd.DataFrame(models), pd.DataFrame(accounting)
 
 
+def _calibration_html(results: Mapping[str, Any]) -> str:
+    """Stage 4's calibration row read as a sentence (the paper's model under this run's judge beside the student),
+    when the run has one."""
+    reading = (results.get("evaluate") or {}).get("calibration")
+    if not isinstance(reading, Mapping) or not reading.get("text"):
+        return ""
+    return (f"<h2>Calibration row</h2><p>{html.escape(str(reading['text']))}</p><p class=\"muted\">Numbers from a "
+            "judge other than the paper's are read against this row, not against the paper's table.</p>")
+
+
 def build_report(run_dir: str | Path, defaults: Mapping[str, Mapping[str, Any]] | None = None) -> str:
     """The HTML of the run's one-page report."""
     run = resolve_run_dir(run_dir)
@@ -325,6 +335,7 @@ def build_report(run_dir: str | Path, defaults: Mapping[str, Mapping[str, Any]] 
 <p class="muted">Win rates are against the reference's answers (50 % = as good as the reference, for this judge); a
 number is comparable only with numbers from the same judge on the same items; n is the items it rests on.</p>
 {html_table(headline_table(run), "no evaluation recorded")}
+{_calibration_html(_read_json(run / "results.json"))}
 <h2>Figures</h2>
 {_figures_html(run)}
 <h2>Parameters that differ from the notebooks' defaults</h2>

@@ -94,6 +94,7 @@ REFERENCE_COPIES = {
     "FastChat/fastchat/conversation.py": "instruct-skillmix/code/FastChat_fastchat_conversation.py",
     "fastchat/llm_judge/data/": "fastchat/",
     "evaluation/": "wildbench/",
+    "results/Llama-3-8B-Instruct-SkillMix/model_outputs.json": "alpaca_eval/Llama-3-8B-Instruct-SkillMix_model_outputs.json",
 }
 
 

@@ -17,6 +17,7 @@ from ..llm.endpoint import Endpoint
 from ..llm.vllm_engine import resolve_engine
 from ..params import ParameterError, check_choice, check_float, check_int
 from .answers import DecodingConfig, read_selection, saved_chat_template
+from .calibration import check_calibration
 from .candidates import generator_name, read_outputs_file
 from .sets import EVAL_SETS
 from .suite import SHIRKER_KINDS
@@ -89,6 +90,13 @@ class EvalConfig(StageConfig):
     sweep_csv: str = param("", "A sweep.csv from `python -m helpers.sweep` to draw the ablation curves; empty = none.")
     candidate_outputs: str = param("", "An AlpacaEval model_outputs.json judged as the candidate instead of a trained "
                                        "model (matched by instruction); empty = the student.")
+    calibration_outputs: str = param("", "A yardstick judged beside the student with the same judge, items, order "
+                                         "seed and GLM, recorded as model 'paper_model': 'paper' = the paper's "
+                                         "model's published AlpacaEval answers (Llama-3-8B-Instruct-SkillMix, from "
+                                         "ALPACA_EVAL_REPO or a pinned download), or a model_outputs.json; "
+                                         "empty = none.")
+    alpaca_eval_repo: str = param("", "Root of a local clone of tatsu-lab/alpaca_eval, read for "
+                                      "CALIBRATION_OUTPUTS='paper'; empty = download the pinned file.")
     ae_glm_data: str = param("", "Folder with AlpacaEval's df_gamed.csv for the leaderboard's LC "
                                  "(length_controlled_v1); empty = the hub when reachable, else 'LC (minimal GLM)'.")
     fastchat_repo: str = param("", "Root of a FastChat clone for its MT-Bench judges; empty = download the pinned "
@@ -105,6 +113,7 @@ class EvalConfig(StageConfig):
     wb_reward_reference: str = param("", "Reference answers for WB-Reward: a JSON/JSONL file (session_id, output); "
                                          "empty = the hub's gpt-4-turbo-2024-04-09 outputs.")
     wb_reward_k: int = param(-1, "WildBench's length margin in characters (-1 = none, the paper's setting).")
+    dry_run: bool = shared("dry_run")
 
     def check_values(self) -> None:
         self.seed = check_int("SEED", self.seed)
@@ -127,6 +136,7 @@ class EvalConfig(StageConfig):
         self.wb_reward_k = check_int("WB_REWARD_K", self.wb_reward_k, -1)
         if self.candidate_outputs:
             read_outputs_file(self.candidate_outputs)
+        check_calibration(self.calibration_outputs, self.eval_set, self.alpaca_eval_repo)
         for fraction in self.shirker_probe_fractions:
             check_float("SHIRKER_PROBE_FRACTIONS", fraction, 0.0, 1.0)
         for kind in self.shirker_probe_kinds:

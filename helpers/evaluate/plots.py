@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..figures import apply_theme
+from .calibration import CALIBRATION_MODEL
 from .interval_plots import plot_win_rate_bars
 
 
@@ -65,15 +66,19 @@ def plot_mt_bench_categories(per_category: Mapping[str, pd.DataFrame]):
 
 def plot_leaderboard(leaderboard: pd.DataFrame, highlight: str = "", ours: Mapping[str, float] | None = None):
     """Published AlpacaEval 2.0 LC win rates, the paper's model highlighted; our numbers drawn apart because they
-    come from another judge."""
+    come from another judge, the calibration row (the paper's model's answers under this run's judge) in orange
+    beside the published red bar it is read against."""
     apply_theme()
     fig, ax = plt.subplots(figsize=(7, 0.3 * (len(leaderboard) + len(ours or {})) + 1))
     rows = leaderboard[["model", "lc_win_rate"]].copy()
     rows["kind"] = np.where(rows["model"] == highlight, "paper", "published")
     for name, value in (ours or {}).items():
-        rows.loc[len(rows)] = [f"{name} (this run, other judge)", value, "ours"]
+        kind = "calibration" if name.startswith(CALIBRATION_MODEL) else "ours"
+        rows.loc[len(rows)] = [f"{name} (this run{'' if kind == 'ours' else ': the paper model'}, this judge)", value,
+                               kind]
     rows = rows.sort_values("lc_win_rate")
-    colours = rows["kind"].map({"paper": "tab:red", "published": "tab:blue", "ours": "tab:grey"})
+    colours = rows["kind"].map({"paper": "tab:red", "published": "tab:blue", "ours": "tab:grey",
+                                "calibration": "tab:orange"})
     ax.barh(rows["model"], rows["lc_win_rate"], color=colours)
     ax.set_xlabel("AlpacaEval 2.0 LC win rate (%)")
     ax.set_title("Context: published AlpacaEval 2.0 rows (GPT-4 Turbo judge)")

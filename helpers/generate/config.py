@@ -70,7 +70,7 @@ class GenerateConfig(StageConfig):
     shirker_fraction: float = param(0.0, "Fraction of training examples whose response is replaced by a low-quality "
                                          "one (the paper's ablation: 0.2).")
     shirker_kind: str = param("junk", "'brevity' (one paragraph) or 'junk' (unhelpful, vague, long, filler-laden).")
-    dry_run: bool = param(False, "Only plan and estimate calls, tokens and cost; call no model.")
+    dry_run: bool = shared("dry_run")
 
     @property
     def official_prompt_version(self) -> str:

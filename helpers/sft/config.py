@@ -133,6 +133,7 @@ class SFTStageConfig(StageConfig):
     judge_max_requests_per_minute: float | None = shared("judge_max_requests_per_minute")
     judge_max_tokens_per_minute: float | None = shared("judge_max_tokens_per_minute")
     judge_batch: bool = shared("judge_batch")
+    dry_run: bool = shared("dry_run")
 
     # ------------------------------------------------------------------ derived values
     def gradient_accumulation(self, num_train_examples: int, world_size: int = 1) -> int:

@@ -70,6 +70,7 @@ class SkillExtractionConfig(StageConfig):
     fallback: str = param("shipped", "When too few skills or query types come out: 'shipped' tops up from the kit's "
                                      "lists (said in the notebook and recorded), 'none' stops with an error.")
     map_method: str = param("pca", "Projection of the 2-D skill map figure: 'pca' or 'tsne'.")
+    dry_run: bool = shared("dry_run")
 
     def check_values(self) -> None:
         if not str(self.run_dir).strip():
