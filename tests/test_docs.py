@@ -146,7 +146,7 @@ def _check_command(command: str, monkeypatch, targets: set[str], parameters: set
 
 
 def test_every_documented_command_parses_as_written(monkeypatch):
-    targets = set(re.findall(r"^([a-z]+):", (PROJECT_ROOT / "Makefile").read_text(), re.M))
+    targets = set(re.findall(r"^([a-z][a-z-]*):", (PROJECT_ROOT / "Makefile").read_text(), re.M))
     parameters = {row["name"] for row in parameter_table()}
     checked = 0
     for page in PAGES:
