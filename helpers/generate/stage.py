@@ -30,7 +30,7 @@ from .filters import FILTER_REASONS, FilterOutcome, filter_examples, text_featur
 from .files import read_query_types_file, read_skills_file, save_hf_dataset, save_official_json, start_loading_datasets
 from .flow import Flow
 from .official_flow import OfficialFlow
-from .prompt_versions import PromptVersion, get_version, version_fingerprint
+from .prompt_versions import PromptVersion
 from .sampling import ExamplePlan, derive_seed, pair_report, repeat_salts
 from ..skills.official_lists import is_official, resolve_list
 from .shirkers import ShirkerStats, make_shirkers
@@ -250,6 +250,7 @@ class GenerationOutcome:
     shirkers: ShirkerStats = field(default_factory=ShirkerStats)
     paths: dict[str, str] = field(default_factory=dict)
     prompts: dict[str, Any] = field(default_factory=dict)  # where the prompts came from (source, file, commit)
+    prompt_fingerprint: str = ""  # of every text the flow sends (Flow.fingerprint)
     resume: dict[str, int] = field(default_factory=dict)  # {"resumed": finished earlier, "retried": failed earlier}
 
     @property
@@ -313,7 +314,7 @@ def run_generation(config: GenerateConfig, client: Any, data_dir: str | Path | N
     skills, query_types = load_stage1_inputs(config)
     train_plans, heldout_plans = make_plans(config, skills, query_types)
     out = GenerationOutcome(config, train_plans, heldout_plans)
-    out.prompts = version.describe()
+    out.prompts, out.prompt_fingerprint = version.describe(), version.fingerprint()
     out.prompts["input_files"] = input_files(config)[2]
     start_loading_datasets()
 
@@ -373,7 +374,7 @@ def record_outcome(run: Any, outcome: GenerationOutcome) -> dict[str, Any]:
     run.set_stage_info("artifacts", outcome.paths)
     run.set_stage_info("prompts", outcome.prompts)
     run.set_stage_info("heldout_seed", heldout_seed(outcome.config.seed))
-    run.set_stage_info("prompt_fingerprint", version_fingerprint(get_version(outcome.config.prompt_version)))
+    run.set_stage_info("prompt_fingerprint", outcome.prompt_fingerprint)
     return summary
 
 
