@@ -46,6 +46,10 @@ class Judge:
     verdict_pattern: str = field(default="", metadata={"help": "Regex whose group 1 is the label written by a pairwise judge."})
     rating_patterns: list[str] = field(default_factory=list, metadata={"help": "Regexes tried in order; group 1 is the rating."})
     rating_range: list[float] = field(default_factory=lambda: [1, 10], metadata={"help": "Valid ratings; anything outside is unparsed."})
+    rating_prefix: str = field(default="", metadata={"help": "What the judge writes just before its rating: after it, "
+                                                             "a probability-weighted grade is read where an "
+                                                             "in-process judge wrote none (weighted_grades.py); "
+                                                             "empty = never."})
     needs_reference: bool = field(default=False, metadata={"help": "Whether the prompt needs a reference solution."})
     path: str = field(default="", metadata={"help": "Folder the judge was read from."})
 
