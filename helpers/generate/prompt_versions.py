@@ -24,7 +24,7 @@ from ..prompts import read_prompt as read_prompt_file
 
 PROMPTS_DIR = Path(__file__).with_name("prompts")
 WHEN_CHOICES = ("always", "previous_truncated")
-YIELDS_CHOICES = ("pair", "rewrite", "none")
+YIELDS_CHOICES = ("pair", "loose_pair", "rewrite", "none")
 PLAN_FIELDS = ("num_skills", "skills_str", "query_name", "query_type")  # what `plan_values` fills in
 
 
