@@ -81,6 +81,10 @@ def test_echoed_format_placeholders_are_not_content():
                "### Instruction: <the improved request>\n### Response: <the improved answer>"]
     p = parse_final_pair(replies, ["pair", "none", "pair"])
     assert (p.instruction, p.response, p.response_turn) == ("Real question?", "Real answer.", 0)
+    echoed = "### Instruction: <the improved request>\n### Successfully edited the request:\n### Response: Better."
+    p = parse_final_pair(["### Instruction: Real question?\n### Response: draft", "critique", echoed],
+                         ["pair", "none", "pair"])
+    assert (p.instruction, p.instruction_turn, p.response) == ("Real question?", 0, "Better.")
 
 
 LOOSE = ["loose_pair"]

@@ -29,7 +29,7 @@ def _header_pattern(names: str) -> re.Pattern[str]:
 
 _HEADER = _header_pattern(r"instruction|query|response|task[ \t]+type|skills")
 _LOOSE_HEADER = _header_pattern(r"instruction|query|response|answer|task[ \t]+type|skills")  # "Answer:" too
-# A field that only repeats the prompt's format placeholder ("<the improved answer>") is not content.
+# A field that opens with the prompt's format placeholder ("<the improved answer>") echoes the format: not content.
 _PLACEHOLDER = re.compile(r"^<[^<>\n]{1,60}>$")
 _QUOTES = [('"', '"'), ("'", "'"), ("\u201c", "\u201d"), ("`", "`")]
 
@@ -85,7 +85,7 @@ def split_fields(text: str, header: re.Pattern[str] = _HEADER) -> dict[str, str]
     if resp_i is not None:
         end = next((m.start() for m in matches[resp_i + 1:] if m.group(0).lstrip(" \t>").startswith("#")), len(text))
         fields["response"] = strip_wrapping(text[matches[resp_i].end():end])
-    return {k: v for k, v in fields.items() if v and not _PLACEHOLDER.match(v)}
+    return {k: v for k, v in fields.items() if v and not _PLACEHOLDER.match(v.split("\n", 1)[0].strip())}
 
 
 def has_headers(text: str, header: re.Pattern[str] = _HEADER) -> bool:
