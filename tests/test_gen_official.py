@@ -12,11 +12,12 @@ import pytest
 from helpers.generate.config import GenerateConfig
 from helpers.generate.official_flow import extract_official_pair
 from helpers.generate.official_prompts import official_template_name, read_system_messages
-from helpers.generate.stage import heldout_seed, load_flow, run_generation
+from helpers.generate.stage import heldout_seed, load_flow, record_outcome, run_generation
 from helpers.jsonl import write_jsonl
 from helpers.llm.client import connect
 from helpers.llm.fake_openai import FakeOpenAIServer
 from helpers.params import ParameterError
+from helpers.runs import Run
 from official_clone import CLAUDE, GPT, make_clone, official_conversation_module, official_functions, official_plan
 
 WORDS = ("river lantern copper meadow quartz violin harbor pepper glacier sonnet falcon ember canyon orchid "
@@ -134,6 +135,19 @@ def test_gpt4turbo_file_is_replayed_as_the_official_code_sends_it(tmp_path, clon
         assert record["system_template"] == GPT
     assert outcome.prompts["prompt_file"]["path"] == f"src/data_generation/prompts/generate_{GPT}.json"
     assert outcome.prompts["system_message"]["conversation_py"]["origin"] == "local clone"
+
+
+def test_an_official_prompt_file_named_in_prompt_version_is_recorded(tmp_path, clone):
+    """PROMPT_VERSION may name the official file itself; the manifest then fingerprints that flow's texts (it used
+    to look the name up among the kit's versions after every teacher call had been paid)."""
+    outcome, _ = _run(tmp_path, clone, GPT, f"generate_{GPT}")
+    run = Run(tmp_path / "run")
+    run.begin_stage("generate", {})
+    summary = record_outcome(run, outcome)
+    assert summary["num_examples"] == 6
+    fingerprint = run.stage_info("generate")["prompt_fingerprint"]
+    assert fingerprint == load_flow(outcome.config).fingerprint() and len(fingerprint) == 16
+    assert run.stage_info("generate")["prompts"]["prompt_file"]["path"].endswith(f"generate_{GPT}.json")
 
 
 @pytest.mark.parametrize("kind", ["junk", "brevity"])

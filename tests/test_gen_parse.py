@@ -81,3 +81,41 @@ def test_echoed_format_placeholders_are_not_content():
                "### Instruction: <the improved request>\n### Response: <the improved answer>"]
     p = parse_final_pair(replies, ["pair", "none", "pair"])
     assert (p.instruction, p.response, p.response_turn) == ("Real question?", "Real answer.", 0)
+    echoed = "### Instruction: <the improved request>\n### Successfully edited the request:\n### Response: Better."
+    p = parse_final_pair(["### Instruction: Real question?\n### Response: draft", "critique", echoed],
+                         ["pair", "none", "pair"])
+    assert (p.instruction, p.instruction_turn, p.response) == ("Real question?", 0, "Better.")
+
+
+LOOSE = ["loose_pair"]
+
+
+def test_loose_pair_reads_what_a_small_teacher_writes():
+    # "Answer:" for "Response:", and the request as plain text before it
+    p = parse_final_pair(["How can I make my flyer convincing?\n\n### Answer: \nLead with the children."], LOOSE)
+    assert (p.instruction, p.response) == ("How can I make my flyer convincing?", "Lead with the children.")
+    # the answer after the instruction's first paragraph, with no response header
+    text = "### Task Type: Humor\n### Instruction: Write a poem that makes me laugh.\n\nA dragon tried to fly but sat on a cat."
+    p = parse_final_pair([text], LOOSE)
+    assert (p.instruction, p.response) == ("Write a poem that makes me laugh.", "A dragon tried to fly but sat on a cat.")
+    # a reply without any header is the refined response; the instruction comes from the first draft
+    replies = ["### Instruction: Plan my week?\n### Response: Rest.", "critique", "Monday: rest. Tuesday: work out."]
+    p = parse_final_pair(replies, ["loose_pair", "none", "loose_pair"])
+    assert (p.instruction, p.response, p.instruction_turn, p.response_turn) == (
+        "Plan my week?", "Monday: rest. Tuesday: work out.", 0, 2)
+
+
+def test_loose_pair_still_refuses_what_is_not_a_pair():
+    assert parse_final_pair(["### Instruction: only this"], LOOSE).reason == "no response found"
+    short = parse_final_pair(["### Instruction: Name three rivers.\n\nYour answer is:"], LOOSE)
+    assert short.reason == "no response found"  # a few untitled words are not an answer
+    echo = parse_final_pair(["### Instruction: <the request>\n### Response: <your answer>"], LOOSE)
+    assert echo.reason == "no instruction and no response found"
+    assert parse_final_pair([""], LOOSE).reason == "no instruction and no response found"
+
+
+def test_strict_pair_is_unchanged_by_the_loose_readings():
+    assert parse_final_pair(["How can I?\n\n### Answer: Like this."], PAIR).reason == "no instruction and no response found"
+    assert parse_final_pair(["### Instruction: Write a poem.\n\nA dragon tried to fly but sat on a cat."],
+                            PAIR).reason == "no response found"
+    assert split_fields("Solve 2+2.\nAnswer: four") == {}

@@ -26,6 +26,7 @@ from .sets import _load_records, load_mt_bench
 from .suite import mt_bench_scores, wildbench_scores
 
 MT_BENCH_SAMPLINGS = ("fastchat", "fastchat_temperatures", "answer")
+MT_BENCH_WEIGHTED = ("mt_bench_weighted_avg", "mt_bench_weighted_turn1", "mt_bench_weighted_turn2")
 WILDBENCH_OUTPUTS_HUB = "allenai/WildBench-V2-Model-Outputs"
 
 
@@ -116,10 +117,27 @@ def mt_bench_table(mt_rows: pd.DataFrame) -> pd.DataFrame:
         out.append({"model": model, "mt_bench_avg": s["mt_bench_avg"], "mt_bench_turn1": s["mt_bench_turn1"],
                     "mt_bench_turn2": s["mt_bench_turn2"], "n_graded": s["n_graded"], "n_total": total,
                     "flag": small_number_flag(s["n_graded"], total)})
-    table = pd.DataFrame(out, columns=["model", "mt_bench_avg", "mt_bench_turn1", "mt_bench_turn2", "n_graded",
-                                       "n_total", "flag"])
+        if (weighted := weighted_rows(rows)) is not None:
+            w = mt_bench_summary(weighted)
+            out[-1].update({f"mt_bench_weighted_{key}": w[f"mt_bench_{key}"] for key in ("avg", "turn1", "turn2")})
+            out[-1].update(n_weighted=w["n_graded"], weighted_flag=small_number_flag(w["n_graded"], total))
+    columns = ["model", "mt_bench_avg", "mt_bench_turn1", "mt_bench_turn2", "n_graded", "n_total", "flag"]
+    table = pd.DataFrame(out, columns=columns + _weighted_columns(out, list(MT_BENCH_WEIGHTED)))
     table.attrs["per_category"] = per_category
     return table
+
+
+def weighted_rows(rows: pd.DataFrame) -> pd.DataFrame | None:
+    """The rows with their probability-weighted grades as `score` (so the grades the judge wrote are left out, never
+    averaged with them), or None when no row has one."""
+    if "weighted_score" not in rows or not rows["weighted_score"].notna().any():
+        return None
+    return rows.assign(score=pd.to_numeric(rows["weighted_score"], errors="coerce"))
+
+
+def _weighted_columns(out: list[dict[str, Any]], keys: list[str]) -> list[str]:
+    """The weighted-grade columns of a summary table, only when some model has weighted grades."""
+    return keys + ["n_weighted", "weighted_flag"] if any("n_weighted" in row for row in out) else []
 
 
 # ------------------------------------------------------------------------------------------------ WildBench
@@ -153,22 +171,30 @@ def wildbench_rows(judge_client: Any, items: Sequence[dict[str, Any]], outputs_b
 
 
 def wb_score_table(wb_rows: pd.DataFrame) -> pd.DataFrame:
-    """Per model: WB-Score and counts, with the small-number flag. The one place checklist grades are summarised."""
+    """Per model: WB-Score and counts, with the small-number flag. The one place checklist grades are summarised.
+    Probability-weighted grades (an in-process judge's, where it wrote none) give their own `wb_score_weighted`."""
     out = []
     for model, rows in wb_rows.groupby("model"):
         s = wb_score(rows)
         total = s["n_graded"] + s["n_unparsed"]
         out.append({"model": model, "wb_score": s["wb_score"], "n_graded": s["n_graded"], "n_total": total,
                     "flag": small_number_flag(s["n_graded"], total)})
-    return pd.DataFrame(out, columns=["model", "wb_score", "n_graded", "n_total", "flag"])
+        if (weighted := weighted_rows(rows)) is not None:
+            w = wb_score(weighted)
+            out[-1].update(wb_score_weighted=w["wb_score"], n_weighted=w["n_graded"],
+                           weighted_flag=small_number_flag(w["n_graded"], total))
+    columns = ["model", "wb_score", "n_graded", "n_total", "flag"]
+    return pd.DataFrame(out, columns=columns + _weighted_columns(out, ["wb_score_weighted"]))
 
 
 def scores_summary(mt_table: pd.DataFrame, wb_table: pd.DataFrame) -> pd.DataFrame:
     """One row per model with the MT-Bench and WB-Score aggregates and their unreadable grades (from the two
     tables above, so nothing is summarised twice)."""
     mt = mt_table.assign(mt_bench_unparsed=mt_table["n_total"] - mt_table["n_graded"])[
-        ["model", "mt_bench_turn1", "mt_bench_turn2", "mt_bench_avg", "mt_bench_unparsed"]]
-    wb = wb_table.assign(wb_unparsed=wb_table["n_total"] - wb_table["n_graded"])[["model", "wb_score", "wb_unparsed"]]
+        ["model", "mt_bench_turn1", "mt_bench_turn2", "mt_bench_avg", "mt_bench_unparsed"]
+        + [c for c in ("mt_bench_weighted_avg",) if c in mt_table]]
+    wb = wb_table.assign(wb_unparsed=wb_table["n_total"] - wb_table["n_graded"])[
+        ["model", "wb_score", "wb_unparsed"] + [c for c in ("wb_score_weighted",) if c in wb_table]]
     if mt.empty and wb.empty:
         return pd.DataFrame(columns=["model"])
     merged = mt.merge(wb, on="model", how="outer") if len(mt) and len(wb) else (mt if len(mt) else wb)

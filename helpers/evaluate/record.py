@@ -1,7 +1,9 @@
 """What stage 4 writes into the run folder and records as named results, one function per step of the notebook.
 
 Recorded names are what tests, sweeps (`sweep.csv` columns such as `evaluate.lc_win_rate`) and readers look up:
-the student's numbers carry no suffix, another model's carry `_<model>` (e.g. `mt_bench_avg_base`). `Run.record`
+the student's numbers carry no suffix, another model's carry `_<model>` (e.g. `mt_bench_avg_base`). Grades an
+in-process judge did not write but that were read from its probabilities (`judge.weighted_grades`) give numbers of
+their own, `mt_bench_weighted_avg`, `wb_score_weighted`, ..., labelled by `weighted_grade_label`. `Run.record`
 stores NaN (a mean over nothing) as null. A number that rests on fewer than 10 items, or on fewer than half of its
 items because the judge's replies could not be read, is recorded with its count and a flag
 (`{"value", "n", "n_total", "flag"}`, see `judge.small_numbers`), never as a plain number.
@@ -22,7 +24,8 @@ from ..runs import Run
 from .answers import DecodingConfig, generate_answers, save_answers
 from .candidates import candidate_outputs
 from .config import STAGE, EvalConfig
-from .official_suite import mt_bench_table, scores_summary, wb_score_table
+from ..judge.weighted_grades import WEIGHTED_LABEL
+from .official_suite import MT_BENCH_WEIGHTED, mt_bench_table, scores_summary, wb_score_table
 
 STUDENT = "student"
 PAIRWISE_KEYS = ("win_rate", "win_rate_se", "lc_win_rate")  # recorded per model (`_<model>`) and as headline
@@ -112,7 +115,18 @@ def record_mt_bench(run: Run, mt_rows: pd.DataFrame) -> pd.DataFrame:
         for key in ("mt_bench_avg", "mt_bench_turn1", "mt_bench_turn2"):
             run.record(f"{key}{_suffix(row['model'])}", reportable(row[key], row["n_graded"], row["n_total"]))
         run.record(f"mt_bench_unparsed{_suffix(row['model'])}", int(row["n_total"] - row["n_graded"]))
+        _record_weighted(run, row, MT_BENCH_WEIGHTED)
     return table
+
+
+def _record_weighted(run: Run, row: Mapping[str, Any], keys: tuple[str, ...]) -> None:
+    """Probability-weighted grades' numbers under their own names (`..._weighted...`), with their count and label;
+    none for a model whose judge wrote every grade it gave."""
+    if row.get("n_weighted") is None or pd.isna(row["n_weighted"]):
+        return
+    for key in keys:
+        run.record(f"{key}{_suffix(row['model'])}", reportable(row[key], int(row["n_weighted"]), row["n_total"]))
+    run.record("weighted_grade_label", WEIGHTED_LABEL)
 
 
 def record_wildbench(run: Run, wb_rows: pd.DataFrame, mt_table: pd.DataFrame) -> pd.DataFrame:
@@ -123,6 +137,7 @@ def record_wildbench(run: Run, wb_rows: pd.DataFrame, mt_table: pd.DataFrame) ->
     for row in wb_table.to_dict("records"):
         run.record(f"wb_score{_suffix(row['model'])}", reportable(row["wb_score"], row["n_graded"], row["n_total"]))
         run.record(f"wb_unparsed{_suffix(row['model'])}", int(row["n_total"] - row["n_graded"]))
+        _record_weighted(run, row, ("wb_score_weighted",))
     table = scores_summary(mt_table, wb_table)
     table.to_csv(run.artifact(EVAL_SCORES_SUMMARY), index=False)
     return table

@@ -13,7 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from ..judge.judging import Judge, load_judge, rate_answers
+from ..judge.judging import Judge, load_judge
+from ..judge.weighted_grades import GRADE_FIELDS, grade_fields, rate_with_weighted_grades
 from .pairwise import pairwise_table
 
 SHIRKER_KINDS = ("brevity", "junk")
@@ -22,8 +23,10 @@ SHIRKER_KINDS = ("brevity", "junk")
 def mt_bench_scores(judge_client: Any, questions: Sequence[dict[str, Any]],
                     answers_by_model: Mapping[str, Sequence[dict[str, Any]]], judge: str | Judge = "mt_bench_single",
                     reference_judge: str | Judge = "mt_bench_single_reference") -> pd.DataFrame:
-    """Rows (model, question_id, category, turn, score): turn 1 graded alone, turn 2 in the context of turn 1;
-    questions with reference solutions (math, reasoning, coding) go to the reference-guided judge."""
+    """Rows (model, question_id, category, turn, score, judge, grade_source, weighted_score): turn 1 graded alone,
+    turn 2 in the context of turn 1; questions with reference solutions (math, reasoning, coding) go to the
+    reference-guided judge. `score` is the grade the judge wrote; where it wrote none, an in-process judge's
+    probability-weighted grade is in `weighted_score` (judge/weighted_grades.py), never in `score`."""
     plain = judge if isinstance(judge, Judge) else load_judge(judge)
     guided = reference_judge if isinstance(reference_judge, Judge) else load_judge(reference_judge)
     rows = []
@@ -42,25 +45,27 @@ def mt_bench_scores(judge_client: Any, questions: Sequence[dict[str, Any]],
         for kind, judge_obj in (("plain", plain), ("guided", guided)):
             if not jobs[kind]:
                 continue
-            ratings = rate_answers(judge_client, [payload for _, payload in jobs[kind]], judge_obj,
-                                   desc=f"MT-Bench {model}")
-            for (meta, _), rating in zip(jobs[kind], ratings):
-                rows.append({"model": model, **meta, "score": rating.score, "judge": judge_obj.name})
-    return pd.DataFrame(rows, columns=["model", "question_id", "category", "turn", "score", "judge"])
+            ratings, weighted = rate_with_weighted_grades(judge_client, [payload for _, payload in jobs[kind]],
+                                                          judge_obj, desc=f"MT-Bench {model}")
+            for (meta, _), rating, grade in zip(jobs[kind], ratings, weighted):
+                rows.append({"model": model, **meta, "score": rating.score, "judge": judge_obj.name,
+                             **grade_fields(rating, grade)})
+    return pd.DataFrame(rows, columns=["model", "question_id", "category", "turn", "score", "judge", *GRADE_FIELDS])
 
 
 def wildbench_scores(judge_client: Any, items: Sequence[dict[str, Any]], outputs_by_model: Mapping[str, Sequence[str]],
                      judge: str | Judge = "wildbench_checklist") -> pd.DataFrame:
-    """Rows (model, id, groups, score) from checklist-guided grading."""
+    """Rows (model, id, groups, score, grade_source, weighted_score) from checklist-guided grading (the weighted
+    grade as in `mt_bench_scores`)."""
     rows = []
     for model, outputs in outputs_by_model.items():
         payload = [{"question": it["instruction"], "answer": out, "checklist": it.get("checklist") or [],
                     "history": it.get("history") or "(none)"} for it, out in zip(items, outputs)]
-        ratings = rate_answers(judge_client, payload, judge, desc=f"WildBench {model}")
-        for it, r in zip(items, ratings):
+        ratings, weighted = rate_with_weighted_grades(judge_client, payload, judge, desc=f"WildBench {model}")
+        for it, r, grade in zip(items, ratings, weighted):
             rows.append({"model": model, "id": it["id"], "groups": it.get("groups") or ["Creative Tasks"],
-                         "score": r.score})
-    return pd.DataFrame(rows, columns=["model", "id", "groups", "score"])
+                         "score": r.score, **grade_fields(r, grade)})
+    return pd.DataFrame(rows, columns=["model", "id", "groups", "score", *GRADE_FIELDS])
 
 
 # ------------------------------------------------------------------------------------------ shirker probe

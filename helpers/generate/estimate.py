@@ -11,8 +11,7 @@ from typing import Any
 import pandas as pd
 
 from ..llm.accounting import estimate_cost
-from .official_flow import OfficialFlow
-from .prompt_versions import PromptVersion, build_turns, read_prompt
+from .flow import Flow
 from .sampling import ExamplePlan
 from .shirkers import shirker_count
 
@@ -24,26 +23,11 @@ def approx_tokens(text: str) -> int:
     return max(1, round(len(text) / CHARS_PER_TOKEN))
 
 
-def _user_texts(plan: ExamplePlan, version: PromptVersion | OfficialFlow) -> list[str]:
-    if isinstance(version, OfficialFlow):
-        return version.user_turns(plan)
-    return [turn if isinstance(turn, str) else read_prompt(spec.file)
-            for spec, turn in zip(version.turns, build_turns(plan, version))]
-
-
-def _shirker_prompt(version: PromptVersion | OfficialFlow) -> str:
-    if isinstance(version, OfficialFlow) and version.shirker_prompts is not None:
-        return version.shirker_prompts.turns[0]
-    return read_prompt("shirker_junk.txt")
-
-
-def _conversation_tokens(plan: ExamplePlan, version: PromptVersion | OfficialFlow, reply_tokens: int
-                         ) -> tuple[int, int, int]:
+def _conversation_tokens(plan: ExamplePlan, version: Flow, reply_tokens: int) -> tuple[int, int, int]:
     """(calls, input tokens, output tokens) of one conversation if every reply has `reply_tokens` tokens."""
-    prompts = _user_texts(plan, version)
     calls = inp = out = 0
-    context = approx_tokens(version.system.text) if isinstance(version, OfficialFlow) else 0
-    for text in prompts:
+    context = 0 if version.system_prompt is None else approx_tokens(version.system_prompt)
+    for text in version.estimate_turns(plan):
         context += approx_tokens(text)
         inp += context
         out += reply_tokens
@@ -52,14 +36,12 @@ def _conversation_tokens(plan: ExamplePlan, version: PromptVersion | OfficialFlo
     return calls, inp, out
 
 
-def estimate_generation(plans: list[ExamplePlan], version: PromptVersion | OfficialFlow, *, model: str,
-                        max_tokens: int,
+def estimate_generation(plans: list[ExamplePlan], version: Flow, *, model: str, max_tokens: int,
                         shirker_fraction: float = 0.0, num_train: int | None = None) -> dict[str, Any]:
     """Calls, tokens and cost for a 'typical' run and an upper bound (every reply uses GENERATE_MAX_TOKENS)."""
     num_train = len([p for p in plans if p.split == "train"]) if num_train is None else num_train
     n_shirk = shirker_count(num_train, shirker_fraction)
-    turns = len(version.prompts.turns) if isinstance(version, OfficialFlow) else len(version.turns)
-    out: dict[str, Any] = {"model": model, "conversations": len(plans), "turns_per_conversation": turns,
+    out: dict[str, Any] = {"model": model, "conversations": len(plans), "turns_per_conversation": version.num_turns,
                            "shirker_calls": n_shirk}
     for label, reply in (("typical", min(max_tokens, TYPICAL_REPLY_TOKENS)), ("upper_bound", max_tokens)):
         calls = inp = outp = 0
@@ -67,7 +49,7 @@ def estimate_generation(plans: list[ExamplePlan], version: PromptVersion | Offic
             c, i, o = _conversation_tokens(plan, version, reply)
             calls, inp, outp = calls + c, inp + i, outp + o
         avg_instruction = 60  # words; shirker prompts carry only the instruction
-        inp += n_shirk * (approx_tokens(_shirker_prompt(version)) + avg_instruction * 4 // 3)
+        inp += n_shirk * (approx_tokens(version.shirker_prompt()) + avg_instruction * 4 // 3)
         outp += n_shirk * reply
         calls += n_shirk
         cost = estimate_cost(model, inp, outp)

@@ -42,7 +42,10 @@ from .official_prompts import (
     resolve_system_message,
     shirker_version,
 )
+from .flow import FinalPair
+from .prompt_versions import read_prompt
 from .sampling import ExamplePlan, attempt_salt
+from .shirkers import shirker_count
 from ..llm.types import ChatResult, Conversation, Message
 from ..params import ParameterError
 
@@ -183,12 +186,25 @@ def clean_shirker_reply(text: str) -> str:
 # ---------------------------------------------------------------- the flow object stage 2 drives
 @dataclass(frozen=True)
 class OfficialFlow:
-    """Everything stage 2 needs to replay one official prompt file for one teacher."""
+    """Everything stage 2 needs to replay one official prompt file for one teacher (the `flow.Flow` interface)."""
 
     prompts: OfficialPromptFile
     system: SystemMessage
     engine: str  # "openai" or "claude"
     shirker_prompts: OfficialPromptFile | None = None
+
+    @staticmethod
+    def skill_pool(skills: list[str]) -> list[str]:
+        """Every line as given, duplicates included, as the official script samples."""
+        return [s for s in skills if s]
+
+    draw = staticmethod(draw_official_plan)
+
+    @classmethod
+    def from_config(cls, config: Any) -> OfficialFlow:
+        return load_official_flow(config.official_prompt_version, config.teacher_model,
+                                  config.instruct_skillmix_repo, config.official_system_template,
+                                  config.shirker_kind if config.shirker_fraction > 0 else None)
 
     @property
     def name(self) -> str:
@@ -243,6 +259,20 @@ class OfficialFlow:
             return OfficialPair(None, None, None, None)
         return extract_official_pair(conv.assistant_texts, self.extractor)
 
+    def read_pair(self, conv: Conversation) -> FinalPair:
+        pair = self.extract(conv)
+        return FinalPair(pair.instruction, pair.response, pair.reason, pair.response_turn,
+                         f"turn {pair.instruction_turn}", f"turn {pair.response_turn}")
+
+    def query_fields(self, plan: ExamplePlan) -> dict[str, Any]:
+        query_str = plan.query_type.get("official_name") or plan.query_type["name"]
+        return {"query_type": query_str, "query_str": query_str}
+
+    def shirker_rules(self, examples: list[dict[str, Any]], fraction: float) -> dict[str, Any]:
+        """The official shirkers: the FIRST round(fraction x n) examples, this flow's shirker file, quotes removed."""
+        first = [ex["example_id"] for ex in examples[:shirker_count(len(examples), fraction)]]
+        return {"chosen_ids": first, "messages_fn": self.shirker_messages, "clean_fn": clean_shirker_reply}
+
     def shirker_messages(self, instruction: str) -> list[Message]:
         if self.shirker_prompts is None:
             raise ValueError("no shirker prompt file was resolved")
@@ -255,6 +285,26 @@ class OfficialFlow:
         if self.shirker_prompts is not None:
             out["shirker_prompt_file"] = self.shirker_prompts.describe()
         return out
+
+    def provenance(self) -> dict[str, Any]:
+        file = self.prompts.describe()
+        return {"prompt_source": "official", "prompt_version": self.name, "prompt_repository": file["repository"],
+                "prompt_path": file["path"], "prompt_commit": file["commit"], "prompt_sha256": file["sha256"],
+                "system_template": self.system.template}
+
+    @property
+    def num_turns(self) -> int:
+        return len(self.prompts.turns)
+
+    @property
+    def system_prompt(self) -> str | None:
+        return self.system.text
+
+    def estimate_turns(self, plan: ExamplePlan) -> list[str]:
+        return self.user_turns(plan)
+
+    def shirker_prompt(self) -> str:
+        return self.shirker_prompts.turns[0] if self.shirker_prompts is not None else read_prompt("shirker_junk.txt")
 
 
 def _with_text(result: ChatResult, text: str) -> ChatResult:

@@ -4,21 +4,32 @@ Teachers do not always follow the format: headers lose their `###`, get bold mar
 `### Query:` replaces `### Instruction:`, the instruction is wrapped in quotes, or the last reply is a bare rewritten
 response while the instruction sits in the reply before. The parser reads the replies from last to first and takes
 the latest instruction and the latest response it can find; anything it cannot find is reported with a reason.
+
+A turn that yields a `loose_pair` (the kit's prompt version for small local teachers) is read as a small model
+writes: the request before an untitled first header, the answer after the instruction's first paragraph when no
+response header follows, a reply without any header as the response. The official flow has its own rules
+(`official_flow.py`), which none of this touches.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
-# A header line: optional markdown hashes / bold, an optional adjective, the field name, a colon.
-_HEADER = re.compile(
-    r"^[ \t>]*(?:#{1,6}[ \t]*)?(?:\*\*|__)?[ \t]*"
-    r"(?:(?:refined|improved|revised|final|updated|new|rewritten|original)[ \t]+)?"
-    r"(instruction|query|response|task[ \t]+type|skills)"
-    r"[ \t]*(?:\*\*|__)?[ \t]*(?::|(?=\r?\n)|$)[ \t]*(?:\*\*|__)?",
-    re.IGNORECASE | re.MULTILINE,
-)
-# A field that only repeats the prompt's format placeholder ("<the improved answer>") is not content.
+
+def _header_pattern(names: str) -> re.Pattern[str]:
+    """A header line: optional markdown hashes / bold, an optional adjective, one of the field names, a colon."""
+    return re.compile(
+        r"^[ \t>]*(?:#{1,6}[ \t]*)?(?:\*\*|__)?[ \t]*"
+        r"(?:(?:refined|improved|revised|final|updated|new|rewritten|original)[ \t]+)?"
+        rf"({names})"
+        r"[ \t]*(?:\*\*|__)?[ \t]*(?::|(?=\r?\n)|$)[ \t]*(?:\*\*|__)?",
+        re.IGNORECASE | re.MULTILINE,
+    )
+
+
+_HEADER = _header_pattern(r"instruction|query|response|task[ \t]+type|skills")
+_LOOSE_HEADER = _header_pattern(r"instruction|query|response|answer|task[ \t]+type|skills")  # "Answer:" too
+# A field that opens with the prompt's format placeholder ("<the improved answer>") echoes the format: not content.
 _PLACEHOLDER = re.compile(r"^<[^<>\n]{1,60}>$")
 _QUOTES = [('"', '"'), ("'", "'"), ("\u201c", "\u201d"), ("`", "`")]
 
@@ -40,7 +51,7 @@ def _kind(label: str) -> str:
     label = re.sub(r"\s+", " ", label.lower())
     if label in ("instruction", "query"):
         return "instruction"
-    return "response" if label == "response" else "other"
+    return "response" if label in ("response", "answer") else "other"
 
 
 def strip_wrapping(text: str) -> str:
@@ -56,14 +67,14 @@ def strip_wrapping(text: str) -> str:
     return text
 
 
-def split_fields(text: str) -> dict[str, str]:
+def split_fields(text: str, header: re.Pattern[str] = _HEADER) -> dict[str, str]:
     """The instruction and response of the FIRST pair in one reply (as the official parser does: small teachers
     often ramble on with further made-up examples after it).
 
     The instruction runs to the next header; the response runs to the next `###` header of a new example
     (instruction, query, response, task type, skills) or the end, so an answer's own markdown sections survive.
     """
-    matches = list(_HEADER.finditer(text))
+    matches = list(header.finditer(text))
     fields: dict[str, str] = {}
     inst_i = next((i for i, m in enumerate(matches) if _kind(m.group(1)) == "instruction"), None)
     start = inst_i if inst_i is not None else 0
@@ -74,16 +85,40 @@ def split_fields(text: str) -> dict[str, str]:
     if resp_i is not None:
         end = next((m.start() for m in matches[resp_i + 1:] if m.group(0).lstrip(" \t>").startswith("#")), len(text))
         fields["response"] = strip_wrapping(text[matches[resp_i].end():end])
-    return {k: v for k, v in fields.items() if v and not _PLACEHOLDER.match(v)}
+    return {k: v for k, v in fields.items() if v and not _PLACEHOLDER.match(v.split("\n", 1)[0].strip())}
 
 
-def has_headers(text: str) -> bool:
-    return bool(_HEADER.search(text))
+def has_headers(text: str, header: re.Pattern[str] = _HEADER) -> bool:
+    return bool(header.search(text))
+
+
+MIN_UNTITLED_RESPONSE_WORDS = 8  # shorter untitled text after an instruction ("Your answer is:") is not an answer
+
+
+def loose_fields(text: str) -> dict[str, str]:
+    """`split_fields`, plus what a small teacher writes instead of the format: a reply without any header is the
+    response; "Answer:" stands for "Response:"; a response header without an instruction header follows the request
+    as plain text; an instruction header followed by a blank line and untitled text (no response header) is the
+    request, then its answer."""
+    if not text.strip():
+        return {}
+    if not has_headers(text, _LOOSE_HEADER):
+        return {"response": strip_wrapping(text)}
+    fields = split_fields(text, _LOOSE_HEADER)
+    if "response" in fields and "instruction" not in fields:
+        head = strip_wrapping(text[:_LOOSE_HEADER.search(text).start()])
+        if head and not _PLACEHOLDER.match(head):
+            fields["instruction"] = head
+    if "instruction" in fields and "response" not in fields:
+        request, blank, rest = fields["instruction"].partition("\n\n")
+        if blank and len(rest.split()) >= MIN_UNTITLED_RESPONSE_WORDS:
+            fields.update(instruction=strip_wrapping(request), response=strip_wrapping(rest))
+    return {k: v for k, v in fields.items() if v}
 
 
 def parse_final_pair(replies: list[str], yields: list[str]) -> ParsedPair:
-    """Find the final pair. `yields[i]` says what reply i may hold: "pair", "rewrite" (bare text is a response) or
-    "none" (skip, e.g. the critique)."""
+    """Find the final pair. `yields[i]` says what reply i may hold: "pair", "loose_pair" (a pair as a small teacher
+    writes it, see `loose_fields`), "rewrite" (bare text is a response) or "none" (skip, e.g. the critique)."""
     if len(replies) != len(yields):
         raise ValueError("one `yields` entry per reply is needed")
     instruction = response = None
@@ -92,7 +127,7 @@ def parse_final_pair(replies: list[str], yields: list[str]) -> ParsedPair:
         kind, text = yields[i], replies[i] or ""
         if kind == "none" or not text.strip():
             continue
-        fields = split_fields(text)
+        fields = loose_fields(text) if kind == "loose_pair" else split_fields(text)
         if response is None:
             if "response" in fields:
                 response, resp_turn = fields["response"], i

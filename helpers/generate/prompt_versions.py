@@ -14,15 +14,17 @@ from typing import Any
 
 import yaml
 
-from .sampling import ExamplePlan
-from ..llm.types import ChatResult, Message, Turn
+from .flow import FinalPair
+from .parse import parse_final_pair
+from .sampling import ExamplePlan, attempt_salt, draw_plan, unique_skills
+from ..llm.types import ChatResult, Conversation, Message, Turn
 from ..params import ParameterError
 from ..prompts import fill, fingerprint, placeholders
 from ..prompts import read_prompt as read_prompt_file
 
 PROMPTS_DIR = Path(__file__).with_name("prompts")
 WHEN_CHOICES = ("always", "previous_truncated")
-YIELDS_CHOICES = ("pair", "rewrite", "none")
+YIELDS_CHOICES = ("pair", "loose_pair", "rewrite", "none")
 PLAN_FIELDS = ("num_skills", "skills_str", "query_name", "query_type")  # what `plan_values` fills in
 
 
@@ -38,9 +40,71 @@ class TurnSpec:
 
 @dataclass(frozen=True)
 class PromptVersion:
+    """One kit turn sequence, and the flow stage 2 drives with it (the `flow.Flow` interface)."""
+
     name: str
     description: str
     turns: tuple[TurnSpec, ...]
+
+    @staticmethod
+    def skill_pool(skills: list[str]) -> list[str]:
+        """The distinct skills, so each is equally likely."""
+        return unique_skills(skills)
+
+    @staticmethod
+    def draw(skills: list[str], query_types: list[dict[str, Any]], num_examples: int, k: int, seed: int,
+             split: str = "train") -> list[ExamplePlan]:
+        return draw_plan(skills, query_types, num_examples, k, seed, split)
+
+    @classmethod
+    def from_config(cls, config: Any) -> PromptVersion:
+        return get_version(config.prompt_version)
+
+    def sampling(self, temperature: float | None, max_tokens: int, backend_kind: str) -> dict[str, Any]:
+        """TEMPERATURE and GENERATE_MAX_TOKENS as given (TEMPERATURE None: not sent)."""
+        return {"temperature": temperature, "max_tokens": max_tokens}
+
+    async def converse(self, client: Any, plan: ExamplePlan, attempt: int, repeat: str = "",
+                       **sampling: Any) -> Conversation:
+        return await client.aconverse(build_turns(plan, self), salt=attempt_salt(repeat, attempt), **sampling)
+
+    def shirker_rules(self, examples: list[dict[str, Any]], fraction: float) -> dict[str, Any]:
+        return {}
+
+    def read_pair(self, conv: Conversation) -> FinalPair:
+        specs = sent_turn_specs(self, conv.results)
+        parsed = parse_final_pair(conv.assistant_texts, [s.yields for s in specs])
+        if not parsed.ok:
+            return FinalPair(parsed.instruction, parsed.response, parsed.reason, parsed.response_turn)
+        return FinalPair(parsed.instruction, parsed.response, None, parsed.response_turn,
+                         specs[parsed.instruction_turn].name, specs[parsed.response_turn].name)
+
+    def query_fields(self, plan: ExamplePlan) -> dict[str, Any]:
+        return {"query_type": plan.query_type["name"]}
+
+    def fingerprint(self) -> str:
+        return version_fingerprint(self)
+
+    def provenance(self) -> dict[str, Any]:
+        return {"prompt_source": "kit", "prompt_version": self.name, "prompt_fingerprint": self.fingerprint()}
+
+    def describe(self) -> dict[str, Any]:
+        return self.provenance()
+
+    @property
+    def num_turns(self) -> int:
+        return len(self.turns)
+
+    @property
+    def system_prompt(self) -> str | None:
+        return None
+
+    def estimate_turns(self, plan: ExamplePlan) -> list[str]:
+        return [turn if isinstance(turn, str) else read_prompt(spec.file)
+                for spec, turn in zip(self.turns, build_turns(plan, self))]
+
+    def shirker_prompt(self) -> str:
+        return read_prompt("shirker_junk.txt")
 
 
 def _read_yaml(prompts_dir: Path) -> dict[str, Any]:

@@ -28,12 +28,12 @@ from ..params import ParameterError
 from .config import GenerateConfig
 from .filters import FILTER_REASONS, FilterOutcome, filter_examples, text_features
 from .files import read_query_types_file, read_skills_file, save_hf_dataset, save_official_json, start_loading_datasets
-from .official_flow import OfficialFlow, clean_shirker_reply, draw_official_plan, load_official_flow
-from .parse import parse_final_pair
-from .prompt_versions import PromptVersion, build_turns, get_version, sent_turn_specs, version_fingerprint
-from .sampling import ExamplePlan, attempt_salt, derive_seed, draw_plan, pair_report, repeat_salts, unique_skills
+from .flow import Flow
+from .official_flow import OfficialFlow
+from .prompt_versions import PromptVersion
+from .sampling import ExamplePlan, derive_seed, pair_report, repeat_salts
 from ..skills.official_lists import is_official, resolve_list
-from .shirkers import ShirkerStats, make_shirkers, shirker_count
+from .shirkers import ShirkerStats, make_shirkers
 from ..swap import replace_together
 
 
@@ -42,17 +42,18 @@ class GenerationError(RuntimeError):
 
 
 # ---------------------------------------------------------------- inputs and plan
-Flow = PromptVersion | OfficialFlow  # the kit's turn sequence, or an official prompt file replayed
+# The flow of each PROMPT_SOURCE: the kit's turn sequences, or an official prompt file replayed (see flow.py).
+FLOW_TYPES: dict[str, type[Flow]] = {"kit": PromptVersion, "official": OfficialFlow}
+
+
+def flow_type(config: GenerateConfig) -> type[Flow]:
+    return FLOW_TYPES[config.prompt_source]
 
 
 def load_flow(config: GenerateConfig) -> Flow:
     """The turns stage 2 sends: a kit version, or (PROMPT_SOURCE='official') the official files resolved now,
     before any model call."""
-    if config.prompt_source != "official":
-        return get_version(config.prompt_version)
-    return load_official_flow(config.official_prompt_version, config.teacher_model, config.instruct_skillmix_repo,
-                              config.official_system_template,
-                              config.shirker_kind if config.shirker_fraction > 0 else None)
+    return flow_type(config).from_config(config)
 
 
 def input_files(config: GenerateConfig) -> tuple[Path, Path, dict[str, Any]]:
@@ -72,7 +73,7 @@ def load_stage1_inputs(config: GenerateConfig) -> tuple[list[str], list[dict[str
     official script does); the kit draws from the distinct skills. An official skills.txt is read line by line."""
     skills_file, query_types_file, _ = input_files(config)
     skills = read_skills_file(skills_file, "none" if is_official(config.skills_path) else "auto")
-    skills = [s for s in skills if s] if config.prompt_source == "official" else unique_skills(skills)
+    skills = flow_type(config).skill_pool(skills)
     query_types = read_query_types_file(query_types_file)
     if len(skills) < config.k_skills:
         raise ParameterError("K_SKILLS", f"{config.k_skills} skills per example but only {len(skills)} distinct skills "
@@ -89,7 +90,7 @@ def heldout_seed(seed: int) -> int:
 
 def make_plans(config: GenerateConfig, skills: list[str], query_types: list[dict[str, Any]]
                ) -> tuple[list[ExamplePlan], list[ExamplePlan]]:
-    draw = draw_official_plan if config.prompt_source == "official" else draw_plan
+    draw = flow_type(config).draw
     train = draw(skills, query_types, config.num_examples, config.k_skills, config.seed, "train")
     heldout = draw(skills, query_types, config.num_heldout, config.k_skills, heldout_seed(config.seed), "heldout")
     return train, heldout
@@ -97,10 +98,9 @@ def make_plans(config: GenerateConfig, skills: list[str], query_types: list[dict
 
 # ---------------------------------------------------------------- one split
 def example_fingerprint(plan: ExamplePlan, config: GenerateConfig, version: Flow, model: str) -> str:
-    prompts = version.fingerprint() if isinstance(version, OfficialFlow) else version_fingerprint(version)
     payload = json.dumps({
         "id": plan.example_id, "skills": plan.skills, "query_type": plan.query_type, "version": version.name,
-        "prompts": prompts, "model": model, "temperature": config.temperature,
+        "prompts": version.fingerprint(), "model": model, "temperature": config.temperature,
         "max_tokens": config.generate_max_tokens,
     }, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
@@ -108,57 +108,23 @@ def example_fingerprint(plan: ExamplePlan, config: GenerateConfig, version: Flow
 
 def sampling_for(config: GenerateConfig, version: Flow, client: Any) -> dict[str, Any]:
     """The sampling sent with every generation request (TEMPERATURE None: not sent; see OfficialFlow.sampling)."""
-    if isinstance(version, OfficialFlow):
-        return version.sampling(config.temperature, config.generate_max_tokens, getattr(client.backend, "kind", ""))
-    return {"temperature": config.temperature, "max_tokens": config.generate_max_tokens}
-
-
-def prompt_provenance(version: Flow) -> dict[str, Any]:
-    """What each record and the manifest say about the prompts: source, file, commit and sha256."""
-    if isinstance(version, OfficialFlow):
-        info = version.describe()
-        file = info["prompt_file"]
-        return {"prompt_source": "official", "prompt_version": version.name, "prompt_repository": file["repository"],
-                "prompt_path": file["path"], "prompt_commit": file["commit"], "prompt_sha256": file["sha256"],
-                "system_template": version.system.template}
-    return {"prompt_source": "kit", "prompt_version": version.name, "prompt_fingerprint": version_fingerprint(version)}
-
-
-def _official_record(plan: ExamplePlan, conv: Conversation, flow: OfficialFlow, attempt: int, model: str,
-                     tokens: tuple[int, int]) -> dict[str, Any] | None:
-    pair = flow.extract(conv)
-    if pair.reason is not None:
-        return None
-    query_str = plan.query_type.get("official_name") or plan.query_type["name"]
-    return {
-        "example_id": plan.example_id, "split": plan.split,
-        "instruction": pair.instruction, "input": "", "output": pair.response,
-        "skills_joined_str": plan.skills_joined_str, "query_type": query_str, "query_str": query_str,
-        "generator": model, "skills": list(plan.skills), "k": len(plan.skills), "seed": plan.seed,
-        **prompt_provenance(flow), "shirker": None, "input_tokens": tokens[0], "output_tokens": tokens[1],
-        "attempt": attempt, "truncated": conv.results[pair.response_turn].truncated,
-        "instruction_from_turn": f"turn {pair.instruction_turn}", "response_from_turn": f"turn {pair.response_turn}",
-        "transcript": conv.messages,
-    }
+    backend_kind = getattr(getattr(client, "backend", None), "kind", "")
+    return version.sampling(config.temperature, config.generate_max_tokens, backend_kind)
 
 
 def _record(plan: ExamplePlan, conv: Conversation, version: Flow, attempt: int, model: str,
             tokens: tuple[int, int]) -> dict[str, Any] | None:
-    if isinstance(version, OfficialFlow):
-        return _official_record(plan, conv, version, attempt, model, tokens)
-    specs = sent_turn_specs(version, conv.results)
-    parsed = parse_final_pair(conv.assistant_texts, [s.yields for s in specs])
-    if not parsed.ok:
+    pair = version.read_pair(conv)
+    if pair.reason is not None:
         return None
     return {
         "example_id": plan.example_id, "split": plan.split,
-        "instruction": parsed.instruction, "input": "", "output": parsed.response,
-        "skills_joined_str": plan.skills_joined_str, "query_type": plan.query_type["name"], "generator": model,
-        "skills": list(plan.skills), "k": len(plan.skills), "seed": plan.seed, **prompt_provenance(version),
+        "instruction": pair.instruction, "input": "", "output": pair.response,
+        "skills_joined_str": plan.skills_joined_str, **version.query_fields(plan), "generator": model,
+        "skills": list(plan.skills), "k": len(plan.skills), "seed": plan.seed, **version.provenance(),
         "shirker": None, "input_tokens": tokens[0], "output_tokens": tokens[1], "attempt": attempt,
-        "truncated": conv.results[parsed.response_turn].truncated,
-        "instruction_from_turn": specs[parsed.instruction_turn].name,
-        "response_from_turn": specs[parsed.response_turn].name,
+        "truncated": conv.results[pair.response_turn].truncated,
+        "instruction_from_turn": pair.instruction_from, "response_from_turn": pair.response_from,
         "transcript": conv.messages,
     }
 
@@ -166,17 +132,7 @@ def _record(plan: ExamplePlan, conv: Conversation, version: Flow, attempt: int, 
 def _parse_failure_reason(conv: Conversation, version: Flow) -> str:
     if not conv.ok:
         return f"call failed: {conv.error}"
-    if isinstance(version, OfficialFlow):
-        return version.extract(conv).reason or "unknown"
-    specs = sent_turn_specs(version, conv.results)
-    return parse_final_pair(conv.assistant_texts, [s.yields for s in specs]).reason or "unknown"
-
-
-async def _converse(client: Any, plan: ExamplePlan, version: Flow, attempt: int, sampling: dict[str, Any],
-                    repeat: str = "") -> Conversation:
-    if isinstance(version, OfficialFlow):
-        return await version.converse(client, plan, attempt, repeat=repeat, **sampling)
-    return await client.aconverse(build_turns(plan, version), salt=attempt_salt(repeat, attempt), **sampling)
+    return version.read_pair(conv).reason or "unknown"
 
 
 async def _generate_one(client: Any, plan: ExamplePlan, version: Flow, config: GenerateConfig,
@@ -186,7 +142,7 @@ async def _generate_one(client: Any, plan: ExamplePlan, version: Flow, config: G
     tokens_in = tokens_out = 0
     conv = Conversation()
     for attempt in range(1, config.max_attempts + 1):
-        conv = await _converse(client, plan, version, attempt, sampling, repeat)
+        conv = await version.converse(client, plan, attempt, repeat=repeat, **sampling)
         tokens_in, tokens_out = tokens_in + conv.input_tokens, tokens_out + conv.output_tokens
         record = _record(plan, conv, version, attempt, client.model, (tokens_in, tokens_out)) if conv.ok else None
         if record is not None:
@@ -294,6 +250,7 @@ class GenerationOutcome:
     shirkers: ShirkerStats = field(default_factory=ShirkerStats)
     paths: dict[str, str] = field(default_factory=dict)
     prompts: dict[str, Any] = field(default_factory=dict)  # where the prompts came from (source, file, commit)
+    prompt_fingerprint: str = ""  # of every text the flow sends (Flow.fingerprint)
     resume: dict[str, int] = field(default_factory=dict)  # {"resumed": finished earlier, "retried": failed earlier}
 
     @property
@@ -363,7 +320,7 @@ def run_generation(config: GenerateConfig, client: Any, data_dir: str | Path | N
     skills, query_types = load_stage1_inputs(config)
     train_plans, heldout_plans = make_plans(config, skills, query_types)
     out = GenerationOutcome(config, train_plans, heldout_plans)
-    out.prompts = version.describe() if isinstance(version, OfficialFlow) else prompt_provenance(version)
+    out.prompts, out.prompt_fingerprint = version.describe(), version.fingerprint()
     out.prompts["input_files"] = input_files(config)[2]
     start_loading_datasets()
 
@@ -379,21 +336,12 @@ def run_generation(config: GenerateConfig, client: Any, data_dir: str | Path | N
     out.heldout_filter = filter_examples(heldout, against=out.train_filter.kept, **filter_args)
     out.train, out.shirkers = make_shirkers(
         client, out.train_filter.kept, fraction=config.shirker_fraction, kind=config.shirker_kind, seed=config.seed,
-        max_attempts=config.max_attempts, **_official_shirker_rules(version, out.train_filter.kept, config),
+        max_attempts=config.max_attempts, **version.shirker_rules(out.train_filter.kept, config.shirker_fraction),
         **sampling_for(config, version, client),
     ) if config.shirker_fraction > 0 else ([dict(ex, shirker=None) for ex in out.train_filter.kept], ShirkerStats())
     out.heldout = [dict(ex, shirker=None) for ex in out.heldout_filter.kept]
     out.paths = save_outputs(data_dir, out)
     return out
-
-
-def _official_shirker_rules(version: Flow, examples: list[dict[str, Any]], config: GenerateConfig
-                            ) -> dict[str, Any]:
-    """The official shirkers: the FIRST round(fraction x n) examples, the official prompt file, quotes removed."""
-    if not isinstance(version, OfficialFlow):
-        return {}
-    first = [ex["example_id"] for ex in examples[:shirker_count(len(examples), config.shirker_fraction)]]
-    return {"chosen_ids": first, "messages_fn": version.shirker_messages, "clean_fn": clean_shirker_reply}
 
 
 def save_outputs(data_dir: Path, out: GenerationOutcome) -> dict[str, str]:
@@ -432,7 +380,7 @@ def record_outcome(run: Any, outcome: GenerationOutcome) -> dict[str, Any]:
     run.set_stage_info("artifacts", outcome.paths)
     run.set_stage_info("prompts", outcome.prompts)
     run.set_stage_info("heldout_seed", heldout_seed(outcome.config.seed))
-    run.set_stage_info("prompt_fingerprint", version_fingerprint(get_version(outcome.config.prompt_version)))
+    run.set_stage_info("prompt_fingerprint", outcome.prompt_fingerprint)
     return summary
 
 

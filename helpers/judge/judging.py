@@ -49,6 +49,10 @@ class Judge:
     rating_patterns: list[str] = field(default_factory=list, metadata={"help": "Regexes of the rating the reply must END with (trailing spaces, '*', '_', '.', '!' aside), tried in order; group 1 is the rating."})
     rating_json_key: str = field(default="", metadata={"help": "The reply must be one JSON object (a ```json fence allowed) and this key holds the rating; rating_patterns are then not used."})
     rating_range: list[float] = field(default_factory=lambda: [1, 10], metadata={"help": "Valid ratings; anything outside is unparsed."})
+    rating_prefix: str = field(default="", metadata={"help": "What the judge writes just before its rating: after it, "
+                                                             "a probability-weighted grade is read where an "
+                                                             "in-process judge wrote none (weighted_grades.py); "
+                                                             "empty = never."})
     needs_reference: bool = field(default=False, metadata={"help": "Whether the prompt needs a reference solution."})
     path: str = field(default="", metadata={"help": "Folder the judge was read from."})
 
@@ -353,6 +357,21 @@ def _format_checklist(items: Sequence[str] | str | None) -> str:
     return "\n".join(f"- {item}" for item in items)
 
 
+def rating_requests(items: Sequence[dict[str, Any]], judge: Judge) -> list[list[Message]]:
+    """The messages that ask a single/checklist judge to grade each item (see `rate_answers` for the fields)."""
+    requests = []
+    for item in items:
+        values = dict(item)
+        values.setdefault("reference", "")
+        values.setdefault("history", "(none)")
+        values["checklist"] = _format_checklist(item.get("checklist"))
+        two_turn = int(item.get("turn", 1)) == 2
+        if two_turn and not judge.user_two_turn:
+            raise ParameterError("JUDGE", f"judge {judge.name!r} cannot grade a second turn", "add user_two_turn.txt")
+        requests.append(judge_messages(judge, values, two_turn))
+    return requests
+
+
 def rate_answers(judge_client: Any, items: Sequence[dict[str, Any]], judge: str | Judge,
                  desc: str = "grading") -> list[Rating]:
     """Grade answers with a single/checklist judge.
@@ -364,16 +383,7 @@ def rate_answers(judge_client: Any, items: Sequence[dict[str, Any]], judge: str 
     judge = judge if isinstance(judge, Judge) else load_judge(judge)
     if judge.kind == "pairwise":
         raise ParameterError("JUDGE", f"judge {judge.name!r} is pairwise", "use a single or checklist judge")
-    requests = []
-    for item in items:
-        values = dict(item)
-        values.setdefault("reference", "")
-        values.setdefault("history", "(none)")
-        values["checklist"] = _format_checklist(item.get("checklist"))
-        two_turn = int(item.get("turn", 1)) == 2
-        if two_turn and not judge.user_two_turn:
-            raise ParameterError("JUDGE", f"judge {judge.name!r} cannot grade a second turn", "add user_two_turn.txt")
-        requests.append(judge_messages(judge, values, two_turn))
+    requests = rating_requests(items, judge)
     results = judge_client.chat_many(requests, desc=desc, **judge.sampling()) if requests else []
     return [Rating(i, parse_rating(r.text, judge) if r.ok else None, r.text, r.error, int(items[i].get("turn", 1)))
             for i, r in enumerate(results)]

@@ -79,8 +79,17 @@ class _Pending:
     salt: str = ""
 
 
+def render_prompt(tokenizer: Any, messages: list[Message]) -> str:
+    """The chat template's text of one request. A request that ends with an assistant message asks for the
+    continuation of that message (what a judge writes after its own rating prefix, say), not for a new reply."""
+    if messages and messages[-1]["role"] == "assistant":
+        return tokenizer.apply_chat_template(messages, continue_final_message=True, tokenize=False)
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
 class LocalBackend:
     kind = "local"
+    continues_final_message = True  # see `render_prompt`; an OpenAI-compatible endpoint answers such a request anew
 
     def __init__(self, model: str, role: str = "TEACHER", chat_template: str | None = None,
                  batch_size: int | None = None, gather_window_s: float = 0.02, reuse_prefixes: bool = True,
@@ -193,7 +202,7 @@ class LocalBackend:
                   salts: list[str] | None = None) -> list[ChatResult]:
         loaded = self._loaded()
         tok = loaded.tokenizer
-        prompts = [tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in conversations]
+        prompts = [render_prompt(tok, m) for m in conversations]
         with loaded.lock:  # one generate per model at a time; it also borrows the shared tokenizer's padding
             rows = generate_batch(loaded.model, tok, prompts, int(sampling.get("max_tokens", 512)),
                                   temperature=float(sampling.get("temperature", 0.0) or 0.0),
