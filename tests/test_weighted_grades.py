@@ -35,7 +35,8 @@ def test_grade_probabilities_split_one_and_ten_and_normalise():
 
 
 class ContinuingJudge:
-    """A judge that explains without a rating, except for answers containing 'GOOD' (it writes [[9]] then); asked to
+    """A judge that explains without a rating, except for answers containing 'GOOD' (it writes [[9]], or a JSON
+    object with score 9 where the prompt asks for one, then); asked to
     continue its reply after 'Rating: [[' it puts 0.6 on 8 and 0.4 on 1 (of which half goes on to '0')."""
 
     def __init__(self) -> None:
@@ -49,7 +50,9 @@ class ContinuingJudge:
             step = ({"0": math.log(0.5), "]]": math.log(0.5)} if last["content"].endswith("1")
                     else {"8": math.log(0.6), "1": math.log(0.4)})
             return ChatResult(text="x", finish_reason="length", top_logprobs=[step])
-        if "GOOD" in last["content"]:
+        if "GOOD" in last["content"]:  # in the judge's declared format: one JSON object for the checklist judge
+            if '"score"' in last["content"]:
+                return '{"strengths": "fine", "weaknesses": "none", "score": "9"}'
             return "A fine answer. Rating: [[9]]"
         return "The answer is short and says little."
 
