@@ -160,7 +160,11 @@ def recorded_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
 
 # The rows of the headline table: (metric as recorded by stage 4, what the row is called).
 HEADLINE_ROWS = (("win_rate", "win rate vs reference, % [95 % interval]"), ("lc_win_rate", ""),
-                 ("mt_bench_avg", "MT-Bench, 1-10"), ("wb_score", "WB-Score"), ("wb_reward", "WB-Reward"))
+                 ("mt_bench_avg", "MT-Bench, 1-10"),
+                 ("mt_bench_weighted_avg", "MT-Bench, 1-10, probability-weighted (G-Eval; not a parsed grade)"),
+                 ("wb_score", "WB-Score"),
+                 ("wb_score_weighted", "WB-Score, probability-weighted (G-Eval; not a parsed grade)"),
+                 ("wb_reward", "WB-Reward"))
 _NOT_ANSWERERS = ("judge", "reference", "teacher")  # roles of stage 4's manifest that answer no eval item
 
 
@@ -206,7 +210,7 @@ def _headline_cell(named: Mapping[str, Any], params: Mapping[str, Any], metric: 
     value, context = _unwrap(_recorded(named, metric, model))
     if not _is_number(value):
         return "–" if value is None and not context else str(value or "–")
-    text = f"{value:.2f}" if metric == "mt_bench_avg" else f"{value:.1f}"
+    text = f"{value:.2f}" if metric.startswith("mt_bench") else f"{value:.1f}"
     if metric == "win_rate":
         se, _ = _unwrap(_recorded(named, "win_rate_se", model))
         if _is_number(se):

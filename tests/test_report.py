@@ -1,6 +1,7 @@
 """The one-page run report (self-contained, every number) and `compare`, on small fabricated run folders."""
 from __future__ import annotations
 
+import json
 import re
 
 import matplotlib
@@ -166,3 +167,16 @@ def test_a_run_without_evaluation_says_so_instead_of_a_headline(tmp_path):
     assert headline_table(run.path).empty
     page = build_report(run.path, DEFAULTS)
     assert "no evaluation recorded" in page[:page.index("<h2>Figures</h2>")]
+
+
+def test_headline_shows_probability_weighted_grades_in_a_row_of_their_own(tmp_path):
+    folder = _fabricate_evaluation(tmp_path / "run")
+    results = json.loads((folder / "results.json").read_text())
+    results["evaluate"]["mt_bench_weighted_avg"] = {"value": 5.125, "n": 6, "n_total": 6, "flag": None}
+    (folder / "results.json").write_text(json.dumps(results))
+    table = headline_table(folder).set_index("metric")
+    weighted = "MT-Bench, 1-10, probability-weighted (G-Eval; not a parsed grade)"
+    assert list(table.index).index(weighted) == list(table.index).index("MT-Bench, 1-10") + 1
+    assert table.loc[weighted, "student"] == "5.12 (n=6 of 6)"
+    assert table.loc["MT-Bench, 1-10", "student"] == "4.25 (n=4 of 6, not reliable)"  # never mixed with parsed ones
+    assert table.loc[weighted, "judge"].startswith("mt_bench_single")
