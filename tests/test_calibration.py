@@ -75,8 +75,10 @@ def test_calibration_row_is_judged_beside_the_student_and_shown(tmp_path):
     reading = ev["calibration"]
     assert reading["paper_model_win_rate"] == pytest.approx(expected[CALIBRATION_MODEL])
     published = published_paper_row()
-    assert published["lc_win_rate"] == 42.76
-    assert (reading["published_win_rate"], reading["published_lc_win_rate"]) == (published["win_rate"], 42.76)
+    # the leaderboard row: 42.76 in the bundled table, 42.7619... where alpaca_eval's own leaderboard file is read
+    assert published["lc_win_rate"] == pytest.approx(42.76, abs=0.005)
+    assert (reading["published_win_rate"], reading["published_lc_win_rate"]) == (published["win_rate"],
+                                                                                 published["lc_win_rate"])
     assert "the paper's model scores" in reading["text"] and "yours scores" in reading["text"]
     annotations = json.loads((run / "eval" / f"annotations_{CALIBRATION_MODEL}.json").read_text())
     assert len(annotations) == n and annotations[0]["generator_2"] == "Llama-3-8B-Instruct-SkillMix"

@@ -92,8 +92,14 @@ class VLLMBackend(OpenAIBackend):
                                  "checkpoint")
         self._stop_ids = stop_ids_of(self.path)
 
-    def request_body(self, messages: list[Message], sampling: dict[str, Any]) -> dict[str, Any]:
-        body = super().request_body(messages, sampling)
+    def request_body(self, messages: list[Message], sampling: dict[str, Any], salt: str = "") -> dict[str, Any]:
+        """The OpenAI body with the stop ids the transformers route stops at, and the in-process sampler's row seed
+        (a function of the request, SEED and the retry salt) for a sampled request; greedy requests carry none."""
+        body = super().request_body(messages, sampling, salt)
+        body.pop("seed", None)
+        if float(sampling.get("temperature") or 0.0) > 0:
+            prompt = json.dumps(messages, sort_keys=True, ensure_ascii=False)
+            body["seed"] = row_seed(prompt, sampling.get("seed"), salt)
         if self._stop_ids is None:
             self._stop_ids = stop_ids_of(self.path)
         body.update(model=SERVED_NAME, stop_token_ids=self._stop_ids, skip_special_tokens=True)
@@ -105,9 +111,6 @@ class VLLMBackend(OpenAIBackend):
         except RuntimeError as exc:  # the engine did not start: every request would fail the same way
             raise PermanentError(str(exc)[-1500:]) from None
         self.base_url = server.base_url
-        if float(sampling.get("temperature") or 0.0) > 0:
-            prompt = json.dumps(messages, sort_keys=True, ensure_ascii=False)
-            sampling = {**sampling, "seed": row_seed(prompt, sampling.get("seed"), salt)}
         result = await super().complete(messages, sampling, salt)
         result.model = self.model_name
         return result
