@@ -77,8 +77,9 @@ def test_calibration_row_is_judged_beside_the_student_and_shown(tmp_path):
     published = published_paper_row()
     # the leaderboard row: 42.76 in the bundled table, 42.7619... where alpaca_eval's own leaderboard file is read
     assert published["lc_win_rate"] == pytest.approx(42.76, abs=0.005)
-    assert (reading["published_win_rate"], reading["published_lc_win_rate"]) == (published["win_rate"],
-                                                                                 published["lc_win_rate"])
+    # the notebook's kernel may read the other table than this process (alpaca_eval importable here or not)
+    assert reading["published_win_rate"] == pytest.approx(published["win_rate"], abs=0.005)
+    assert reading["published_lc_win_rate"] == pytest.approx(published["lc_win_rate"], abs=0.005)
     assert "the paper's model scores" in reading["text"] and "yours scores" in reading["text"]
     annotations = json.loads((run / "eval" / f"annotations_{CALIBRATION_MODEL}.json").read_text())
     assert len(annotations) == n and annotations[0]["generator_2"] == "Llama-3-8B-Instruct-SkillMix"
