@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..processes import stop_process_group
 from ..layout import PROJECT_ROOT
 from ..params import ParameterError
 from ..progress import progress_bar
@@ -237,16 +238,7 @@ class VLLMServer:
         """Stop the server and every process it started (its process group), then wait for them to exit."""
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
-            for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
-                try:
-                    os.killpg(process.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    process.wait(wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+            stop_process_group(process, timeout_s, kill_wait_s=10.0)
         if self._template_file is not None:
             self._template_file.unlink(missing_ok=True)
         self.log_path.unlink(missing_ok=True)  # a failed start-up has already quoted its end

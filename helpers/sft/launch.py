@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from ..processes import stop_process_group
 from .. import layout
 from ..params import ParameterError, check_choice, check_int
 from .config import ACCELERATE_CONFIGS, LaunchPlan, SFTStageConfig
@@ -130,16 +131,7 @@ def _relay(proc: subprocess.Popen, keep: int = 40) -> list[str]:
 
 def stop(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
     """SIGTERM to the launcher's process group (the launcher then stops its workers), SIGKILL after `grace_s`."""
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, None)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    stop_process_group(proc, grace_s)
 
 
 def _die_with_parent(sig: int) -> Callable[[], None] | None:
