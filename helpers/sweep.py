@@ -167,19 +167,31 @@ def _finished_before(cell_dir: Path, params: dict[str, Any]) -> bool:
     return same and before.get("status") == "ok" and (cell_dir / RESULTS_JSON).exists()
 
 
-def run_sweep(spec: SweepSpec, out_dir: str | Path, parallel: int = 1, runner: Callable[..., Any] | None = None,
-              declared: Callable[[str], set[str]] = _declared_by_pipeline, log: Callable[[str], None] = print,
-              rerun: bool = False) -> pd.DataFrame:
-    """Run every cell (stage 1 shared), keep going past failed cells, write and return the collected table.
+@dataclass
+class CellRun:
+    """One (cell, seed) of a sweep: its run folder, the parameters of stages 2-4 and its shared stage-1 folder."""
 
-    Running the same sweep again resumes it: a cell that finished with the same parameters is kept (its students
-    are not retrained), failed and unfinished cells run again; `rerun=True` runs every cell again.
+    name: str
+    run_dir: Path
+    params: dict[str, Any] = field(metadata={"help": "Parameters of stages 2-4 (SEED set by the seed dimension)."})
+    record: dict[str, Any] = field(metadata={"help": "The cell's full parameters, as cell.json and sweep.csv keep them."})
+    seed: int | None
+    stage1_dir: Path
 
-    `runner(run_dir, params, notebooks=...)` is `helpers.pipeline.run_pipeline` unless a test injects another.
-    """
-    runner = runner or run_pipeline
+
+@dataclass
+class SweepPlan:
+    """Every run a sweep makes, checked and named before any stage runs (whatever executes it)."""
+
+    out: Path
+    stage1: list[tuple[Path, dict[str, Any]]]  # (shared folder, stage-1 parameters), one per distinct set
+    cells: list[CellRun]
+
+
+def plan_sweep(spec: SweepSpec, out_dir: str | Path,
+               declared: Callable[[str], set[str]] = _declared_by_pipeline) -> SweepPlan:
+    """Check the grid's parameters and name every run folder; writes OUT/grid.json (after the checks)."""
     out = check_run_dir(out_dir, "--out")  # like RUN_DIR: relative to the project root, never the kit's own files
-    out.mkdir(parents=True, exist_ok=True)
     stage1_keys = declared(STAGE1_NOTEBOOK)
     later_keys = set().union(*(declared(nb) for nb in LATER_NOTEBOOKS))
     cells = expand_grid(spec)
@@ -193,52 +205,70 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, parallel: int = 1, runner: C
     names = [cell_name(c, varied) for c in cells]
     if len(set(names)) < len(names):
         raise ParameterError("--grid", "two cells have the same values", "list each value once per parameter")
+    out.mkdir(parents=True, exist_ok=True)
     (out / "grid.json").write_text(json.dumps({"base": spec.base, "grid": spec.grid, "SEEDS": spec.seeds}, indent=2,
                                               default=str))
-
-    # Stage 1 once per distinct stage-1 parameter set.
     stage1_dirs: dict[str, Path] = {}
-    for cell in cells:
+    stage1: list[tuple[Path, dict[str, Any]]] = []
+    for cell in cells:  # stage 1 once per distinct stage-1 parameter set
         s1 = {k: v for k, v in cell.items() if k in stage1_keys}
         key = json.dumps(s1, sort_keys=True, default=str)
         if key in stage1_dirs:
             continue
         s1_varied = [k for k in varied if k in stage1_keys]
-        folder = out / "_stage1" / (cell_name(cell, s1_varied) if s1_varied else "shared")
-        stage1_dirs[key] = folder
+        stage1_dirs[key] = out / "_stage1" / (cell_name(cell, s1_varied) if s1_varied else "shared")
+        stage1.append((stage1_dirs[key], s1))
+    runs = []
+    for cell, seed in expand_seeds(cells, spec.seeds):
+        name = seeded_cell_name(cell_name(cell, varied), seed)
+        later = {k: v for k, v in cell.items() if k in later_keys}
+        if seed is not None:
+            later.update({k: seed for k in SEED_PARAMETERS if k in later_keys})
+        s1 = {k: v for k, v in cell.items() if k in stage1_keys}
+        runs.append(CellRun(name, out / "cells" / name, later, {**cell, **later}, later.get("SEED"),
+                            stage1_dirs[json.dumps(s1, sort_keys=True, default=str)]))
+    return SweepPlan(out, stage1, runs)
+
+
+def run_sweep(spec: SweepSpec, out_dir: str | Path, parallel: int = 1, runner: Callable[..., Any] | None = None,
+              declared: Callable[[str], set[str]] = _declared_by_pipeline, log: Callable[[str], None] = print,
+              rerun: bool = False) -> pd.DataFrame:
+    """Run every cell (stage 1 shared), keep going past failed cells, write and return the collected table.
+
+    Running the same sweep again resumes it: a cell that finished with the same parameters is kept (its students
+    are not retrained), failed and unfinished cells run again; `rerun=True` runs every cell again.
+
+    `runner(run_dir, params, notebooks=...)` is `helpers.pipeline.run_pipeline` unless a test injects another.
+    """
+    runner = runner or run_pipeline
+    plan = plan_sweep(spec, out_dir, declared)
+    for folder, s1 in plan.stage1:
         if not (folder / SKILLS_JSONL).exists():
             log(f"stage 1 -> {folder}")
             runner(folder, s1, notebooks=(STAGE1_NOTEBOOK,))
 
-    def run_cell(cell_seed: tuple[dict[str, Any], int | None]) -> None:
-        cell, seed = cell_seed
-        name = seeded_cell_name(cell_name(cell, varied), seed)
-        cell_dir = out / "cells" / name
+    def run_cell(cell: CellRun) -> None:
+        cell_dir = cell.run_dir
         cell_dir.mkdir(parents=True, exist_ok=True)
-        s1 = {k: v for k, v in cell.items() if k in stage1_keys}
-        _copy_stage1(stage1_dirs[json.dumps(s1, sort_keys=True, default=str)], cell_dir)
-        later = {k: v for k, v in cell.items() if k in later_keys}
-        if seed is not None:
-            later.update({k: seed for k in SEED_PARAMETERS if k in later_keys})
-        if not rerun and _finished_before(cell_dir, {**cell, **later}):
-            log(f"cell {name}: finished before with the same parameters, kept (--rerun runs it again)")
+        _copy_stage1(cell.stage1_dir, cell_dir)
+        if not rerun and _finished_before(cell_dir, cell.record):
+            log(f"cell {cell.name}: finished before with the same parameters, kept (--rerun runs it again)")
             return
-        status: dict[str, Any] = {"cell": name, "params": {**cell, **later}, "seed": later.get("SEED"),
-                                  "status": "running"}
+        status: dict[str, Any] = {"cell": cell.name, "params": cell.record, "seed": cell.seed, "status": "running"}
         (cell_dir / "cell.json").write_text(json.dumps(status, indent=2, default=str))
         start = time.perf_counter()
         try:
-            runner(cell_dir, later, notebooks=LATER_NOTEBOOKS)
+            runner(cell_dir, cell.params, notebooks=LATER_NOTEBOOKS)
             status.update(status="ok", error="")
         except Exception as exc:  # one failed cell must not stop the sweep; the error is kept in the table
             status.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
-            log(f"cell {name} failed: {status['error']}")
+            log(f"cell {cell.name} failed: {status['error']}")
         status["seconds"] = round(time.perf_counter() - start, 1)
         (cell_dir / "cell.json").write_text(json.dumps(status, indent=2, default=str))
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        list(pool.map(run_cell, expand_seeds(cells, spec.seeds)))
-    return collect_results(out)
+        list(pool.map(run_cell, plan.cells))
+    return collect_results(plan.out)
 
 
 def _flatten(results: dict[str, Any]) -> dict[str, Any]:
