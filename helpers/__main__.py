@@ -4,6 +4,8 @@
     python -m helpers run --run-dir runs/x --config my.yaml -p NUM_EXAMPLES 1000 --only 02_generate
     python -m helpers run --config configs/paper.yaml --dry-run     # requests, tokens, dollars, GPU-hours; no call
     python -m helpers params                                        # every parameter: stages, default, help
+    python -m helpers run --run-dir runs/p --config configs/paper.yaml --executor slurm --slurm-profile configs/slurm/paper.yaml
+    python -m helpers status --run-dir runs/p                      # its Slurm jobs: pending, running, done, failed
     python -m helpers score-alpaca-eval annotations.json --glm v1   # the leaderboard's win rate and LC
     python -m helpers html --run-dir runs/demo                      # executed notebooks -> HTML
     python -m helpers report --run-dir runs/demo                    # one self-contained page: runs/demo/report.html
@@ -120,7 +122,13 @@ def main(argv: list[str] | None = None) -> int:
                         "model with vLLM on one A100/H100-class GPU)")
     r.add_argument("--assume-train-tokens-per-s", type=float, default=defaults.train_tokens_per_s,
                    help="dry run: training tokens per second per GPU (default: %(default)s, a 7-8B full fine-tune)")
+    r.add_argument("--executor", choices=["local", "slurm"], default="local", help="local: run here; slurm: submit "
+                   "one job per stage, chained (SLURM_* parameters; docs/scaling.md)")
+    r.add_argument("--slurm-profile", help="YAML of SLURM_* parameters, e.g. configs/slurm/paper.yaml")
     sub.add_parser("params", help="list every parameter: the stages that take it, its default and its help")
+    st = sub.add_parser("status", help="a run folder's (or sweep folder's) Slurm jobs: pending, running, requeued, "
+                                       "done, failed with the log's last lines")
+    st.add_argument("--run-dir", required=True)
     h = sub.add_parser("html", help="export a run folder's executed notebooks to HTML")
     h.add_argument("--run-dir", required=True)
     report.add_commands(sub)
@@ -130,13 +138,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd in ("report", "compare", "score-alpaca-eval"):
             return _read_only_command(args)
         if args.cmd == "params":
-            print(format_parameter_table(parameter_table()))
+            from .cluster import slurm_parameter_rows
+
+            print(format_parameter_table(parameter_table() + slurm_parameter_rows()))
             return 0
+        if args.cmd == "status":
+            from .slurm_driver import show_status
+
+            return show_status(resolve_run_dir(args.run_dir))
         if args.cmd == "html":
             for path in export_html(args.run_dir):
                 print(path)
             return 0
         params = load_params(args.config, args.param)
+        if args.executor == "slurm":
+            from .slurm_driver import submit_run
+
+            return submit_run(args.run_dir, params, _select(args.only, args.start), args.slurm_profile, args.dry_run)
         if args.dry_run or params.get("DRY_RUN") is True:
             return _dry_run(args, params)
         if not args.run_dir:

@@ -189,8 +189,8 @@ class SweepPlan:
 
 
 def plan_sweep(spec: SweepSpec, out_dir: str | Path,
-               declared: Callable[[str], set[str]] = _declared_by_pipeline) -> SweepPlan:
-    """Check the grid's parameters and name every run folder; writes OUT/grid.json (after the checks)."""
+               declared: Callable[[str], set[str]] = _declared_by_pipeline, write: bool = True) -> SweepPlan:
+    """Check the grid's parameters and name every run folder; writes OUT/grid.json after the checks (`write`)."""
     out = check_run_dir(out_dir, "--out")  # like RUN_DIR: relative to the project root, never the kit's own files
     stage1_keys = declared(STAGE1_NOTEBOOK)
     later_keys = set().union(*(declared(nb) for nb in LATER_NOTEBOOKS))
@@ -205,9 +205,10 @@ def plan_sweep(spec: SweepSpec, out_dir: str | Path,
     names = [cell_name(c, varied) for c in cells]
     if len(set(names)) < len(names):
         raise ParameterError("--grid", "two cells have the same values", "list each value once per parameter")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "grid.json").write_text(json.dumps({"base": spec.base, "grid": spec.grid, "SEEDS": spec.seeds}, indent=2,
-                                              default=str))
+    if write:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "grid.json").write_text(json.dumps({"base": spec.base, "grid": spec.grid, "SEEDS": spec.seeds}, indent=2,
+                                                  default=str))
     stage1_dirs: dict[str, Path] = {}
     stage1: list[tuple[Path, dict[str, Any]]] = []
     for cell in cells:  # stage 1 once per distinct stage-1 parameter set
@@ -345,39 +346,91 @@ def summarise_sweep(out_dir: str | Path, sweep: pd.DataFrame, grid: dict[str, li
     return intervals
 
 
+def _grid_of(out: str | Path) -> dict[str, list[Any]]:
+    """The grid a sweep folder was made with (grid.json), for --collect-only and --status without --grid."""
+    path = resolve_run_dir(out) / "grid.json"
+    if not path.exists():
+        raise ParameterError("--grid", f"{path} does not exist", "give --grid, or --out a folder a sweep wrote")
+    return dict(read_json_object(path, "--out", dict, "grid.json as the sweep writes it").get("grid") or {})
+
+
+def _submit_slurm(spec: SweepSpec, args: argparse.Namespace, slurm: dict[str, Any]) -> int:
+    """--executor slurm: check everything, then submit stage 1 and one array per later stage (or print them)."""
+    from . import slurm_driver as driver  # submitit and the cluster checks: only for this executor
+
+    cfg = driver.slurm_config(slurm, args.slurm_profile)
+    plan = plan_sweep(spec, args.out, write=not args.dry_run)
+    queued = {} if args.dry_run else driver.queued_cells(plan.out)
+    jobs, gpus, cells = driver.plan_sweep_jobs(plan, cfg, _finished_before, rerun=args.rerun, queued=queued)
+    code = driver.submit_or_show(jobs, cfg, gpus, args.dry_run,
+                                 before_submit=lambda: driver.mark_submitted(cells, args.rerun))
+    if not args.dry_run and jobs.batches:
+        print(f"\nwatch:   python -m helpers.sweep --status --out {args.out}\n"
+              f"collect: python -m helpers.sweep --collect-only --out {args.out}  (finished cells, any time)")
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.sweep", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--grid", required=True, help=f"YAML grid file or one of {', '.join(PAPER_GRIDS)}")
+    parser.add_argument("--grid", help=f"YAML grid file or one of {', '.join(PAPER_GRIDS)} (--collect-only and "
+                                       "--status read the sweep folder's grid.json without it)")
     parser.add_argument("--out", required=True, help="sweep folder, e.g. sweeps/shirkers")
     parser.add_argument("--parallel", type=int, default=1, help="cells run at the same time (each starts its own kernels)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra base parameter (YAML value), repeatable")
+                        help="extra base parameter (YAML value), repeatable; SLURM_* names set the Slurm executor")
     parser.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2: every cell once per seed (stage 1 shared)")
     parser.add_argument("--collect-only", action="store_true",
-                        help="only rebuild sweep.csv (and the curves) from the cell folders")
+                        help="only rebuild sweep.csv (and the curves) from the cell folders (also while jobs run)")
     parser.add_argument("--rerun", action="store_true",
                         help="run every cell again (default: keep cells that finished with the same parameters)")
+    parser.add_argument("--executor", choices=["local", "slurm"], default="local",
+                        help="local: run the cells here; slurm: submit them as job arrays (docs/scaling.md)")
+    parser.add_argument("--slurm-profile", help="YAML of SLURM_* parameters, e.g. configs/slurm/paper.yaml")
+    parser.add_argument("--dry-run", action="store_true", help="slurm: print the sbatch scripts and the dependency "
+                                                               "graph, submit nothing")
+    parser.add_argument("--status", action="store_true", help="slurm: per cell pending, running, requeued, done or "
+                                                              "failed (with the failing job's last log lines)")
     args = parser.parse_args(argv)
     overrides = {}
     for item in args.set:
         key, _, value = item.partition("=")
         overrides[key] = yaml.safe_load(value)
+    slurm = {k: overrides.pop(k) for k in list(overrides) if k.startswith("SLURM_")}
     try:
-        spec = load_grid(args.grid, overrides, check_seeds(args.seeds) if args.seeds else None)
+        if args.status:
+            from .slurm_driver import show_status
+
+            return show_status(resolve_run_dir(args.out))
+        if args.executor == "local" and (slurm or args.slurm_profile or args.dry_run):
+            raise ParameterError(next(iter(slurm), "--slurm-profile" if args.slurm_profile else "--dry-run"),
+                                 "is an option of the Slurm executor", "add --executor slurm, or leave it out")
         if args.collect_only:
+            grid = load_grid(args.grid, overrides).grid if args.grid else _grid_of(args.out)
             df = collect_results(args.out)
         else:
+            if not args.grid:
+                raise ParameterError("--grid", "is missing", "give a YAML grid file or a built-in grid name")
+            spec = load_grid(args.grid, overrides, check_seeds(args.seeds) if args.seeds else None)
+            slurm.update({k: spec.base.pop(k) for k in list(spec.base) if k.startswith("SLURM_")})
+            if args.executor == "local" and slurm:
+                raise ParameterError(next(iter(slurm)), "is a parameter of the Slurm executor",
+                                     "add --executor slurm, or leave it out")
+            if args.executor == "slurm":
+                return _submit_slurm(spec, args, slurm)
+            grid = spec.grid
             df = run_sweep(spec, args.out, parallel=args.parallel, rerun=args.rerun)
     except ParameterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(df.drop(columns=["run_dir", "items_path"], errors="ignore").to_string(index=False))
     print(f"\nwrote {resolve_run_dir(args.out) / 'sweep.csv'}")
-    intervals = summarise_sweep(args.out, df, spec.grid) if not df.empty else pd.DataFrame()
+    intervals = summarise_sweep(args.out, df, grid) if not df.empty else pd.DataFrame()
     if not intervals.empty:
         shown = ["parameter", *[c for c in intervals if c.isupper()], "estimate", "low", "high", "n_seeds", "n_items"]
         print(intervals[[c for c in dict.fromkeys(shown) if c in intervals]].to_string(index=False))
         print(f"wrote {resolve_run_dir(args.out) / 'intervals.csv'}, paired.csv and figures/sweep_*.png")
+    if args.collect_only:
+        return 0
     return 0 if df.empty or (df["status"] == "ok").all() else 1
 
 

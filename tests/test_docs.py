@@ -136,7 +136,10 @@ def _check_command(command: str, monkeypatch, targets: set[str], parameters: set
             _select(args.only, args.start)  # --only / --from name notebooks that exist
     elif module == "helpers.sweep":
         args = _parse(sweep_main, rest, monkeypatch)
-        assert args.grid in PAPER_GRIDS or (PROJECT_ROOT / args.grid).exists(), command
+        if args.grid is None:  # --status and --collect-only read the sweep folder's grid.json
+            assert args.status or args.collect_only, f"{command}: --grid is missing"
+        else:
+            assert args.grid in PAPER_GRIDS or (PROJECT_ROOT / args.grid).exists(), command
     elif module == "helpers.sft":
         args = _parse(sft_main, rest, monkeypatch)
         unknown = {item.split("=", 1)[0] for item in args.set} - parameters
