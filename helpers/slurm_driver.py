@@ -28,6 +28,8 @@ from .runs import check_run_dir
 
 STAGE1_NOTEBOOK, LATER_NOTEBOOKS = NOTEBOOKS[0], NOTEBOOKS[1:]  # a sweep shares stage 1 and runs the rest per cell
 
+ACTIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "RESIZING",
+                 "SUSPENDED"}  # a job in one of these may still run: its run folder is not submitted again
 RECORD_FOLDER = "slurm"  # in a run folder or a sweep folder: submitit's files per stage and jobs.json
 
 
@@ -73,7 +75,8 @@ def _queued_keys(folder: Path) -> dict[str, str]:
                 latest.setdefault(key, []).append(job)
     if not latest:
         return {}
-    queued = queue_states([j for jobs in latest.values() for j in jobs], run_slurm_command)
+    states = queue_states([j for jobs in latest.values() for j in jobs], run_slurm_command)
+    queued = {job for job, info in states.items() if info["state"].upper() in ACTIVE_STATES}
     return {key: next(j for j in jobs if j in queued) for key, jobs in latest.items() if any(j in queued for j in jobs)}
 
 

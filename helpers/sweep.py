@@ -394,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {}
     for item in args.set:
         key, _, value = item.partition("=")
-        overrides[key] = yaml.safe_load(value)
+        # A time limit stays text: YAML would read 1:30:00 as the number 5400.
+        overrides[key] = value if key == "SLURM_TIME" and not value.lstrip().startswith("{") else yaml.safe_load(value)
     slurm = {k: overrides.pop(k) for k in list(overrides) if k.startswith("SLURM_")}
     try:
         if args.status:

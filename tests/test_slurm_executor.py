@@ -190,3 +190,22 @@ def test_status_from_records_and_queue(tmp_path):
     text, states = format_status(folder, fake)
     assert states == {"done": "done", "failed": "failed", "requeued": "requeued", "pending": "pending"}
     assert "ValueError: boom" in text and "| Traceback" in text
+
+
+def test_resubmission_skips_only_cells_with_a_live_job(tmp_path, monkeypatch):
+    import helpers.slurm_driver as driver
+
+    folder = tmp_path / "slurm"
+    folder.mkdir()
+    batch = {"name": "02_generate", "stage": "02_generate", "job_id": "10",
+             "tasks": {"a": "10_0", "b": "10_1", "c": "10_2"}, "run_dirs": {}}
+    (folder / "jobs.json").write_text(json.dumps({"submissions": [{"batches": [batch]}]}))
+
+    def fake(argv):
+        if argv[0] == "squeue":
+            return "10_0|RUNNING|None\n"
+        return ("JobId=1 ArrayJobId=10 ArrayTaskId=0 JobState=RUNNING Restarts=0\n"
+                "JobId=2 ArrayJobId=10 ArrayTaskId=1 JobState=FAILED Restarts=0\n")
+
+    monkeypatch.setattr(driver, "run_slurm_command", fake)
+    assert driver.queued_cells(tmp_path) == {"a": "10_0"}  # b failed (resubmit it), c left the queue
