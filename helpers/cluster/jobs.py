@@ -133,6 +133,8 @@ class StageJob:
         before = read_stage_record(run_dir, self.stage)
         if stage_done(run_dir, self.stage, self.params):
             print(f"{self.stage} in {run_dir} finished before (job {before.get('job')}): not run again", flush=True)
+            if self.last:  # a job killed between its record and the cell's: the cell is finished all the same
+                self._update_cell(run_dir, status="ok", error="", stage=None)
             return "done before"
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
         record = {"state": "running", "stage": self.stage, "job": job_id, "fingerprint": fingerprint,
