@@ -209,3 +209,18 @@ def test_resubmission_skips_only_cells_with_a_live_job(tmp_path, monkeypatch):
 
     monkeypatch.setattr(driver, "run_slurm_command", fake)
     assert driver.queued_cells(tmp_path) == {"a": "10_0"}  # b failed (resubmit it), c left the queue
+
+
+def test_sweep_dry_run_prints_scripts_and_graph_without_slurm(tmp_path, capsys, monkeypatch):
+    from helpers.sweep import main
+
+    monkeypatch.setattr(checks_module.shutil, "which", lambda name: None)  # no Slurm here: a dry run needs none
+    out, grid = tmp_path / "sweep", str(Path(__file__).resolve().parent.parent / "configs/grids/shirkers_tiny.yaml")
+    code = main(["--grid", grid, "--out", str(out), "--executor", "slurm", "--dry-run",
+                 "--set", "SLURM_CPUS=1", "--set", "SLURM_TIME=1:30:00"])
+    text = capsys.readouterr().out
+    assert code == 0 and not out.exists()
+    assert "02_generate: array of 6" in text and "03_sft: array of 6 (1 GPU, 1 CPU, 1:30:00), after aftercorr" in text
+    assert text.count("#!/bin/bash") == 4 and "#SBATCH --time=90" in text
+    assert main(["--grid", grid, "--out", str(out), "--set", "SLURM_CPUS=1"]) == 2
+    assert "add --executor slurm" in capsys.readouterr().err
