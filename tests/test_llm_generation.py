@@ -101,6 +101,19 @@ def test_a_sampled_reply_depends_on_its_request_only(tiny):
     assert other_seed != alone or salted[0] != alone
 
 
+def test_rows_with_different_sampling_share_a_batch_and_answer_as_they_would_apart(tiny):
+    """Per-row temperature, top-p and seed: each row of a mixed batch gets the reply a batch of its own setting
+    gives it (a row at temperature 0 the greedy one), so requests of different settings need not wait apart."""
+    model, tok = tiny
+    prompts = PROMPTS + ["Tell me a story about a lighthouse keeper."]
+    settings = [(0.0, 1.0, 7), (1.0, 0.95, 7), (0.7, 1.0, 3)]
+    apart = [generate_batch(model, tok, [p], max_new_tokens=10, temperature=t, top_p=q, seed=s)[0].token_ids
+             for p, (t, q, s) in zip(prompts, settings)]
+    mixed = generate_batch(model, tok, prompts, max_new_tokens=10, temperature=[t for t, _, _ in settings],
+                           top_p=[q for _, q, _ in settings], seed=[s for _, _, s in settings])
+    assert [row.token_ids for row in mixed] == apart
+
+
 def test_top_p_keeps_only_the_nucleus():
     import torch
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -190,39 +190,68 @@ def row_seed(prompt: str, seed: int | None = None, salt: str = "") -> int:
 
 class RowSampler:
     """A logits processor that samples each row with its own generator (temperature, then nucleus top-p, no top-k)
-    and leaves only the drawn token possible, so `generate` in greedy mode emits exactly it."""
+    and leaves only the drawn token possible, so `generate` in greedy mode emits exactly it.
 
-    def __init__(self, seeds: list[int], temperature: float, top_p: float) -> None:
+    `temperature` and `top_p` are one value for every row, or one per row: requests with different settings then
+    share a batch (a row at temperature 0 takes the most likely token, as greedy decoding does). A batch of one
+    setting is drawn in one pass over its rows; a mixed batch row by row, with the same arithmetic per row."""
+
+    def __init__(self, seeds: list[int], temperature: float | Sequence[float], top_p: float | Sequence[float]) -> None:
         import torch
 
         self.generators = [torch.Generator().manual_seed(s) for s in seeds]
         self.temperature, self.top_p = temperature, top_p
+        self._per_row = None
+        if not isinstance(temperature, (int, float)) or not isinstance(top_p, (int, float)):
+            temps = [temperature] * len(seeds) if isinstance(temperature, (int, float)) else list(temperature)
+            top_ps = [top_p] * len(seeds) if isinstance(top_p, (int, float)) else list(top_p)
+            self._per_row = list(zip(temps, top_ps))
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
-        probs = torch.softmax(scores.float() / self.temperature, dim=-1).cpu()
-        if self.top_p < 1.0:
-            ordered, order = probs.sort(dim=-1, descending=True)
-            outside = ordered.cumsum(dim=-1) - ordered > self.top_p  # tokens after the nucleus is full
-            ordered[outside] = 0.0
-            probs = torch.zeros_like(probs).scatter_(-1, order, ordered)
-        # Inverse-CDF sampling with one uniform number per row from that row's generator: batched, and much
-        # cheaper than a multinomial per row over a vocabulary of 250k tokens.
-        cdf = probs.cumsum(dim=-1)
-        u = torch.cat([torch.rand(1, generator=g) for g in self.generators]) * cdf[:, -1]
-        chosen = torch.searchsorted(cdf, u.unsqueeze(-1), right=True).clamp_(max=probs.shape[-1] - 1)
+        if self._per_row is None:
+            chosen = _draw(scores, self.temperature, self.top_p, self.generators)
+        else:
+            chosen = torch.cat([_draw(scores[i:i + 1], t, p, [g]) if t > 0 else scores[i:i + 1].argmax(-1, True).cpu()
+                                for i, ((t, p), g) in enumerate(zip(self._per_row, self.generators))])
         chosen = chosen.to(scores.device)
         return scores.fill_(float("-inf")).scatter_(-1, chosen, 0.0)
 
 
-def generate_batch(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, temperature: float = 0.0,
-                   top_p: float = 1.0, seed: int | None = None, top_logprobs: int = 0,
+def _draw(scores: Any, temperature: float, top_p: float, generators: list[Any]) -> Any:
+    """One token per row of `scores`, drawn with that row's generator; the chosen ids as a (rows, 1) tensor."""
+    import torch
+
+    probs = torch.softmax(scores.float() / temperature, dim=-1).cpu()
+    if top_p < 1.0:
+        ordered, order = probs.sort(dim=-1, descending=True)
+        outside = ordered.cumsum(dim=-1) - ordered > top_p  # tokens after the nucleus is full
+        ordered[outside] = 0.0
+        probs = torch.zeros_like(probs).scatter_(-1, order, ordered)
+    # Inverse-CDF sampling with one uniform number per row from that row's generator: batched, and much
+    # cheaper than a multinomial per row over a vocabulary of 250k tokens.
+    cdf = probs.cumsum(dim=-1)
+    u = torch.cat([torch.rand(1, generator=g) for g in generators]) * cdf[:, -1]
+    return torch.searchsorted(cdf, u.unsqueeze(-1), right=True).clamp_(max=probs.shape[-1] - 1)
+
+
+def _one_or_per_row(values: Any) -> Any:
+    """A setting given per row stays one value when every row has the same (the batch is drawn in one pass)."""
+    if isinstance(values, (list, tuple)):
+        return values[0] if len(set(values)) == 1 else list(values)
+    return values
+
+
+def generate_batch(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int,
+                   temperature: float | Sequence[float] = 0.0, top_p: float | Sequence[float] = 1.0,
+                   seed: int | None | Sequence[int | None] = None, top_logprobs: int = 0,
                    prefix_cache: PrefixCache | None = None, add_special_tokens: bool = False,
                    salts: list[str] | None = None, meter: TokenMeter | None = None) -> list[Generated]:
     """Continue each rendered prompt; greedy at temperature 0, nucleus sampling (no top-k) above it, each row with
-    its own generator seeded by `row_seed(prompt, seed, salt)`. With a `prefix_cache`, prompt prefixes computed
-    before are reused (see the module docstring).
+    its own generator seeded by `row_seed(prompt, seed, salt)`. `temperature`, `top_p` and `seed` are one value or
+    one per prompt (requests with different settings in one batch). With a `prefix_cache`, prompt prefixes
+    computed before are reused (see the module docstring).
 
     `add_special_tokens=True` is for plain-text prompts (not rendered by a chat template): the tokenizer adds its
     own BOS, as a completion server tokenises a raw prompt. A `meter` counts the tokens as they are generated, for
@@ -246,10 +275,12 @@ def generate_batch(model: Any, tokenizer: Any, prompts: list[str], max_new_token
         "pad_token_id": pad_id, "return_dict_in_generate": True, "output_logits": bool(top_logprobs),
         "temperature": None, "top_p": None, "top_k": None,  # the model's sampling defaults stay off
     }
-    if temperature > 0:
+    temperature, top_p = _one_or_per_row(temperature), _one_or_per_row(top_p)
+    if max(temperature if isinstance(temperature, list) else [temperature]) > 0:
         from transformers import LogitsProcessorList
 
-        seeds = [row_seed(p, seed, salt) for p, salt in zip(prompts, salts or [""] * len(prompts))]
+        seeds = seed if isinstance(seed, (list, tuple)) else [seed] * len(prompts)
+        seeds = [row_seed(p, s, salt) for p, s, salt in zip(prompts, seeds, salts or [""] * len(prompts))]
         kwargs["logits_processor"] = LogitsProcessorList([RowSampler(seeds, temperature, top_p)])
     model.eval()
     with torch.inference_mode(), (meter.counting(stops) if meter is not None else nullcontext()) as streamer:
