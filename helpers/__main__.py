@@ -28,8 +28,9 @@ from .config import merge_overrides, parse_value, read_params_file
 from .diskspace import DiskFull
 from .params import ParameterError
 from .llm.accounting import Throughput
-from .pipeline import NOTEBOOKS, NotebookFailed, dry_run_pipeline, export_html, parameter_table, run_pipeline
-from .runs import resolve_run_dir
+from .pipeline import (NOTEBOOKS, NotebookFailed, dry_run_pipeline, export_html, parameter_table, run_pipeline,
+                       timing_lines)
+from .runs import Run, resolve_run_dir
 
 
 def load_params(config: str | None, pairs: list[list[str]] | None) -> dict[str, Any]:
@@ -162,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         executed = run_pipeline(args.run_dir, params, _select(args.only, args.start), log_output=args.log_output,
                                 stream_progress=not args.quiet)
         run_dir = resolve_run_dir(args.run_dir)
+        timing = timing_lines(Run(run_dir), [p.stem for p in executed])
+        if timing:
+            print("\nWhere the time went (manifest.json: stages.<stage>.timing, stages._pipeline):")
+            print("\n".join(f"  {line}" for line in timing))
         print(f"\nDone. Run folder: {run_dir}")
         print(f"  executed notebooks: {run_dir / 'notebooks'} ({len(executed)})")
         print(f"  figures:            {run_dir / 'figures'}")

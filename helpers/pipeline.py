@@ -33,6 +33,7 @@ from .layout import NOTEBOOKS_DIR, PROJECT_ROOT, RUN_NOTEBOOKS
 from .llm.accounting import CostLine, Throughput
 from .page_text import clean_outputs
 from .params import ParameterError, check_secret_parameters
+from .phases import summary_lines
 from .progress import LineRelay, plain_progress_env, say, stage_summary_lines
 from .runs import Run, check_run_dir, read_notebook_records
 from .sft.config import SFTStageConfig
@@ -245,7 +246,7 @@ def run_pipeline(run_dir: str | Path, params: Mapping[str, Any] | None = None,
         for nb in notebooks:
             log(f"[{time.strftime('%H:%M:%S')}] running {nb} -> {run.path / RUN_NOTEBOOKS}")
             starts_before = stage_starts(run)
-            start = time.perf_counter()
+            start, started_ns = time.perf_counter(), time.time_ns()
             try:
                 done.append(run_notebook(nb, run.path, routed[nb], log_output=log_output, progress=progress,
                                          stream=log if stream_progress else None))
@@ -253,7 +254,8 @@ def run_pipeline(run_dir: str | Path, params: Mapping[str, Any] | None = None,
                 for note in new_stage_notes(run, starts_before):
                     log(f"  note: {note}")
             seconds = round(time.perf_counter() - start, 1)
-            run.set_stage_info(nb, {"seconds": seconds, "executed": str(done[-1])}, stage="_pipeline")
+            run.set_stage_info(nb, {"seconds": seconds, "executed": str(done[-1]),
+                                    **stage_startup(run, starts_before, started_ns)}, stage="_pipeline")
             log(f"[{time.strftime('%H:%M:%S')}] {nb} finished in {seconds} s")
             if stream_progress:
                 for line in stage_numbers(run, done[-1]):
@@ -265,6 +267,33 @@ def stage_starts(run: Run) -> dict[str, Any]:
     return {name: (info.get("started"), info.get("begun_ns"))
             for name, info in run.manifest().get("stages", {}).items()
             if isinstance(info, dict)}
+
+
+def stage_startup(run: Run, starts_before: dict[str, Any], started_ns: int) -> dict[str, Any]:
+    """The stages a notebook began, and the seconds from the notebook's start to the first of them: the kernel's
+    start-up, its imports and the cells before `begin_stage`."""
+    begun = {name: begun_ns for name, (started, begun_ns) in stage_starts(run).items()
+             if (started, begun_ns) != starts_before.get(name) and begun_ns}
+    if not begun:
+        return {}
+    return {"stages": sorted(begun, key=begun.get),
+            "startup_s": round(max(min(begun.values()) - started_ns, 0) / 1e9, 1)}
+
+
+def timing_lines(run: Run, notebooks: Iterable[str]) -> list[str]:
+    """Where each notebook's time went (`helpers.phases.summary_lines`), from the run's manifest."""
+    manifest = run.manifest()
+    driver, stages = manifest.get("stages", {}).get("_pipeline", {}), manifest.get("stages", {})
+    lines = []
+    for nb in notebooks:
+        seen = driver.get(Path(str(nb)).stem) or {}
+        if "seconds" not in seen:
+            continue
+        names = seen.get("stages") or []
+        info = dict(stages.get(names[0], {})) if len(names) == 1 else {}
+        lines += summary_lines(Path(str(nb)).stem, seen["seconds"], {**info, "startup_s": seen.get("startup_s")})
+    total = sum((driver.get(Path(str(nb)).stem) or {}).get("seconds", 0.0) for nb in notebooks)
+    return [*lines, f"all stages: {total:.1f} s"] if lines else []
 
 
 def new_stage_notes(run: Run, starts_before: dict[str, Any]) -> list[str]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from . import phases
 from .figures import save_figure_files
 from .jsonl import write_atomic
 from .layout import FIGURES, MANIFEST_JSON, PROJECT_ROOT, RESULTS_JSON, STAGE_FOLDERS, figure_stem
@@ -232,6 +233,7 @@ class Run:
         with self._update(self.results_path) as r:
             r.pop(stage, None)
         self._remove_stage_outputs(stage)
+        phases.reset()  # the stage's phases (model loads, generation, training) are timed from here
 
     def _remove_stage_outputs(self, stage: str) -> None:
         """A re-run's files replace the earlier run's as a whole: the stage's own folder and its figures go first,
@@ -268,7 +270,9 @@ class Run:
             m.setdefault("stages", {}).setdefault(stage, {}).setdefault("accounting", {})[role.lower()] = data
 
     def end_stage(self, stage: str | None = None) -> None:
+        """Mark the stage finished and store where its time went (`helpers.phases`)."""
         stage = stage or self._require_stage()
+        self.set_stage_info("timing", phases.snapshot(), stage)
         self.set_stage_info("finished", time.strftime("%Y-%m-%dT%H:%M:%S%z"), stage)
 
     def stage_info(self, stage: str) -> dict[str, Any]:

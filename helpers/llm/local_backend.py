@@ -15,6 +15,7 @@ import asyncio
 import threading
 import weakref
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .device import (batch_size_for, best_device, describe_placement, is_accelerator, place,
@@ -25,6 +26,7 @@ from .meter import TokenMeter
 from .models import EMBEDDED_MODELS, identity_parts, resolve_model_path
 from .types import ChatResult, Message
 from ..params import LOCAL_DTYPES, ParameterError
+from ..phases import timed
 
 _LOADED: dict[tuple[str, str | None, str, str], "_LoadedModel"] = {}
 _LOAD_LOCK = threading.Lock()
@@ -47,11 +49,12 @@ def _load(path: str, chat_template: str | None, dtype: str = "float32", device: 
             # heavy: transformers is imported only by processes that run a model in-process
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            if chat_template:
-                tokenizer.chat_template = chat_template
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-            _LOADED[key] = _LoadedModel(tokenizer, place(model, device))
+            with timed(f"load {Path(path).name}"):
+                tokenizer = AutoTokenizer.from_pretrained(path)
+                if chat_template:
+                    tokenizer.chat_template = chat_template
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+                _LOADED[key] = _LoadedModel(tokenizer, place(model, device))
         return _LOADED[key]
 
 
@@ -203,13 +206,15 @@ class LocalBackend:
         loaded = self._loaded()
         tok = loaded.tokenizer
         prompts = [render_prompt(tok, m) for m in conversations]
-        with loaded.lock:  # one generate per model at a time; it also borrows the shared tokenizer's padding
+        with loaded.lock, timed(f"{self.role.lower()} generation", rows=len(prompts)) as counts:
+            # one generate per model at a time; it also borrows the shared tokenizer's padding
             rows = generate_batch(loaded.model, tok, prompts, int(sampling.get("max_tokens", 512)),
                                   temperature=float(sampling.get("temperature", 0.0) or 0.0),
                                   top_p=float(sampling.get("top_p", 1.0)), seed=sampling.get("seed"),
                                   top_logprobs=int(sampling.get("top_logprobs", 0) or 0),
                                   prefix_cache=loaded.prefixes if self.reuse_prefixes else None, salts=salts,
                                   meter=self.meter)
+            counts.update(tokens=sum(r.output_tokens for r in rows), prompt_tokens=sum(r.input_tokens for r in rows))
         results = []
         for row in rows:
             text, finish = row.text, "stop" if row.stopped else "length"

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..params import ParameterError
+from ..phases import timed
 
 MODEL_CACHE_ENV = "ISM_MODEL_CACHE"
 
@@ -113,6 +114,11 @@ def materialise_embedded(name: str) -> Path:
     target = materialised_dir(name)
     if _is_current(target):
         return target
+    with timed(f"materialise {name} from its GGUF"):
+        return _materialise(name, target)
+
+
+def _materialise(name: str, target: Path) -> Path:
     gguf = embedded_gguf_path(name)
     # heavy: transformers is imported only when a model is materialised or loaded
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -197,8 +203,9 @@ def load_tokenizer_and_model(name: str, parameter: str = "BASE_MODEL", dtype: st
 
     path = resolve_model_path(name, parameter)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        with timed(f"load {Path(path).name}"):
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except OSError as exc:
         raise ParameterError(parameter, f"could not load {name!r} ({exc.__class__.__name__}: {str(exc)[:200]})",
                              "check the id or path; hub ids need network access or a filled local HF cache") from exc

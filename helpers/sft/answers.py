@@ -19,6 +19,7 @@ from ..llm.generation import generate_batch, row_seed
 from ..llm.meter import TokenMeter
 from ..llm.vllm_backend import stop_ids_of
 from ..llm.vllm_engine import EngineSpec, complete_prompts, engine_for
+from ..phases import timed
 from ..progress import live_description, progress_bar
 from .templates import render_prompt
 
@@ -44,11 +45,13 @@ def generate_answers(model: Any, tokenizer: Any, instructions: list[str], max_ne
     with live_description(bar, lambda: " · ".join(filter(None, (desc, meter.note())))):
         for start in bar:
             prompts = _prompts(tokenizer, instructions[start:start + batch_size], prompt_fn)
-            answers.extend(Answer(row.text.strip(), row.stopped, len(row.token_ids))
-                           for row in generate_batch(model, tokenizer, prompts, max_new_tokens,
-                                                     temperature=temperature, top_p=top_p,
-                                                     seed=seed + start if temperature > 0 else None,
-                                                     add_special_tokens=prompt_fn is not None, meter=meter))
+            with timed(desc, rows=len(prompts)) as counts:
+                rows = generate_batch(model, tokenizer, prompts, max_new_tokens, temperature=temperature, top_p=top_p,
+                                      seed=seed + start if temperature > 0 else None,
+                                      add_special_tokens=prompt_fn is not None, meter=meter)
+                counts.update(tokens=sum(r.output_tokens for r in rows),
+                              prompt_tokens=sum(r.input_tokens for r in rows))
+            answers.extend(Answer(row.text.strip(), row.stopped, len(row.token_ids)) for row in rows)
     return answers
 
 
@@ -86,6 +89,7 @@ def load_for_generation(folder: str | Path, dtype: str = "float32") -> tuple[Any
     # heavy: transformers is imported only when a model is loaded
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+    with timed(f"load {Path(folder).name}"):
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
     return model, tokenizer

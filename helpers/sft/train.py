@@ -22,6 +22,7 @@ from typing import Any
 
 from ..llm.models import load_tokenizer_and_model, resolve_model_path
 from ..params import ParameterError
+from ..phases import timed
 from ..progress import plain_progress
 from .config import SFTStageConfig
 from .data import tokenize_dataset
@@ -249,7 +250,9 @@ def train_sft(cfg: SFTStageConfig, train_records: Any, heldout_records: Any | No
             {**spec.to_dict(), "base_model": cfg.base_model, "base_model_path": base_path, "use_lora": cfg.use_lora},
             indent=2))
     trainer.accelerator.wait_for_everyone()
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    with timed("training") as counts:
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        counts["steps"] = result.global_step
     log_history = list(trainer.state.log_history)
     tokens = _trained_tokens(log_history, train_tok, result.global_step, args)
     checkpoints = list_checkpoints(output_dir)
@@ -340,9 +343,10 @@ def materialise_checkpoint(checkpoint: str | Path, base_model_path: str | None =
     target = Path(target) if target else checkpoint / "merged"
     if (target / "config.json").exists():
         return target
-    model, tokenizer = load_merged(checkpoint, base_model_path, dtype)
-    model.save_pretrained(target)
-    tokenizer.save_pretrained(target)
+    with timed(f"merge and save {checkpoint.name}"):
+        model, tokenizer = load_merged(checkpoint, base_model_path, dtype)
+        model.save_pretrained(target)
+        tokenizer.save_pretrained(target)
     return target
 
 

