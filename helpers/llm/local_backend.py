@@ -28,6 +28,7 @@ from .types import ChatResult, Message
 from ..params import LOCAL_DTYPES, ParameterError
 from ..phases import timed
 
+PER_ROW_SAMPLING = ("temperature", "top_p", "seed")  # may differ between the rows of one batch
 _LOADED: dict[tuple[str, str | None, str, str], "_LoadedModel"] = {}
 _LOAD_LOCK = threading.Lock()
 
@@ -114,8 +115,9 @@ class LocalBackend:
 
     @property
     def min_concurrency(self) -> int:
-        """Requests in flight needed to fill one batch on an accelerator (on a CPU, MAX_CONCURRENCY decides)."""
-        return self.batch_size if is_accelerator(self.device) else 0
+        """Requests in flight needed to fill one batch: an in-process model answers every waiting request of a batch
+        in one `generate`, whose steps take about as long for a full batch as for a few rows (see `device`)."""
+        return self.batch_size
 
     def describe(self) -> dict[str, Any]:
         upstream = EMBEDDED_MODELS[self.model].upstream_id if self.model in EMBEDDED_MODELS else None
@@ -179,8 +181,9 @@ class LocalBackend:
             while not queue.empty() and len(batch) < self.batch_size * 4:
                 batch.append(queue.get_nowait())
             groups: dict[str, list[_Pending]] = {}
-            for item in batch:
-                groups.setdefault(repr(sorted(item.sampling.items())), []).append(item)
+            for item in batch:  # rows differing only in how they are sampled share a batch (`RowSampler`)
+                shared = sorted((k, v) for k, v in item.sampling.items() if k not in PER_ROW_SAMPLING)
+                groups.setdefault(repr(shared), []).append(item)
             for items in groups.values():
                 # Similar lengths share a batch: left padding to the longest prompt is pure wasted compute.
                 items.sort(key=lambda p: sum(len(m["content"]) for m in p.messages))
@@ -190,7 +193,7 @@ class LocalBackend:
                         continue
                     try:
                         results = await asyncio.to_thread(self._generate, [p.messages for p in chunk],
-                                                          chunk[0].sampling, [p.salt for p in chunk])
+                                                          [p.sampling for p in chunk], [p.salt for p in chunk])
                     except Exception as exc:  # report to every waiter; the client records the failure
                         for p in chunk:
                             if not p.future.done():
@@ -201,16 +204,19 @@ class LocalBackend:
                             p.future.set_result(r)
 
     # ------------------------------------------------------------------ generation
-    def _generate(self, conversations: list[list[Message]], sampling: dict[str, Any],
+    def _generate(self, conversations: list[list[Message]], samplings: list[dict[str, Any]],
                   salts: list[str] | None = None) -> list[ChatResult]:
+        """One batched `generate`; the rows share every setting but those in PER_ROW_SAMPLING."""
+        sampling = samplings[0]
         loaded = self._loaded()
         tok = loaded.tokenizer
         prompts = [render_prompt(tok, m) for m in conversations]
         with loaded.lock, timed(f"{self.role.lower()} generation", rows=len(prompts)) as counts:
             # one generate per model at a time; it also borrows the shared tokenizer's padding
             rows = generate_batch(loaded.model, tok, prompts, int(sampling.get("max_tokens", 512)),
-                                  temperature=float(sampling.get("temperature", 0.0) or 0.0),
-                                  top_p=float(sampling.get("top_p", 1.0)), seed=sampling.get("seed"),
+                                  temperature=[float(s.get("temperature", 0.0) or 0.0) for s in samplings],
+                                  top_p=[float(s.get("top_p", 1.0)) for s in samplings],
+                                  seed=[s.get("seed") for s in samplings],
                                   top_logprobs=int(sampling.get("top_logprobs", 0) or 0),
                                   prefix_cache=loaded.prefixes if self.reuse_prefixes else None, salts=salts,
                                   meter=self.meter)

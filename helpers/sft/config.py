@@ -113,7 +113,7 @@ class SFTStageConfig(StageConfig):
     lora_dropout: float = param(0.0, "LoRA dropout.")
     logging_steps: int = param(1, "Log the training loss every N steps.")
     generation_batch_size: int = param(0, "Prompts per generate() call of the transformers engine (0 = by device: "
-                                          "8 on a CPU, 64 on a GPU).")
+                                          "16 on a CPU, 64 on a GPU).")
     keep_checkpoints: bool = param(True, "Keep every checkpoint folder after selection.")
     num_processes: Any = param("auto", "Training processes: 'auto' = one per visible GPU (1 without a GPU). Above 1, "
                                        "or with ACCELERATE_CONFIG 'fsdp' / 'deepspeed_zero3', the stage starts them "
