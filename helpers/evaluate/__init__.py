@@ -14,8 +14,9 @@ from .record import (answer_eval_set, leaderboard_rows, record_accounting, recor
 from .sets import load_eval_set, load_mt_bench
 from .pairwise import pairwise_table
 from .suite import mt_bench_scores, shirker_probe, wildbench_scores
+from .together import answer_all
 
-__all__ = ["CALIBRATION_MODEL", "EvalConfig", "PAPER_MODEL", "answer_eval_set", "calibration_outputs",
+__all__ = ["CALIBRATION_MODEL", "EvalConfig", "PAPER_MODEL", "answer_all", "answer_eval_set", "calibration_outputs",
            "calibration_reading", "connect_answerers",
            "generate_two_turn_answers", "leaderboard_rows", "load_eval_set", "load_mt_bench", "mt_bench_answers",
            "mt_bench_questions", "mt_bench_rows", "mt_bench_scores", "mt_bench_table", "ok_rows",

@@ -68,7 +68,11 @@ def answer_requests(items: list[dict[str, Any]]) -> list[list[dict[str, str]]]:
 def generate_answers(client: Any, items: list[dict[str, Any]], decoding: DecodingConfig,
                      desc: str = "answers") -> list[dict[str, Any]]:
     """One answer per item; failures are kept as empty outputs with their error so they can be counted."""
-    results = client.chat_many(answer_requests(items), desc=desc, **decoding.sampling())
+    return answers_from_results(items, client.chat_many(answer_requests(items), desc=desc, **decoding.sampling()))
+
+
+def answers_from_results(items: list[dict[str, Any]], results: list[Any]) -> list[dict[str, Any]]:
+    """The answer records of `generate_answers` from the client's results, one per item."""
     return [{"id": item["id"], "instruction": item["instruction"], "output": r.text.strip() if r.ok else "",
              "finish_reason": r.finish_reason, "output_tokens": r.output_tokens, "error": r.error}
             for item, r in zip(items, results)]
@@ -78,6 +82,11 @@ def generate_two_turn_answers(client: Any, questions: list[dict[str, Any]], deco
                               desc: str = "two-turn answers") -> list[dict[str, Any]]:
     """MT-Bench style: the second question is asked after the model's own first answer."""
     conversations = client.converse_many([q["turns"][:2] for q in questions], desc=desc, **decoding.sampling())
+    return two_turn_from_conversations(questions, conversations)
+
+
+def two_turn_from_conversations(questions: list[dict[str, Any]], conversations: list[Any]) -> list[dict[str, Any]]:
+    """The answer records of `generate_two_turn_answers` from the client's conversations, one per question."""
     out = []
     for q, conv in zip(questions, conversations):
         texts = [t.strip() for t in conv.assistant_texts] + [""] * (2 - len(conv.assistant_texts))

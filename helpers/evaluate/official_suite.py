@@ -62,6 +62,15 @@ def mt_bench_decoding(category: str, base: DecodingConfig, sampling: str) -> Dec
 def mt_bench_answers(client: Any, questions: Sequence[dict[str, Any]], base: DecodingConfig, sampling: str,
                      desc: str = "MT-Bench") -> list[dict[str, Any]]:
     """Two-turn answers, one batch per distinct sampling setting, returned in question order."""
+    groups = mt_bench_groups(questions, base, sampling)
+    return mt_bench_in_order(len(questions), groups, [
+        generate_two_turn_answers(client, [questions[i] for i in positions], decoding, desc=desc)
+        for positions, decoding in groups])
+
+
+def mt_bench_groups(questions: Sequence[dict[str, Any]], base: DecodingConfig,
+                    sampling: str) -> list[tuple[list[int], DecodingConfig]]:
+    """The questions (their positions) asked with each distinct decoding setting (`mt_bench_decoding`)."""
     groups: dict[tuple, list[int]] = {}
     decodings: dict[tuple, DecodingConfig] = {}
     for i, q in enumerate(questions):
@@ -69,11 +78,16 @@ def mt_bench_answers(client: Any, questions: Sequence[dict[str, Any]], base: Dec
         key = tuple(sorted(decoding.sampling().items()))
         groups.setdefault(key, []).append(i)
         decodings[key] = decoding
-    answers: list[dict[str, Any] | None] = [None] * len(questions)
-    for key, positions in groups.items():
-        batch = generate_two_turn_answers(client, [questions[i] for i in positions], decodings[key], desc=desc)
+    return [(positions, decodings[key]) for key, positions in groups.items()]
+
+
+def mt_bench_in_order(n: int, groups: Sequence[tuple[list[int], DecodingConfig]],
+                      answered: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Each group's answers, with their decoding, put back in question order."""
+    answers: list[dict[str, Any] | None] = [None] * n
+    for (positions, decoding), batch in zip(groups, answered):
         for i, answer in zip(positions, batch):
-            answers[i] = {**answer, "decoding": decodings[key].sampling()}
+            answers[i] = {**answer, "decoding": decoding.sampling()}
     return [a for a in answers if a is not None]
 
 

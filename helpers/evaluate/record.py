@@ -18,16 +18,15 @@ import pandas as pd
 from ..judge.small_numbers import reportable
 from ..layout import (EVAL_ANSWERS_REFERENCE, EVAL_MT_BENCH_SCORES, EVAL_PAIRWISE_ITEMS, EVAL_PAIRWISE_SUMMARY,
                       EVAL_SCORES_SUMMARY, EVAL_SHIRKER_PROBE, EVAL_WB_REWARD, EVAL_WILDBENCH_SCORES,
-                      eval_annotations_file, eval_answers_file)
+                      eval_annotations_file)
 from ..llm.client import ChatClient
 from ..runs import Run
 from .answers import DecodingConfig, generate_answers, save_answers
-from .candidates import candidate_outputs
 from .config import STAGE, EvalConfig
 from ..judge.weighted_grades import WEIGHTED_LABEL
 from .official_suite import MT_BENCH_WEIGHTED, mt_bench_table, scores_summary, wb_score_table
+from .together import STUDENT, answer_all
 
-STUDENT = "student"
 PAIRWISE_KEYS = ("win_rate", "win_rate_se", "lc_win_rate")  # recorded per model (`_<model>`) and as headline
 
 
@@ -47,16 +46,9 @@ def record_setup(run: Run, cfg: EvalConfig, answerers: Mapping[str, ChatClient],
 def answer_eval_set(run: Run, answerers: Mapping[str, ChatClient], items: list[dict[str, Any]],
                     decoding: DecodingConfig, candidate_file: str = "") -> dict[str, list[str]]:
     """Every evaluated model answers every instruction; the answers are saved as `eval/answers_<role>.jsonl`.
-    With `candidate_file` (CANDIDATE_OUTPUTS) the student's answers are that file's, matched by instruction."""
-    outputs = {}
-    if candidate_file:
-        outputs[STUDENT], generator = candidate_outputs(candidate_file, items)
-        run.add_model("STUDENT", {"model": generator, "outputs_file": candidate_file})
-    for role, client in answerers.items():
-        answers = generate_answers(client, items, decoding, desc=f"{role} answers")
-        save_answers(run.artifact(eval_answers_file(role)), answers, client.model, decoding)
-        outputs[role] = [a["output"] for a in answers]
-    return outputs
+    With `candidate_file` (CANDIDATE_OUTPUTS) the student's answers are that file's, matched by instruction.
+    (`together.answer_all` also answers the MT-Bench questions in the same rounds.)"""
+    return answer_all(run, answerers, items, decoding, candidate_file)[0]
 
 
 def reference_outputs(run: Run, cfg: EvalConfig, items: list[dict[str, Any]]) -> list[str]:
