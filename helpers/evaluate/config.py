@@ -69,7 +69,8 @@ class EvalConfig(StageConfig):
     run_wildbench: bool = param(True, "Run the WildBench-style checklist grading.")
     answer_temperature: float = param(0.9, "Answer sampling temperature (the paper: 0.9).")
     answer_top_p: float = param(1.0, "Answer nucleus mass (the paper: 1.0).")
-    answer_max_tokens: int = param(96, "Answer length cap in tokens (the paper: 2048; small for a CPU).")
+    answer_max_tokens: int = param(64, "Answer length cap in tokens (the paper: 2048; small for a CPU, where every "
+                                         "answer token is a decoding step and lengthens the judge's prompts).")
     pairwise_judge: str = param("alpaca_eval_pairwise", "Pairwise judge: a kit judge folder (helpers/judge/configs/) "
                                                         "or an owner's, e.g. "
                                                         "'alpaca_eval:weighted_alpaca_eval_gpt4_turbo' (the leaderboard's).")
