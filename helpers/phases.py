@@ -2,8 +2,10 @@
 stage, written into the manifest when the stage ends and printed by the pipeline driver when the run ends.
 
 A stage runs in its own kernel, so the phases live in this process: `Run.begin_stage` clears them and
-`Run.end_stage` stores them as the stage's `phases` entry. Each phase keeps its total seconds, how often it ran and
-any counts it was given (tokens, rows, steps); `tokens_per_s` is derived where tokens were counted. Phases may
+`Run.end_stage` stores them as the stage's `timing` entry. Each phase keeps its total seconds, how often it ran and
+any counts it was given (tokens, rows, decoding or training steps); `tokens_per_s` is derived where tokens were
+counted. Decoding steps (the longest reply of each batch) are the count a busy machine does not change: a step
+costs about the same for 1 or 16 rows on a CPU, so fewer steps is less time whatever the load. Phases may
 overlap (a model load inside a training set-up, say): the time covered by any phase is kept apart, as the union of
 their intervals, so that the driver can say how much of a stage no phase accounts for.
 """
@@ -85,8 +87,8 @@ def summary_lines(stage: str, total_s: float, info: Mapping[str, Any]) -> list[s
     timing = info.get("timing") or {}
     for name, entry in sorted((timing.get("phases") or {}).items(), key=lambda kv: -kv[1].get("seconds", 0)):
         details = [f"x{entry['count']}"] if entry.get("count", 1) != 1 else []
-        details += [f"{int(entry[k]):,} {k.replace('_', ' ')}" for k in ("tokens", "prompt_tokens", "rows", "steps")
-                    if entry.get(k)]
+        details += [f"{int(entry[k]):,} {k.replace('_', ' ')}"
+                    for k in ("tokens", "prompt_tokens", "rows", "decode_steps", "steps") if entry.get(k)]
         if entry.get("tokens_per_s"):
             details.append(f"{entry['tokens_per_s']} tok/s")
         lines.append(f"  {name:<34} {entry.get('seconds', 0):7.1f} s  {', '.join(details)}".rstrip())

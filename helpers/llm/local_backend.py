@@ -220,7 +220,8 @@ class LocalBackend:
                                   top_logprobs=int(sampling.get("top_logprobs", 0) or 0),
                                   prefix_cache=loaded.prefixes if self.reuse_prefixes else None, salts=salts,
                                   meter=self.meter)
-            counts.update(tokens=sum(r.output_tokens for r in rows), prompt_tokens=sum(r.input_tokens for r in rows))
+            counts.update(tokens=sum(r.output_tokens for r in rows), prompt_tokens=sum(r.input_tokens for r in rows),
+                          decode_steps=max((r.output_tokens for r in rows), default=0))
         results = []
         for row in rows:
             text, finish = row.text, "stop" if row.stopped else "length"

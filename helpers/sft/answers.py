@@ -49,8 +49,8 @@ def generate_answers(model: Any, tokenizer: Any, instructions: list[str], max_ne
                 rows = generate_batch(model, tokenizer, prompts, max_new_tokens, temperature=temperature, top_p=top_p,
                                       seed=seed + start if temperature > 0 else None,
                                       add_special_tokens=prompt_fn is not None, meter=meter)
-                counts.update(tokens=sum(r.output_tokens for r in rows),
-                              prompt_tokens=sum(r.input_tokens for r in rows))
+                counts.update(tokens=sum(r.output_tokens for r in rows), prompt_tokens=sum(r.input_tokens for r in rows),
+                              decode_steps=max((r.output_tokens for r in rows), default=0))
             answers.extend(Answer(row.text.strip(), row.stopped, len(row.token_ids)) for row in rows)
     return answers
 
