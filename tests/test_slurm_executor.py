@@ -224,3 +224,16 @@ def test_sweep_dry_run_prints_scripts_and_graph_without_slurm(tmp_path, capsys, 
     assert text.count("#!/bin/bash") == 4 and "#SBATCH --time=90" in text
     assert main(["--grid", grid, "--out", str(out), "--set", "SLURM_CPUS=1"]) == 2
     assert "add --executor slurm" in capsys.readouterr().err
+
+
+def test_status_of_a_failed_job_still_in_the_queue_shows_its_error(tmp_path):
+    from helpers.cluster.jobs import write_stage_record
+
+    folder, run = tmp_path / "slurm", tmp_path / "run"
+    folder.mkdir()
+    batch = {"name": "03_sft", "stage": "03_sft", "job_id": "16", "tasks": {"run": "16"}, "run_dirs": {"run": str(run)}}
+    (folder / "jobs.json").write_text(json.dumps({"submissions": [{"batches": [batch]}]}))
+    write_stage_record(run, "03_sft", {"state": "failed", "job": "16", "error": "NotebookFailed: MAX_LENGTH: all"})
+    text, states = format_status(folder, lambda argv: "" if argv[0] == "squeue" else
+                                 "JobId=16 JobState=FAILED Reason=NonZeroExitCode Restarts=0\n")
+    assert states == {"run": "failed"} and "MAX_LENGTH" in text.splitlines()[0]

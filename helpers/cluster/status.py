@@ -80,7 +80,8 @@ def stage_state(run_dir: Path, stage: str, job: str, queued: dict[str, dict[str,
                 return StageState(stage, job, "cancelled", "an earlier stage failed", restarts)
             return StageState(stage, job, "requeued" if restarts else "pending", reason, restarts)
         if state in ("FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"):
-            return StageState(stage, job, "failed", state.lower(), restarts)
+            said = str(record.get("error", "")) if mine and record.get("state") == "failed" else ""
+            return StageState(stage, job, "failed", said or f"Slurm: {state.lower()}", restarts)
         if state == "CANCELLED":
             return StageState(stage, job, "cancelled", queue.get("reason", ""), restarts)
         if state == "COMPLETED":
