@@ -52,7 +52,8 @@ def job_params(stage: str, params: Mapping[str, Any], log: Callable[[str], None]
 
 def stage_gpus(cfg: SlurmConfig, stages: list[str], params: Mapping[str, Any]) -> dict[str, int]:
     """GPUs per stage; stage 3's NUM_PROCESSES, when a number, must fit the GPUs it asks for."""
-    gpus = {stage: cfg.gpus_for(stage, params.get("NUM_PROCESSES", "auto")) for stage in stages}
+    in_process = not params.get("STUDENT_BASE_URL")
+    gpus = {stage: cfg.gpus_for(stage, params.get("NUM_PROCESSES", "auto"), in_process) for stage in stages}
     processes = params.get("NUM_PROCESSES", "auto")
     if TRAIN_STAGE in gpus and isinstance(processes, int) and 0 < gpus[TRAIN_STAGE] < processes:
         raise ParameterError("SLURM_GPUS", f"stage 3 asks for {gpus[TRAIN_STAGE]} GPU(s) but NUM_PROCESSES is "

@@ -67,6 +67,7 @@ def test_nprocesses_must_fit_the_gpus():
     with pytest.raises(ParameterError, match="NUM_PROCESSES"):
         stage_gpus(cfg, list(STAGES), {"NUM_PROCESSES": 4})
     assert stage_gpus(SlurmConfig(), list(STAGES), {"NUM_PROCESSES": 4})["03_sft"] == 4
+    assert stage_gpus(SlurmConfig(), list(STAGES), {"STUDENT_BASE_URL": "http://vllm:8000/v1"})["04_eval_ablations"] == 0
 
 
 SINFO = "cpu*|(null)|64|1-00:00:00|up\ngpu|gpu:a100:8(S:0-1)|128|2-00:00:00|up\ngpu|gpu:h100:4,shard:8|96|2-00:00:00|up\n"

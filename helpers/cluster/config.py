@@ -55,7 +55,8 @@ class SlurmConfig:
                             "continues from its run folder (SLURM_MAX_REQUEUES times).")
     gpus: Any = slurm_field("auto", "GPUs per stage (--gres=gpu:N); 'auto': 0 for stages 1-2, NUM_PROCESSES (1 when "
                                     "'auto') for stage 3, which starts one training process per GPU, 1 for stage 4's "
-                                    "in-process answers. 0 on a CPU-only cluster.")
+                                    "in-process answers (0 when STUDENT_BASE_URL names an endpoint). 0 on a "
+                                    "CPU-only cluster.")
     cpus: Any = slurm_field(2, "CPUs per stage job (--cpus-per-task).")
     mem: Any = slurm_field("", "Memory per stage job as sbatch takes it (e.g. 64G; 0 = all of the node's); empty: "
                                "the partition's default.")
@@ -130,13 +131,14 @@ class SlurmConfig:
         """The stage's time limit in minutes (None: UNLIMITED)."""
         return parse_time(self.for_stage("time", stage), "SLURM_TIME")
 
-    def gpus_for(self, stage: str, num_processes: Any = "auto") -> int:
+    def gpus_for(self, stage: str, num_processes: Any = "auto", answers_in_process: bool = True) -> int:
+        """The stage's GPUs; 'auto' gives stage 4 none when the student answers from an endpoint."""
         value = self.for_stage("gpus", stage)
         if value != "auto":
             return int(value)
         if stage == TRAIN_STAGE:
             return num_processes if isinstance(num_processes, int) and not isinstance(num_processes, bool) else 1
-        return 1 if stage == ANSWER_STAGE else 0
+        return 1 if stage == ANSWER_STAGE and answers_in_process else 0
 
     def extra_parameters(self, stage: str) -> dict[str, Any]:
         """SLURM_EXTRA of a stage as sbatch flag -> value (True for a flag without value)."""
