@@ -238,3 +238,12 @@ def test_status_of_a_failed_job_still_in_the_queue_shows_its_error(tmp_path):
     text, states = format_status(folder, lambda argv: "" if argv[0] == "squeue" else
                                  "JobId=16 JobState=FAILED Reason=NonZeroExitCode Restarts=0\n")
     assert states == {"run": "failed"} and "MAX_LENGTH" in text.splitlines()[0]
+
+
+def test_time_out_or_preemption_requeues_the_same_job():
+    """submitit calls checkpoint() on SIGUSR2 (time limit near, or preemption) and requeues what it returns."""
+    from submitit.helpers import DelayedSubmission
+
+    job = StageJob("runs/x", "03_sft", {"SEED": 1})
+    again = job.checkpoint()
+    assert isinstance(again, DelayedSubmission) and again.function is job and not again.args
