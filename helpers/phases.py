@@ -1,8 +1,9 @@
 """Where a stage's time goes: named phases (model loads, generation, training) timed in the process that runs the
 stage, written into the manifest when the stage ends and printed by the pipeline driver when the run ends.
 
-A stage runs in its own kernel, so the phases live in this process: `Run.begin_stage` clears them and
-`Run.end_stage` stores them as the stage's `timing` entry. Each phase keeps its total seconds, how often it ran and
+A stage runs in its own kernel, so the phases live in this process: `Run.end_stage` stores them as the stage's
+`timing` entry and clears them, so work done before `begin_stage` (a model materialised while a notebook previews
+its data) counts for the stage, and a second stage in one process starts afresh. Each phase keeps its total seconds, how often it ran and
 any counts it was given (tokens, rows, decoding or training steps); `tokens_per_s` is derived where tokens were
 counted. Decoding steps (the longest reply of each batch) are the count a busy machine does not change: a step
 costs about the same for 1 or 16 rows on a CPU, so fewer steps is less time whatever the load. Phases may
@@ -20,6 +21,7 @@ from typing import Any
 _LOCK = threading.Lock()
 _TOTALS: dict[str, dict[str, float]] = {}
 _INTERVALS: list[tuple[float, float]] = []
+_FIRST_NS: list[int] = []  # wall-clock start of the earliest phase (time.time_ns), to set against other clocks
 
 
 def reset() -> None:
@@ -27,6 +29,7 @@ def reset() -> None:
     with _LOCK:
         _TOTALS.clear()
         _INTERVALS.clear()
+        _FIRST_NS.clear()
 
 
 def add(name: str, seconds: float, started: float | None = None, **counts: float) -> None:
@@ -38,8 +41,11 @@ def add(name: str, seconds: float, started: float | None = None, **counts: float
         entry["count"] += 1
         for key, value in counts.items():
             entry[key] = entry.get(key, 0) + value
-        begin = started if started is not None else time.perf_counter() - seconds
+        now = time.perf_counter()
+        begin = started if started is not None else now - seconds
         _INTERVALS.append((begin, begin + seconds))
+        begin_ns = time.time_ns() - int((now - begin) * 1e9)
+        _FIRST_NS[:] = [min([begin_ns, *_FIRST_NS])]
 
 
 @contextmanager
@@ -66,15 +72,17 @@ def _covered(intervals: list[tuple[float, float]]) -> float:
 
 def snapshot() -> dict[str, Any]:
     """The phases so far, for the manifest: {"phases": {name: {seconds, count, ...}}, "covered_s": seconds in any
-    phase}; seconds rounded to 0.1 s, `tokens_per_s` where tokens were counted."""
+    phase, "first_ns": when the first began (None without phases)}; seconds rounded to 0.1 s, `tokens_per_s` where
+    tokens were counted."""
     with _LOCK:
         phases = {name: dict(entry) for name, entry in _TOTALS.items()}
         covered = _covered(list(_INTERVALS))
+        first_ns = _FIRST_NS[0] if _FIRST_NS else None
     for entry in phases.values():
         if entry.get("tokens") and entry["seconds"] > 0:
             entry["tokens_per_s"] = round(entry["tokens"] / entry["seconds"], 1)
         entry["seconds"] = round(entry["seconds"], 1)
-    return {"phases": phases, "covered_s": round(covered, 1)}
+    return {"phases": phases, "covered_s": round(covered, 1), "first_ns": first_ns}
 
 
 def summary_lines(stage: str, total_s: float, info: Mapping[str, Any]) -> list[str]:

@@ -270,14 +270,16 @@ def stage_starts(run: Run) -> dict[str, Any]:
 
 
 def stage_startup(run: Run, starts_before: dict[str, Any], started_ns: int) -> dict[str, Any]:
-    """The stages a notebook began, and the seconds from the notebook's start to the first of them: the kernel's
-    start-up, its imports and the cells before `begin_stage`."""
+    """The stages a notebook began, and the seconds from the notebook's start to the first of them or to their first
+    timed phase, whichever came first: the kernel's start-up, its imports and the cells before any work."""
+    stages = run.manifest().get("stages", {})
     begun = {name: begun_ns for name, (started, begun_ns) in stage_starts(run).items()
              if (started, begun_ns) != starts_before.get(name) and begun_ns}
     if not begun:
         return {}
-    return {"stages": sorted(begun, key=begun.get),
-            "startup_s": round(max(min(begun.values()) - started_ns, 0) / 1e9, 1)}
+    first = [(stages[name].get("timing") or {}).get("first_ns") for name in begun]
+    first_ns = min([*begun.values(), *(ns for ns in first if ns)])
+    return {"stages": sorted(begun, key=begun.get), "startup_s": round(max(first_ns - started_ns, 0) / 1e9, 1)}
 
 
 def timing_lines(run: Run, notebooks: Iterable[str]) -> list[str]:

@@ -233,7 +233,6 @@ class Run:
         with self._update(self.results_path) as r:
             r.pop(stage, None)
         self._remove_stage_outputs(stage)
-        phases.reset()  # the stage's phases (model loads, generation, training) are timed from here
 
     def _remove_stage_outputs(self, stage: str) -> None:
         """A re-run's files replace the earlier run's as a whole: the stage's own folder and its figures go first,
@@ -273,6 +272,7 @@ class Run:
         """Mark the stage finished and store where its time went (`helpers.phases`)."""
         stage = stage or self._require_stage()
         self.set_stage_info("timing", phases.snapshot(), stage)
+        phases.reset()  # the next stage in this process times its own phases
         self.set_stage_info("finished", time.strftime("%Y-%m-%dT%H:%M:%S%z"), stage)
 
     def stage_info(self, stage: str) -> dict[str, Any]:

@@ -42,21 +42,27 @@ def test_a_phase_that_raised_is_counted():
 
 
 def test_a_stage_stores_its_own_phases_in_the_manifest(tmp_path):
-    phases.add("left over from another stage", 5.0)
     run = Run(tmp_path / "run")
+    run.begin_stage("extract_skills", {})
+    phases.add("teacher generation", 5.0)
+    run.end_stage()
+    phases.add("materialise gemma", 3.0)  # before its stage began (a notebook's preview cell): counts for it
     run.begin_stage("generate", {})
     phases.add("teacher generation", 2.5, tokens=50)
     run.end_stage()
     timing = run.manifest()["stages"]["generate"]["timing"]
-    assert set(timing["phases"]) == {"teacher generation"} and timing["phases"]["teacher generation"]["tokens"] == 50
+    assert set(timing["phases"]) == {"materialise gemma", "teacher generation"}
+    assert timing["phases"]["teacher generation"] == {"seconds": 2.5, "count": 1, "tokens": 50, "tokens_per_s": 20.0}
+    assert phases.snapshot() == {"phases": {}, "covered_s": 0.0, "first_ns": None}  # the next stage starts afresh
 
 
 def test_the_driver_prints_start_up_phases_calls_and_the_rest(tmp_path):
     run = Run(tmp_path / "run")
     started_ns = time.time_ns() - 3_000_000_000  # the notebook began 3 s before its stage
     run.begin_stage("generate", {})
-    phases.add("load smollm2", 1.0, started=0.0)
-    phases.add("teacher generation", 4.0, started=1.0, tokens=80)
+    now = time.perf_counter()
+    phases.add("load smollm2", 1.0, started=now)
+    phases.add("teacher generation", 4.0, started=now + 1.0, tokens=80)
     run.add_accounting("teacher", {"calls": 24, "cache_hits": 0, "output_tokens": 80})
     run.end_stage()
     seen = stage_startup(run, {}, started_ns)
