@@ -16,6 +16,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt requirements-dev.txt requirem
 	$(BIN)/python -m pip install -q --no-deps -e .
 	$(BIN)/python -m pip install -q --no-deps --upgrade --target $(VENV)/alpaca_eval_ref -r requirements-reference.txt
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (instruct-skillmix)" >/dev/null
+	$(BIN)/python -c "import helpers.llm.models as m; print(*m.materialise_all(), sep=chr(10))"  # models, once
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -67,6 +68,7 @@ test-slurm: $(STAMP)
 		status=$$?; bash tests/slurm/cluster.sh stop; exit $$status
 
 bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_demo.py
 	$(BIN)/python benchmarks/bench_llm.py
 	$(BIN)/python benchmarks/bench_scale.py
 	$(BIN)/python benchmarks/bench_stage2.py

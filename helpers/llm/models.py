@@ -153,6 +153,15 @@ def _materialise(name: str, target: Path) -> Path:
     return target
 
 
+MATERIALISE_COMMAND = "import helpers.llm.models as m; print(*m.materialise_all(), sep=chr(10))"
+
+
+def materialise_all() -> list[Path]:
+    """Every embedded model as a checkpoint in the model cache. `make setup` runs it (MATERIALISE_COMMAND), so that reading the GGUF files, about a minute on a 2-core CPU, is part of the installation, not of the first
+    `make demo`; a later call finds the checkpoints and returns at once."""
+    return [materialise_embedded(name) for name in EMBEDDED_MODELS]
+
+
 def resolve_model_path(name: str, parameter: str = "BASE_MODEL") -> str:
     """Map a model parameter to something `from_pretrained` accepts: embedded name, local folder or hub id."""
     if not name:
