@@ -199,6 +199,11 @@ def submit_run(run_dir: str | Path | None, params: Mapping[str, Any], notebooks:
     slurm = {k: v for k, v in params.items() if str(k).startswith("SLURM_")}
     cfg = slurm_config(slurm, profile)
     plan, gpus = plan_run(run_dir, {k: v for k, v in params.items() if k not in slurm}, notebooks, cfg)
+    live = {} if dry_run else _queued_keys(plan.folder)
+    if live:  # two chains in one folder would pay every call twice (and the pipeline's lock refuses the second)
+        raise ParameterError("--run-dir", f"job {next(iter(live.values()))} of an earlier submission to {run_dir} is "
+                             "still queued or running", f"watch it (python -m helpers status --run-dir {run_dir}), "
+                             "or scancel it and submit again")
     code = submit_or_show(plan, cfg, gpus, dry_run)
     if not dry_run and plan.batches:
         print(f"\nwatch: python -m helpers status --run-dir {run_dir}\nlogs:  {Path(run_dir) / 'logs'}")
