@@ -221,7 +221,7 @@ def test_sweep_dry_run_prints_scripts_and_graph_without_slurm(tmp_path, capsys, 
                  "--set", "SLURM_CPUS=1", "--set", "SLURM_TIME=1:30:00"])
     text = capsys.readouterr().out
     assert code == 0 and not out.exists()
-    assert "02_generate: array of 6" in text and "03_sft: array of 6 (1 GPU, 1 CPU, 1:30:00), after aftercorr" in text
+    assert "02_generate: array of 6" in text and "03_sft: array of 6 (default partition, 1 GPU, 1 CPU, 1:30:00), after aftercorr" in text
     assert text.count("#!/bin/bash") == 4 and "#SBATCH --time=90" in text
     assert main(["--grid", grid, "--out", str(out), "--set", "SLURM_CPUS=1"]) == 2
     assert "add --executor slurm" in capsys.readouterr().err

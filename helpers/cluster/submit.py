@@ -109,7 +109,8 @@ def render_plan(plan: Plan, cfg: SlurmConfig) -> str:
     for b in plan.batches:
         dep = _dependency(b, ids, sizes) or "none"
         what = f"array of {len(b.tasks)}" if len(b.tasks) > 1 else "job"
-        out.append(f"{b.name}: {what} ({b.gpus} GPU, {cfg.for_stage('cpus', b.stage)} CPU, "
+        partition = cfg.for_stage("partition", b.stage) or "default partition"
+        out.append(f"{b.name}: {what} ({partition}, {b.gpus} GPU, {cfg.for_stage('cpus', b.stage)} CPU, "
                    f"{format_minutes(cfg.time_minutes(b.stage))}), after {dep}")
         out.extend(f"  [{i}] {t.key} -> {t.job.run_dir}" for i, t in enumerate(b.tasks))
     for b in plan.batches:
