@@ -14,8 +14,8 @@ One set of rules for every in-process model (teacher, judge, student, base; stag
 - **Batch**: 16 rows on a CPU, 64 on an accelerator (a GPU is far from busy at 16). A decoding step of the small
   embedded models on a 2-core CPU took about as long with 16 rows as with 8 or 4 (reading the weights, not the
   arithmetic, sets its pace: SmolLM2 2.1 steps/s at 8 and at 16 rows; Gemma 3 270M 0.35 / 0.31 / 0.26 / 0.28
-  steps/s at 4 / 8 / 12 / 16 rows on a busy machine), so 12 requests in one batch finish in 60 % or less of the
-  time of a batch of 8 and one of 4.
+  steps/s at 4 / 8 / 12 / 16 rows on a busy machine), so 12 requests in one batch take about 63 % (Gemma) or 50 %
+  (SmolLM2) of the time of a batch of 8 and then one of 4.
 
 Everything is looked up through `torch` at call time, so tests can stand in a fake GPU by monkeypatching
 `torch.cuda.is_available` and friends.
