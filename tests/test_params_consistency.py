@@ -8,6 +8,7 @@ import papermill as pm
 import pytest
 
 from helpers.__main__ import main
+from helpers.cluster.config import SlurmConfig
 from helpers.config import RENAMED, SHARED, StageConfig, read_params_file
 from helpers.layout import CONFIGS_DIR
 from helpers.llm.endpoint import Endpoint
@@ -100,6 +101,7 @@ def test_params_table_lists_every_parameter_once(capsys):
     assert lines[0].split() == ["name", "stages", "default", "help"]
     names = [line.split()[0] for line in lines[1:] if line and not line.startswith(" ")]
     expected = {n for cls in STAGE_CONFIGS.values() for n in cls.parameter_names()}
+    expected |= set(SlurmConfig.parameter_names())  # the Slurm executor's rows, listed after the stages'
     assert sorted(names) == sorted(expected)
     row = next(line for line in lines if line.startswith("MAX_CONCURRENCY "))
     assert "01,02,03,04" in row and " 8 " in row
