@@ -71,8 +71,8 @@ REQUEST_ATTEMPTS_HELP = ("How often one request is sent (time-outs, 429, 5xx, dr
                          "counts as failed.")
 
 
-# Inference precisions of in-process models (LOCAL_DTYPE): 'auto' is bfloat16 on a GPU and float32 on a CPU
-# (helpers.llm.device); bfloat16 on a CPU changes the replies, so there it is opt-in.
+# Inference precisions of in-process models (LOCAL_DTYPE): 'auto' is the fastest one the device computes natively
+# (helpers.llm.device): bfloat16 on a GPU and on a CPU with bf16 instructions, float32 on other CPUs.
 LOCAL_DTYPES = ("auto", "float32", "bfloat16")
 # What decodes in-process models' answers (LOCAL_ENGINE): 'auto' is vLLM where it is installed and a GPU is present.
 LOCAL_ENGINES = ("auto", "transformers", "vllm")

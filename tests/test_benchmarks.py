@@ -39,3 +39,13 @@ def test_rate_limit_and_batch_benchmark_runs():
     limited = [r for r in out["rate_limits"] if r["limit_set"]]
     assert limited and all(r["failed_conversations"] == 0 for r in limited)
     assert out["batch"]["kill_and_resume"]["duplicate_lines"] == 0 and out["batch"]["clean"]["all_answered"]
+
+
+def test_precision_benchmark_runs():
+    out = _run("bench_dtype.py", "--batch", "2", "--prompt-tokens", "8", "--new-tokens", "3", "--threads", "1")
+    assert set(out["models"]) == {"smollm2-135m-instruct", "gemma-3-270m"} and isinstance(out["native_bf16"], bool)
+    for figures in out["models"].values():
+        for dtype in ("float32", "bfloat16"):
+            run = figures[dtype]["runs"][0]
+            assert run["decode_tokens_per_s"] > 0 and run["prefill_s"] > 0
+        assert figures["bf16_decode_speedup"] > 0 and figures["bf16_prefill_speedup"] > 0

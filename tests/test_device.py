@@ -45,8 +45,44 @@ def test_device_follows_what_torch_can_use(monkeypatch, fake_gpu):
     assert dev.best_device() == "cpu"
 
 
-def test_auto_dtype_is_bf16_on_a_gpu_and_float32_on_a_cpu(monkeypatch, fake_gpu):
+@pytest.fixture
+def cpu_bf16(monkeypatch):
+    """Set what torch reports about the CPU's bf16 instructions: `cpu_bf16(amx=..., avx512_bf16=...)`."""
+    def report(amx: bool | Exception, avx512_bf16: bool | Exception) -> None:
+        for name, value in (("_is_amx_tile_supported", amx), ("_is_avx512_bf16_supported", avx512_bf16)):
+            def probe(value=value):
+                if isinstance(value, Exception):
+                    raise value
+                return value
+            monkeypatch.setattr(torch.cpu, name, probe, raising=False)
+    return report
+
+
+def test_auto_dtype_on_a_cpu_is_bf16_only_where_the_cpu_computes_it(monkeypatch, cpu_bf16):
+    cpu_bf16(amx=True, avx512_bf16=True)  # e.g. a Sapphire Rapids Xeon
+    assert dev.cpu_has_native_bf16() and dev.resolve_dtype("auto", "cpu") == "bfloat16"
+    cpu_bf16(amx=False, avx512_bf16=True)  # e.g. Cooper Lake, Zen 4
+    assert dev.resolve_dtype("auto", "cpu") == "bfloat16"
+    cpu_bf16(amx=False, avx512_bf16=False)  # bf16 would be emulated (converted to float32), slower than float32
+    assert not dev.cpu_has_native_bf16() and dev.resolve_dtype("auto", "cpu") == "float32"
+    cpu_bf16(amx=RuntimeError("no CPU dispatch"), avx512_bf16=False)  # a build that cannot tell
     assert dev.resolve_dtype("auto", "cpu") == "float32"
+    for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):  # a torch without the checks
+        monkeypatch.delattr(torch.cpu, name)
+    assert dev.resolve_dtype("auto", "cpu") == "float32"
+    assert dev.resolve_dtype("bfloat16", "cpu") == "bfloat16"  # explicit values keep their meaning
+
+
+def test_explicit_dtypes_keep_their_meaning_on_a_bf16_cpu(cpu_bf16):
+    cpu_bf16(amx=True, avx512_bf16=True)
+    assert dev.resolve_dtype("float32", "cpu") == "float32"
+    cpu = LocalBackend("smollm2-135m-instruct", device="cpu", dtype="float32")
+    assert cpu.cache_identity == "smollm2-135m-instruct"  # float32 replies keep their cache entries
+    auto = LocalBackend("smollm2-135m-instruct", device="cpu")
+    assert auto.dtype == "bfloat16" and auto.cache_identity == "smollm2-135m-instruct@bfloat16"  # cached apart
+
+
+def test_auto_dtype_is_bf16_on_a_gpu(monkeypatch, fake_gpu):
     assert dev.resolve_dtype("auto", "cuda") == "bfloat16"
     assert dev.resolve_dtype("float32", "cuda") == "float32" and dev.resolve_dtype("bfloat16", "cpu") == "bfloat16"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
@@ -83,7 +119,8 @@ def test_in_process_model_on_a_gpu_gets_bf16_a_big_batch_and_its_own_cache_key(f
     assert isinstance(client.backend, LocalBackend)  # auto without vLLM installed: transformers
 
 
-def test_on_a_cpu_the_precision_stays_and_a_batch_holds_16_rows():
+def test_on_a_cpu_without_bf16_the_precision_stays_and_a_batch_holds_16_rows(cpu_bf16):
+    cpu_bf16(amx=False, avx512_bf16=False)
     cpu = LocalBackend("smollm2-135m-instruct", device="cpu")
     assert (cpu.dtype, cpu.batch_size) == ("float32", 16)
     assert cpu.cache_identity == "smollm2-135m-instruct"  # the same cache entries as before 'auto' existed

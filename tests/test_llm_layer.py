@@ -294,7 +294,7 @@ def test_local_cache_identity_follows_the_checkpoint_files(tmp_path):
     (folder / "model.safetensors").write_bytes(b"retrained weights")
     os.utime(folder / "model.safetensors", ns=(1, 1))
     assert LocalBackend(str(folder)).cache_identity != before
-    assert LocalBackend("smollm2-135m-instruct").cache_identity == "smollm2-135m-instruct"  # the demo's keys
+    assert LocalBackend("smollm2-135m-instruct", dtype="float32").cache_identity == "smollm2-135m-instruct"
     assert LocalBackend("smollm2-135m-instruct", chat_template="{{ x }}").cache_identity != "smollm2-135m-instruct"
     assert LocalBackend("smollm2-135m-instruct", dtype="bfloat16").cache_identity == "smollm2-135m-instruct@bfloat16"
     with pytest.raises(ParameterError, match="LOCAL_DTYPE"):

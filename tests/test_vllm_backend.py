@@ -56,7 +56,7 @@ def test_requests_carry_the_stop_ids_and_a_seed_per_request(served, tiny_base, m
 
 def test_cache_entries_are_the_engine_s_own(tiny_base):
     vl = VLLMBackend(str(tiny_base), dtype="float32")
-    hf = LocalBackend(str(tiny_base), device="cpu")
+    hf = LocalBackend(str(tiny_base), device="cpu", dtype="float32")
     messages = [{"role": "user", "content": "hi"}]
     assert vl.cache_identity.startswith(hf.cache_identity) and vl.cache_identity.endswith("@float32")
     assert cache_key(vl.kind, vl.cache_identity, messages, {}, "", "") != cache_key(hf.kind, hf.cache_identity,

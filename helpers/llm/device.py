@@ -3,9 +3,12 @@
 One set of rules for every in-process model (teacher, judge, student, base; stage 3's and stage 4's answers):
 
 - **Device**: CUDA when torch sees a GPU, else Intel XPU, else Apple MPS, else the CPU.
-- **Precision** (`LOCAL_DTYPE`): 'auto' is bfloat16 on a GPU (the paper's models are trained and evaluated in it;
-  float16 where the GPU has no bf16) and float32 on a CPU, so a CPU run answers exactly as before; 'float32' and
-  'bfloat16' keep their meaning everywhere.
+- **Precision** (`LOCAL_DTYPE`): 'auto' is the fastest precision the device computes natively. On a GPU that is
+  bfloat16 (the paper's models are trained and evaluated in it; float16 where the GPU has no bf16). On a CPU with
+  bf16 instructions (AMX or AVX512-BF16, as torch reports them: `cpu_has_native_bf16`) it is bfloat16 too: both
+  embedded models decode about twice as fast in it at the CPU batch (benchmarks/bench_dtype.py); on other CPUs bf16
+  is emulated and slower, so 'auto' stays float32 there. Replies in bf16 differ from float32's and are cached under
+  their own key. 'float32' and 'bfloat16' keep their meaning everywhere.
 - **Threads**: torch's default is one thread per core, which several processes sharing the cores (a vLLM server
   beside the kit, parallel runs, a busy machine) oversubscribe: each token then waits for threads that are not
   running. Unless OMP_NUM_THREADS says otherwise, the kit takes the cores this process may use minus the ones other
@@ -54,15 +57,32 @@ def is_accelerator(device: str) -> bool:
     return device.split(":")[0] in ACCELERATORS
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AMX tiles or AVX512-BF16), as torch's CPU dispatch sees it.
+    Without them torch emulates bf16 by converting to float32, which is slower than float32 itself; a torch build
+    that cannot tell (no such check) counts as not having them."""
+    import torch  # heavy: see above
+
+    cpu = getattr(torch, "cpu", None)
+    for check in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        probe = getattr(cpu, check, None)
+        try:
+            if probe is not None and probe():
+                return True
+        except RuntimeError:  # a build whose CPU dispatch cannot answer
+            continue
+    return False
+
+
 def resolve_dtype(dtype: str, device: str, parameter: str = "LOCAL_DTYPE") -> str:
     """The precision a model is loaded in: 'auto' becomes bfloat16 on an accelerator (float16 on a GPU without bf16)
-    and float32 on a CPU; explicit values stay."""
+    and on a CPU with native bf16 (`cpu_has_native_bf16`), float32 on other CPUs; explicit values stay."""
     if dtype not in ("auto", "float32", "bfloat16"):
         raise ParameterError(parameter, f"unknown dtype {dtype!r}", "use 'auto', 'float32' or 'bfloat16'")
     if dtype != "auto":
         return dtype
     if not is_accelerator(device):
-        return "float32"
+        return "bfloat16" if cpu_has_native_bf16() else "float32"
     if device.startswith("cuda"):
         import torch  # heavy: see above
 

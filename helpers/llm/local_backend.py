@@ -102,8 +102,8 @@ class LocalBackend:
             raise ParameterError("LOCAL_DTYPE", f"unknown dtype {dtype!r}", f"use one of {', '.join(LOCAL_DTYPES)}")
         self.model, self.role, self.chat_template = model, role, chat_template
         self.device = device or best_device()
-        # 'auto': bfloat16 on a GPU, float32 on a CPU. On a CPU bfloat16 about halves the time per token where it has
-        # bf16 instructions (AVX512-BF16 / AMX), but its replies differ from float32's: opt-in there, cached apart.
+        # 'auto': bfloat16 on a GPU and on a CPU with bf16 instructions (AMX / AVX512-BF16), where it about halves
+        # the time per token; float32 on other CPUs. bf16 replies differ from float32's and are cached apart.
         self.dtype = resolve_dtype(dtype, self.device)
         self.reuse_prefixes = reuse_prefixes  # False: every prompt is computed in full (the slower reference path)
         self.batch_size = batch_size or batch_size_for(self.device)
