@@ -97,9 +97,9 @@ SHARED: dict[str, tuple[Any, str]] = {
     "request_timeout": (DEFAULT_REQUEST_TIMEOUT, REQUEST_TIMEOUT_HELP),
     "request_attempts": (DEFAULT_REQUEST_ATTEMPTS, REQUEST_ATTEMPTS_HELP),
     "local_dtype": ("auto", "Inference precision of in-process models (an embedded or checkpoint teacher, judge or "
-                            "evaluated model; stage 3's answers; not training): 'auto' (bfloat16 on a GPU, float32 on "
-                            "a CPU), 'float32', or 'bfloat16' (on a CPU about half the time per token where it has "
-                            "bf16 instructions; replies differ and are cached apart)."),
+                            "evaluated model; stage 3's answers; not training): 'auto' (bfloat16 on a GPU and on a CPU "
+                            "with bf16 instructions, AMX or AVX512-BF16, where it is about twice as fast; float32 on "
+                            "other CPUs), 'float32', or 'bfloat16' (replies differ and are cached apart)."),
     "local_engine": ("auto", "What decodes in-process models' answers: 'transformers' (batched generate in this "
                              "process), 'vllm' (a vLLM server the kit starts from .venv-vllm or this environment, "
                              "waits for and stops; `make setup-vllm` installs it) or 'auto' (vLLM when it is "
