@@ -1,12 +1,16 @@
 """Paper-scale access against the fake provider: rate-limited live calls and the Batch API route. Prints JSON.
 
-Rate limits: a server that allows R requests/s (100 ms per call) and the kit with MAX_CONCURRENCY=64 running 5-turn
-conversations, once with the limit set to the server's (`max_requests_per_minute = 60 R`) and once without; for
-each, the achieved rate of answered requests as a share of R, and the share of requests the server refused (429).
+Rate limits: a server that allows R requests within any rolling second (`--window-s 1`, as providers enforce a
+per-minute limit; a refused request counts against the window too, as OpenAI says it does, unless
+`--refused-not-counted`; `--window-s 0`: a token bucket of one second's worth) with 100 ms per call, and the kit with
+MAX_CONCURRENCY=64 running 5-turn conversations, once with the limit set to the server's
+(`max_requests_per_minute = 60 R`) and once without; for each, the achieved rate of answered requests as a share of
+R, the share of requests the server refused (429), and the most requests it admitted within one second.
 Batch route: N conversations of T turns go out as batches; the number of rounds against the expected T, then a run
 killed after its first submission and started again, counting lines the server received twice.
 
-    python benchmarks/bench_scale.py [--rates 50 200 --seconds 10 --batch-conversations 1000]
+    python benchmarks/bench_scale.py [--rates 50 200 --seconds 10 --window-s 1 --batch-conversations 1000]
+    python benchmarks/bench_scale.py --rates 50 --seconds 12 --no-unlimited --no-batch   # the limited run alone
 """
 from __future__ import annotations
 
@@ -24,24 +28,28 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _serve(rate: float, latency: float, conn) -> None:
+def _serve(rate: float, latency: float, window_s: float, count_refused: bool, conn) -> None:
     """The limited server in its own process (so it does not share the client's GIL); answers 'stats' requests."""
-    from helpers.llm.fake_openai import FakeOpenAIServer
+    from helpers.llm.fake_openai import FakeOpenAIServer, max_in_window
 
-    srv = FakeOpenAIServer(requests_per_s=rate, latency_s=latency).start()
+    srv = FakeOpenAIServer(requests_per_s=rate, latency_s=latency, rate_window_s=window_s).start()
+    if window_s:
+        srv._limits.count_refused = count_refused
     conn.send(srv.port)
     while True:
         if conn.recv() == "stats":
-            conn.send({"requests": srv.requests, "rate_limited": srv.rate_limited, "completions": srv.completions})
+            admitted = [t for t, _ in getattr(srv._limits, "admitted", [])]
+            conn.send({"requests": srv.requests, "rate_limited": srv.rate_limited, "completions": srv.completions,
+                       "most_in_a_second": max_in_window(admitted, 1.0) if admitted else None})
 
 
 def rate_limited_run(rate: float, latency: float, seconds: float, concurrency: int, turns: int,
-                     limited: bool) -> dict:
+                     limited: bool, window_s: float = 1.0, count_refused: bool = True) -> dict:
     from helpers.llm.client import connect
 
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_serve, args=(rate, latency, child), daemon=True)
+    proc = ctx.Process(target=_serve, args=(rate, latency, window_s, count_refused, child), daemon=True)
     proc.start()
     try:
         base_url = f"http://127.0.0.1:{parent.recv()}/v1"
@@ -61,11 +69,14 @@ def rate_limited_run(rate: float, latency: float, seconds: float, concurrency: i
         proc.terminate()
     answered = sum(len(c.results) for c in out if c.ok)
     return {
-        "limit_set": limited, "server_requests_per_s": rate, "conversations": n_conv, "answered_requests": answered,
+        "limit_set": limited, "server_requests_per_s": rate, "server_window_s": window_s or "token bucket",
+        "refused_requests_count": count_refused if window_s else None,
+        "conversations": n_conv, "answered_requests": answered,
         "failed_conversations": sum(not c.ok for c in out), "elapsed_s": round(elapsed, 2),
         "achieved_per_s": round(answered / elapsed, 2), "achieved_over_R": round(answered / elapsed / rate, 3),
         "requests_sent": stats["requests"], "answered_429": stats["rate_limited"],
         "share_429": round(stats["rate_limited"] / max(1, stats["requests"]), 4),
+        "most_admitted_in_one_second": stats["most_in_a_second"],
         "client_cpu_ms_per_request_sent": round(1000 * cpu / max(1, stats["requests"]), 3),
     }
 
@@ -133,13 +144,21 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="about how long each limited run lasts")
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--turns", type=int, default=5)
+    ap.add_argument("--window-s", type=float, default=1.0,
+                    help="the server counts requests over a rolling window this long (0: a token bucket)")
+    ap.add_argument("--refused-not-counted", dest="count_refused", action="store_false",
+                    help="a refused request does not count against the server's window")
+    ap.add_argument("--no-unlimited", dest="unlimited", action="store_false",
+                    help="skip the run without the limit set")
+    ap.add_argument("--no-batch", dest="batch", action="store_false", help="skip the Batch API runs")
     ap.add_argument("--batch-conversations", type=int, default=1000)
     ap.add_argument("--batch-turns", type=int, default=3)
     ap.add_argument("--batch-fail-rate", type=float, default=0.02)
     args = ap.parse_args()
-    rate_limits = [rate_limited_run(r, args.latency, args.seconds, args.concurrency, args.turns, limited)
-                   for r in args.rates for limited in (True, False)]
-    batch = batch_runs(args.batch_conversations, args.batch_turns, args.batch_fail_rate)
+    rate_limits = [rate_limited_run(r, args.latency, args.seconds, args.concurrency, args.turns, limited,
+                                    args.window_s, args.count_refused)
+                   for r in args.rates for limited in ((True, False) if args.unlimited else (True,))]
+    batch = batch_runs(args.batch_conversations, args.batch_turns, args.batch_fail_rate) if args.batch else None
     print(json.dumps({"latency_s": args.latency, "concurrency": args.concurrency, "turns": args.turns,
                       "rate_limits": rate_limits, "batch": batch}, indent=2))
 

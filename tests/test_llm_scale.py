@@ -15,8 +15,8 @@ from helpers.generate.estimate import batch_estimate
 from helpers.llm.accounting import Usage, estimate_cost
 from helpers.llm.cache import CallCache
 from helpers.llm.client import connect
-from helpers.llm.fake_openai import FakeOpenAIServer
-from helpers.llm.ratelimit import RateLimiter, format_duration, parse_duration
+from helpers.llm.fake_openai import FakeOpenAIServer, max_in_window
+from helpers.llm.ratelimit import SLACK_S, RateLimiter, format_duration, parse_duration
 from helpers.params import ParameterError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +81,68 @@ def test_token_limit_paces_by_estimated_tokens(tmp_path):
         u = live_client(unlimited_srv, tmp_path, max_attempts=100)
         assert all(r.ok for r in u.chat_many(requests, max_tokens=50))
         assert unlimited_srv.rate_limited / unlimited_srv.requests > 0.05
+
+
+def _window_run(srv, client, requests, **sampling):
+    """Send `requests` through `client`; the server's view: (share answered 429, the most admitted in any second
+    (requests, tokens), the sustained rate of admitted requests and tokens per second, first to last arrival)."""
+    out = client.chat_many(requests, **sampling)
+    assert all(r.ok for r in out)
+    admitted = srv._limits.admitted
+    stamps, tokens = [t for t, _ in admitted], [float(n) for _, n in admitted]
+    span = stamps[-1] - stamps[0]
+    per_s = (len(stamps) - 1) / span, (sum(tokens) - tokens[-1]) / span
+    return (srv.rate_limited / srv.requests, max_in_window(stamps, 1.0), max_in_window(stamps, 1.0, tokens),
+            per_s)
+
+
+def test_pacing_holds_a_rolling_one_second_window(tmp_path):
+    """A provider that allows R requests within any rolling second (a per-minute limit enforced per second; a
+    refused request counts too), and the limit set to R x 60 per minute: from the first second on (a burst at the
+    start would be refused) fewer than 1 % of requests are answered 429, and the kit sustains at least 95 % of R."""
+    rate = 50.0
+    requests = [[{"role": "user", "content": f"q {i}"}] for i in range(int(rate * 4))]
+    with FakeOpenAIServer(requests_per_s=rate, rate_window_s=1.0, latency_s=0.05) as srv:
+        c = live_client(srv, tmp_path, max_requests_per_minute=rate * 60)
+        share_429, most_in_a_second, _, (sustained, _) = _window_run(srv, c, requests)
+    assert share_429 < 0.01, (share_429, most_in_a_second)
+    assert most_in_a_second <= rate
+    assert sustained >= 0.95 * rate, sustained
+
+
+def test_token_pacing_holds_a_rolling_one_second_window(tmp_path):
+    """The same for tokens: T tokens within any rolling second, each request counted on arrival as OpenAI documents
+    (prompt characters / 4 + max_tokens, not corrected by what was generated), the limit set to T x 60 per minute:
+    fewer than 1 % answered 429 from the start, and at least 95 % of T sustained."""
+    tokens_per_s = 6000.0
+    requests = [[{"role": "user", "content": f"question number {i:04d} here"}] for i in range(600)]  # 6 + 34 tokens
+    with FakeOpenAIServer(tokens_per_s=tokens_per_s, rate_window_s=1.0, latency_s=0.05) as srv:
+        c = live_client(srv, tmp_path, max_tokens_per_minute=tokens_per_s * 60)
+        share_429, _, most_in_a_second, (_, sustained) = _window_run(srv, c, requests, max_tokens=34)
+    assert share_429 < 0.01, (share_429, most_in_a_second)
+    assert most_in_a_second <= tokens_per_s
+    assert sustained >= 0.95 * tokens_per_s, sustained
+
+
+def test_no_burst_at_the_start_or_after_an_idle_spell():
+    """Ten requests at once under 6,000 per minute (100/s) go one after another, 1 / 97 s apart, both at the start
+    and after an idle spell: no allowance is saved up that a provider counting per second would refuse."""
+    async def stamps(limiter: RateLimiter) -> list[float]:
+        sent: list[float] = []
+
+        async def one() -> None:
+            await limiter.acquire(10)
+            sent.append(time.monotonic())
+
+        await asyncio.gather(*(one() for _ in range(10)))
+        return sent
+
+    limiter = RateLimiter(max_requests_per_minute=6000)
+    first = asyncio.run(stamps(limiter))
+    time.sleep(0.3)
+    after_idle = asyncio.run(stamps(limiter))  # another event loop, as the blocking helpers use
+    for sent in (first, after_idle):  # k requests span k / 97 s, less the lateness a wake-up may make up
+        assert all(sent[i + k] - sent[i] >= k / 97 - SLACK_S - 1e-3 for k in (1, 5, 9) for i in range(10 - k))
 
 
 def test_headers_lower_the_rate_and_pause():

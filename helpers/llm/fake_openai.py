@@ -7,7 +7,8 @@ servers do (`models_status`: "500" or "html"; `listed_models`: names other than 
 the request, so caching and transcripts can be checked exactly.
 
 Like a real provider it can also enforce requests-per-second and tokens-per-second limits (429 with Retry-After and
-OpenAI's x-ratelimit-* headers, which successes carry too), and it serves the files + batches endpoints of the
+OpenAI's x-ratelimit-* headers, which successes carry too), as token buckets or, with `rate_window_s`, counted over
+a rolling window as providers state them (`RollingWindowLimits`), and it serves the files + batches endpoints of the
 Batch API: an uploaded JSONL of chat requests goes validating -> in_progress -> completed (some lines failed, in
 the error file) or expired, and the counters say how many batches and duplicate lines were submitted.
 """
@@ -20,13 +21,14 @@ import json
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from .ratelimit import format_duration
+from .ratelimit import estimate_tokens, format_duration
 
 FAULTS = ("429", "500", "503", "drop", "empty", "truncated", "slow", "html", "401",
           "400echo", "500echo", "echo")  # *echo: the reply (an error body, or content) repeats the Authorization header
@@ -89,6 +91,104 @@ class ServerLimits:
         return out
 
 
+class RollingWindowLimits:
+    """A provider's limits counted over a rolling window, as providers state them: at most `requests_per_s x
+    window_s` requests and `tokens_per_s x window_s` tokens arrive within any `window_s` seconds (1: a per-minute
+    limit enforced per second, which OpenAI calls quantized; 60: per minute). Beyond, the answer is 429 with
+    Retry-After (when the request would fit) and x-ratelimit-* headers, which successes carry too.
+
+    Tokens are counted as OpenAI documents it: at arrival, the request's estimate (characters / 4 of the prompt) plus
+    its `max_tokens` (DEFAULT_OUTPUT_TOKENS when it sets none), never corrected afterwards by what was generated.
+    A refused request still counts against the request limit (OpenAI: "unsuccessful requests contribute to your
+    per-minute limit"; `count_refused=False`: it does not); its tokens do not. `admitted` keeps (arrival time, tokens) of every admitted request, so a
+    test can check the window itself."""
+
+    def __init__(self, requests_per_s: float = 0.0, tokens_per_s: float = 0.0, window_s: float = 1.0,
+                 count_refused: bool = True) -> None:
+        self.window_s, self.count_refused = window_s, count_refused
+        self.limits = {"requests": requests_per_s * window_s, "tokens": tokens_per_s * window_s}
+        self.per_minute = {"requests": requests_per_s * 60, "tokens": tokens_per_s * 60}
+        self._log: dict[str, deque[tuple[float, float]]] = {"requests": deque(), "tokens": deque()}
+        self._used = {"requests": 0.0, "tokens": 0.0}
+        self.admitted: list[tuple[float, int]] = []
+        self.refused = 0
+
+    @property
+    def active(self) -> bool:
+        return any(self.limits.values())
+
+    @staticmethod
+    def charge(body: dict[str, Any]) -> int:
+        """The tokens one request counts for on arrival."""
+        return estimate_tokens(body.get("messages") or [], body)
+
+    def _expire(self, now: float) -> None:
+        for k, log in self._log.items():
+            while log and log[0][0] <= now - self.window_s:
+                self._used[k] -= log.popleft()[1]
+
+    def _free_at(self, kind: str, need: float, now: float) -> float:
+        """When `need` more of `kind` fit in the window (now, if they fit already)."""
+        limit, used = self.limits[kind], self._used[kind]
+        for stamp, amount in self._log[kind]:
+            if used + need <= limit:
+                break
+            used -= amount
+            now = stamp + self.window_s
+        return now
+
+    def admit(self, tokens: int) -> float | None:
+        now = time.monotonic()
+        self._expire(now)
+        need = {"requests": 1.0, "tokens": float(tokens)}
+        waits = [self._free_at(k, need[k], now) - now for k, limit in self.limits.items()
+                 if limit and self._used[k] + need[k] > limit]
+        if waits:
+            self.refused += 1
+            if self.limits["requests"] and self.count_refused:
+                self._log["requests"].append((now, 1.0))
+                self._used["requests"] += 1.0
+            return max(max(waits), 0.001)
+        if self.limits["requests"]:
+            self._log["requests"].append((now, 1.0))
+            self._used["requests"] += 1.0
+        if self.limits["tokens"]:
+            self._log["tokens"].append((now, float(tokens)))
+            self._used["tokens"] += tokens
+        self.admitted.append((now, tokens))
+        return None
+
+    def refund(self, tokens: int) -> None:
+        """Nothing: what was counted at arrival stays counted."""
+
+    def headers(self) -> dict[str, str]:
+        now = time.monotonic()
+        self._expire(now)
+        out: dict[str, str] = {}
+        for k, limit in self.limits.items():
+            if limit:
+                log = self._log[k]
+                out[f"x-ratelimit-limit-{k}"] = str(int(self.per_minute[k]))
+                out[f"x-ratelimit-remaining-{k}"] = str(int(max(0.0, limit - self._used[k])))
+                # until the window is empty again ("resets to its initial state")
+                out[f"x-ratelimit-reset-{k}"] = format_duration(log[-1][0] + self.window_s - now if log else 0.0)
+        return out
+
+
+def max_in_window(stamps: list[float], window_s: float, weights: list[float] | None = None) -> float:
+    """The most (count, or sum of `weights`) that arrived within any `window_s` seconds."""
+    weights = weights if weights is not None else [1.0] * len(stamps)
+    best = total = 0.0
+    start = 0
+    for end, stamp in enumerate(stamps):
+        total += weights[end]
+        while stamps[start] <= stamp - window_s:
+            total -= weights[start]
+            start += 1
+        best = max(best, total)
+    return best
+
+
 def default_reply(messages: list[dict[str, str]], body: dict[str, Any]) -> str:
     last = messages[-1]["content"] if messages else ""
     turn = sum(1 for m in messages if m["role"] == "user")
@@ -117,9 +217,11 @@ class FakeOpenAIServer:
     reply_fn: Callable[[list[dict[str, str]], dict[str, Any]], str] = default_reply
     seed: int = 0
     host: str = "127.0.0.1"
-    # a provider's rate limits (0 = none); see ServerLimits
+    # a provider's rate limits (0 = none): token buckets (ServerLimits) or, with `rate_window_s`, counted over a
+    # rolling window of that many seconds (RollingWindowLimits)
     requests_per_s: float = 0.0
     tokens_per_s: float = 0.0
+    rate_window_s: float = 0.0
     # the Batch API: seconds each batch spends validating and in progress, and the share of lines that fail
     batch_step_s: float = 0.0
     batch_line_fail_rate: float = 0.0
@@ -200,7 +302,8 @@ class FakeOpenAIServer:
             return web.json_response({"error": {"message": f"model {body.get('model')} not found"}}, status=404)
         charged = 0
         if self._limits.active:
-            charged = _prompt_tokens(body.get("messages", [])) + int(body.get("max_tokens") or 0)
+            charged = (self._limits.charge(body) if isinstance(self._limits, RollingWindowLimits)
+                       else _prompt_tokens(body.get("messages", [])) + int(body.get("max_tokens") or 0))
             with self._lock:
                 wait = self._limits.admit(charged)
                 if wait is not None:
@@ -402,7 +505,9 @@ class FakeOpenAIServer:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "FakeOpenAIServer":
         self._rng = random.Random(self.seed)
-        self._limits = ServerLimits(self.requests_per_s, self.tokens_per_s)
+        self._limits: ServerLimits | RollingWindowLimits = (
+            RollingWindowLimits(self.requests_per_s, self.tokens_per_s, self.rate_window_s) if self.rate_window_s
+            else ServerLimits(self.requests_per_s, self.tokens_per_s))
         ready = threading.Event()
 
         def serve() -> None:
@@ -452,11 +557,13 @@ def main() -> None:
     ap.add_argument("--model", action="append", default=None)
     ap.add_argument("--requests-per-s", type=float, default=0.0, help="a provider's request limit (0 = none)")
     ap.add_argument("--tokens-per-s", type=float, default=0.0, help="a provider's token limit (0 = none)")
+    ap.add_argument("--rate-window", type=float, default=0.0,
+                    help="count the limits over a rolling window of this many seconds (0 = token buckets)")
     ap.add_argument("--batch-step", type=float, default=0.0, help="seconds a batch spends validating, then running")
     args = ap.parse_args()
     server = FakeOpenAIServer(models=tuple(args.model or ["fake-model"]), latency_s=args.latency, port=args.port,
                               requests_per_s=args.requests_per_s, tokens_per_s=args.tokens_per_s,
-                              batch_step_s=args.batch_step).start()
+                              rate_window_s=args.rate_window, batch_step_s=args.batch_step).start()
     print(json.dumps({"base_url": server.base_url, "models": server.models}), flush=True)
     try:
         while True:
