@@ -61,7 +61,10 @@ def progress_bar(iterable: Iterable[Any] | None = None, **kwargs: Any) -> Any:
 
 def _interactive_bar_class() -> type:
     """The widget bar inside a Jupyter kernel that has ipywidgets, else the text bar (tqdm.auto would warn about the
-    missing widgets in every notebook)."""
+    missing widgets in every notebook). A process that has not imported IPython runs no kernel: it gets the text bar
+    without paying IPython's import (a tenth of a second, more on a first run) when its first bar opens."""
+    if "IPython" not in sys.modules:
+        return tqdm_std.tqdm
     try:
         from IPython import get_ipython
 

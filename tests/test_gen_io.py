@@ -85,3 +85,16 @@ def test_appended_records_survive_a_kill_before_close(tmp_path):
         log.append({"i": 3})
     log.close()
     assert [r["i"] for r in read_jsonl(path)] == [0, 1, 2, 3]
+
+
+def test_background_import_of_datasets_gives_the_gil_back_often_then_restores_the_interval(monkeypatch):
+    import importlib
+    import sys
+
+    from helpers.generate import files
+
+    during = []
+    monkeypatch.setattr(importlib, "import_module", lambda name: during.append(sys.getswitchinterval()))
+    before = sys.getswitchinterval()
+    files._import_datasets()
+    assert during == [pytest.approx(files.IMPORT_SWITCH_INTERVAL_S)] and sys.getswitchinterval() == before

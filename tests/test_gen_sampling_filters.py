@@ -2,6 +2,7 @@
 import random
 
 import pytest
+from rapidfuzz.distance import Indel
 
 from helpers.generate.filters import NearDuplicateIndex, filter_examples, rouge_l_f1
 from helpers.generate.sampling import derive_seed, draw_plan, pair_report, repeated_pairs, unique_skills
@@ -90,6 +91,19 @@ def test_lsh_finds_what_brute_force_finds():
     assert len(brute_pairs) >= 40
     assert lsh_pairs == brute_pairs
     assert rouge_l_f1("a b c d", "a b c d") == 1.0 and rouge_l_f1("a b", "c d") == 0.0
+
+
+def test_texts_compared_as_one_character_per_word_score_as_their_words():
+    """The index compares texts written one character per distinct word (rapidfuzz's fast path): the scores are
+    those of the word sequences, also past the 55,000 words after which Unicode's surrogates are skipped."""
+    from helpers.generate.filters import word_string, words
+
+    many = [f"word{i}" for i in range(60_000)]
+    assert word_string(many).encode("utf-8")  # no surrogate among them
+    rng = random.Random(1)
+    for _ in range(200):
+        a, b = (" ".join(rng.choices(many[-200:] + ["the", "plan"], k=rng.randint(0, 15))) for _ in range(2))
+        assert Indel.normalized_similarity(word_string(words(a)), word_string(words(b))) == rouge_l_f1(a, b)
 
 
 def test_shirkers_exact_reproducible_and_nested():

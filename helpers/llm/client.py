@@ -23,6 +23,7 @@ from ..params import (DEFAULT_REQUEST_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT, Paramet
                       check_env_var_name, check_int, check_request_limits)
 from .accounting import Usage
 from .cache import CallCache, cache_key
+from .loopgc import frozen_heap
 from .ratelimit import RateLimiter, estimate_tokens
 from ..progress import progress_bar, refresh_interval_s
 from .errors import PermanentError, TransientError, api_key_from_env, key_values, redact_secrets  # noqa: F401
@@ -148,7 +149,7 @@ class ChatClient:
             hit = self.cache.get(key)
             if hit is not None:
                 self.usage.add_call(hit.input_tokens, hit.output_tokens, cached=True)
-                self._check_sampled(identity, messages, sampling, salt, hit)
+                self._check_sampled(identity, messages, sampling, salt, hit, key)
                 return hit
         start = time.perf_counter()
         error = "no attempt made"
@@ -180,7 +181,7 @@ class ChatClient:
                     if self.cache is not None:
                         self.cache.put(key, result)
                     self.usage.add_call(result.input_tokens, result.output_tokens, cached=False, retries=attempt - 1)
-                    self._check_sampled(identity, messages, sampling, salt, result)
+                    self._check_sampled(identity, messages, sampling, salt, result, key)
                     return result
                 finally:
                     self.waiting -= 1
@@ -192,13 +193,15 @@ class ChatClient:
                           attempts=self.max_attempts, latency_s=time.perf_counter() - start)
 
     def _check_sampled(self, identity: str, messages: list[Message], sampling: dict[str, Any], salt: str,
-                       result: ChatResult) -> None:
+                       result: ChatResult, key: str = "") -> None:
         """Warn (once per client) when a sampled request asked again with another salt comes back word for word
-        as before: the endpoint ignores temperature and seed, so retries and repeats are no new samples."""
+        as before: the endpoint ignores temperature and seed, so retries and repeats are no new samples. `key`: the
+        call's cache key, which is the request's own when it has no salt."""
         temperature = float(sampling.get("temperature", 1.0) or 0.0)
         if temperature <= 0 or len(result.text) < MIN_SAMPLE_CHARS:
             return
-        request = cache_key(self.backend.kind, identity, messages, sampling, "", self.cache_scope)
+        request = key if key and not salt else cache_key(self.backend.kind, identity, messages, sampling, "",
+                                                         self.cache_scope)
         replies = self._samples.setdefault(request, {})
         digest = hashlib.sha256(result.text.encode("utf-8")).hexdigest()
         first_salt = replies.setdefault(digest, salt)
@@ -295,23 +298,25 @@ class ChatClient:
                    disable=not self.show_progress or not tasks, leave=False)
         ticker = asyncio.ensure_future(show_waiting())
         start = time.perf_counter()
-        try:
-            for fut in asyncio.as_completed(tasks):
-                i, value = await fut
-                out[i] = value
-                if on_done is not None:
-                    on_done(i, value, bar)
-                if self.limiter is not None:
-                    self._show_rate(bar, rate_state)
-                bar.set_description_str(self.progress_note(desc), refresh=False)
-                bar.update(1)
-        finally:
-            ticker.cancel()
-            bar.close()
-            self.usage.add_wall(time.perf_counter() - start)
-            for t in tasks:
-                t.cancel()
-            await self.backend.release_loop()
+        # No full garbage collection walks the whole process while calls wait on this loop (see loopgc).
+        with frozen_heap():
+            try:
+                for fut in asyncio.as_completed(tasks):
+                    i, value = await fut
+                    out[i] = value
+                    if on_done is not None:
+                        on_done(i, value, bar)
+                    if self.limiter is not None:
+                        self._show_rate(bar, rate_state)
+                    bar.set_description_str(self.progress_note(desc), refresh=False)
+                    bar.update(1)
+            finally:
+                ticker.cancel()
+                bar.close()
+                self.usage.add_wall(time.perf_counter() - start)
+                for t in tasks:
+                    t.cancel()
+                await self.backend.release_loop()
         return out
 
     def gather(self, coros: Sequence[Awaitable[T]], desc: str = "calls",
