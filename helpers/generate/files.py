@@ -7,10 +7,7 @@ official release file as-is.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
-import os
-import subprocess
 import sys
 import threading
 import time
@@ -60,15 +57,8 @@ def start_loading_datasets(delay_s: float = IMPORT_DELAY_S) -> None:
 
 
 def _import_datasets(delay_s: float = 0.0) -> None:
-    start = time.monotonic()
-    if "datasets" not in sys.modules and not _bytecode_cached("datasets"):
-        # The first import since an install that compiled no bytecode (uv's default) compiles some 2.5 s of
-        # modules, each compile holding the interpreter's lock for up to a tenth of a second: a child process
-        # does it on another core and leaves the bytecode behind, so the import here is the usual one.
-        subprocess.run([sys.executable, "-c", "import datasets"], stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300, check=False)
-    if (wait := delay_s - (time.monotonic() - start)) > 0:
-        time.sleep(wait)
+    if delay_s > 0:
+        time.sleep(delay_s)
     before = sys.getswitchinterval()
     sys.setswitchinterval(min(before, IMPORT_SWITCH_INTERVAL_S))
     ours = sys.getswitchinterval()
@@ -77,16 +67,6 @@ def _import_datasets(delay_s: float = 0.0) -> None:
     finally:
         if sys.getswitchinterval() == ours:  # unless someone else changed it meanwhile
             sys.setswitchinterval(before)
-
-
-def _bytecode_cached(module: str) -> bool:
-    """Whether `module`'s compiled bytecode is on disk already (True when that cannot be told)."""
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        return True
-    cached = getattr(spec, "cached", None) if spec is not None else None
-    return cached is None or os.path.exists(cached)
 
 
 def records_to_dataset(records: list[dict[str, Any]]):

@@ -132,9 +132,11 @@ class _Checkpointer:
     `CHECKPOINT_EVERY` answers, as with SQLite's own checkpoints. While answers keep coming it never copies all of
     the log, and SQLite starts the log afresh only after a checkpoint that did; so once the log is over
     `WAL_RESTART_BYTES`, a RESTART checkpoint copies the rest and has the next commit start it afresh, holding
-    writers back for that long (once per several thousand answers). Closing the last connection to the file at the
-    end of the process copies and removes the log, as before. A checkpoint that fails (a full disk, a writer that
-    does not let go within the timeout) leaves the log as it is, to be copied next time."""
+    writers back for that long (once per several thousand answers; up to its 0.1 s timeout more when another
+    process is reading an older snapshot). The log is thus up to `WAL_RESTART_BYTES` long where SQLite kept it near
+    4 MB; closing the last connection to the file copies and removes it, as before. A checkpoint that fails (a full
+    disk, a reader or writer that does not let go within the timeout) leaves the log as it is, to be copied next
+    time."""
 
     def __init__(self) -> None:
         self.pid = os.getpid()
@@ -158,7 +160,8 @@ class _Checkpointer:
             try:
                 con = self._connections.get(path)
                 if con is None:
-                    con = self._connections[path] = sqlite3.connect(path, timeout=1, isolation_level=None)
+                    # a short timeout: a RESTART that waits for a reader holds writers back meanwhile
+                    con = self._connections[path] = sqlite3.connect(path, timeout=0.1, isolation_level=None)
                 con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 if _size(Path(f"{path}-wal")) > WAL_RESTART_BYTES:
                     con.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()

@@ -100,8 +100,8 @@ class RollingWindowLimits:
     Tokens are counted as OpenAI documents it: at arrival, the request's estimate (characters / 4 of the prompt) plus
     its `max_tokens` (DEFAULT_OUTPUT_TOKENS when it sets none), never corrected afterwards by what was generated.
     A refused request still counts against the request limit (OpenAI: "unsuccessful requests contribute to your
-    per-minute limit"; `count_refused=False`: it does not); its tokens do not. `admitted` keeps (arrival time, tokens) of every admitted request, so a
-    test can check the window itself."""
+    per-minute limit"; with `count_refused=False` it does not); its tokens do not. `admitted` keeps (arrival time,
+    tokens) of every admitted request, so a test can check the window itself."""
 
     def __init__(self, requests_per_s: float = 0.0, tokens_per_s: float = 0.0, window_s: float = 1.0,
                  count_refused: bool = True) -> None:

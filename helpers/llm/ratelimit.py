@@ -8,10 +8,11 @@ requests/minute as 1,000 per second), so a burst that fits in the minute can sti
 The `RateLimiter` therefore spaces requests evenly, never in bursts, at `PACE_MARGIN` (97 %) of each configured
 rate: one request per 60 / (0.97 RPM) seconds, and a request of n tokens n / (0.97 TPM / 60) seconds before the
 next. There is no saved-up allowance, at the start or after an idle spell, so within ANY window of W seconds the
-kit sends at most 0.97 x RPM / 60 x (W + `SLACK_S`) requests (+1). The 3 % left over absorbs the jitter between
-when a request is sent and when the provider stamps its arrival (the event loop, the network, a busy server): about
-30 ms within a one-second window. A wake-up late by up to `SLACK_S` does not shift the schedule (the next request
-keeps its time, so the rate holds on a busy machine); a longer stall is not made up with a burst.
+kit sends at most 0.97 x RPM / 60 x (W + `SLACK_S`) requests (+1): 0.98 of the limit within a second. The 2 % left
+over absorbs the jitter between when a request is sent and when the provider stamps its arrival (the event loop,
+the network, a busy server): about 20 ms within a one-second window. A wake-up late by up to `SLACK_S` does not
+shift the schedule (the next request keeps its time, so the rate holds on a busy machine); a longer stall is not
+made up with a burst.
 
 Requests wait their turn in order (first come, first served; one `asyncio.sleep` per request, no polling). Tokens
 are counted as OpenAI documents it: "your rate limit is calculated as the maximum of max_tokens and the estimated
