@@ -386,7 +386,7 @@ def connect(
     Empty `base_url` runs the model in-process (embedded name, checkpoint folder or hub id); otherwise `model` is
     the id served by the OpenAI-compatible endpoint. With `check`, a wrong endpoint, unknown model or missing key
     raises `ParameterError` now, before any work is queued. An in-process model runs on the best device
-    (`helpers.llm.device`) in `local_dtype` ('auto': bfloat16 on a GPU, float32 on a CPU), decoded by
+    (`helpers.llm.device`) in `local_dtype` ('auto': bfloat16 on a GPU and on a CPU with native bf16, else float32), decoded by
     `local_engine` (LOCAL_ENGINE: 'transformers', 'vllm' or 'auto', see `vllm_engine`).
 
     `max_requests_per_minute` / `max_tokens_per_minute` (`{role}_MAX_REQUESTS_PER_MINUTE`, `..._TOKENS_...`; empty
